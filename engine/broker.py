@@ -1,0 +1,191 @@
+"""The one place that talks AMQP: a robust connection, confirmed publishes, consumers.
+
+Every publish is persistent, ``mandatory`` and confirmed: :meth:`Broker.publish`
+returns only once RabbitMQ has taken responsibility for the message, and raises
+:class:`PublishFailed` if it was returned as unroutable, nacked or lost with the
+channel. Callers ack an original only after that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractQueue,
+    AbstractRobustConnection,
+    DeliveryMode,
+)
+
+from engine.errors import PublishFailed, ServiceUnavailable
+from engine.message import CONTENT_TYPE
+from engine.settings import Settings
+from engine.topology import Topology, passive_queue, work_exchange
+
+Outgoing = tuple[str, str, bytes, Mapping[str, Any] | None, str | None]
+"""(exchange, routing key, body, headers, message id) of one publish."""
+
+
+def amqp_message(
+    body: bytes, headers: Mapping[str, Any] | None, message_id: str | None
+) -> aio_pika.Message:
+    return aio_pika.Message(
+        body,
+        content_type=CONTENT_TYPE,
+        delivery_mode=DeliveryMode.PERSISTENT,
+        headers=dict(headers) if headers else None,
+        message_id=message_id,
+    )
+
+
+class Broker:
+    """A robust connection with one confirm channel for publishing."""
+
+    def __init__(self, settings: Settings, *, name: str = "lazarus") -> None:
+        self.settings = settings
+        self.ns = settings.namespace
+        self.topology = Topology(settings.namespace, settings.queue_type)
+        self._name = name
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+
+    async def connect(self) -> None:
+        try:
+            self._connection = await aio_pika.connect_robust(
+                self.settings.amqp_dsn, client_properties={"connection_name": self._name}
+            )
+        except (OSError, aiormq.exceptions.AMQPError) as exc:
+            raise ServiceUnavailable(
+                f"RabbitMQ at {_safe(self.settings.amqp_dsn)}: {exc}"
+            ) from None
+        self._channel = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+        self._exchanges[""] = self._channel.default_exchange
+        self._exchanges[work_exchange(self.ns)] = await self.topology.declare_base(self._channel)
+
+    @property
+    def connection(self) -> AbstractRobustConnection:
+        if self._connection is None:
+            raise RuntimeError("Broker.connect() was not called")
+        return self._connection
+
+    @property
+    def channel(self) -> AbstractChannel:
+        if self._channel is None:
+            raise RuntimeError("Broker.connect() was not called")
+        return self._channel
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    async def __aenter__(self) -> Broker:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def exchange(self, name: str) -> AbstractExchange:
+        found = self._exchanges.get(name)
+        if found is None:
+            found = await self.channel.get_exchange(name, ensure=False)
+            self._exchanges[name] = found
+        return found
+
+    async def declare_work_queue(self, queue: str) -> AbstractQueue:
+        return await self.topology.declare_work_queue(self.channel, queue)
+
+    async def delay_route(self, queue: str, delay_ms: int) -> tuple[str, str]:
+        """(exchange, routing key) that delivers to ``queue`` after ``delay_ms``."""
+        name = await self.topology.ensure_delay_queue(self.channel, queue, delay_ms)
+        return "", name
+
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        headers: Mapping[str, Any] | None = None,
+        message_id: str | None = None,
+    ) -> None:
+        """Publish one persistent message and wait for the broker's confirm."""
+        target = await self.exchange(exchange)
+        try:
+            await target.publish(
+                amqp_message(body, headers, message_id), routing_key, mandatory=True
+            )
+        except aiormq.exceptions.PublishError:
+            raise PublishFailed(
+                f"no queue bound to exchange {exchange!r} with routing key {routing_key!r}: "
+                "the broker returned the message unroutable"
+            ) from None
+        except (
+            aiormq.exceptions.AMQPError,
+            aio_pika.exceptions.ChannelInvalidStateError,
+            ConnectionError,
+        ) as exc:
+            raise PublishFailed(
+                f"publish to {exchange!r}/{routing_key!r} not confirmed: {exc!r}"
+            ) from None
+
+    async def publish_many(self, outgoing: Iterable[Outgoing], *, in_flight: int = 1000) -> int:
+        """Publish with up to ``in_flight`` unconfirmed at once; return how many were confirmed.
+
+        Raises PublishFailed on the first failure, after the in-flight ones settle:
+        callers must treat every message of the batch as possibly unsent.
+        """
+        window = asyncio.Semaphore(in_flight)
+        failures: list[BaseException] = []
+
+        async def one(item: Outgoing) -> None:
+            try:
+                await self.publish(*item)
+            except PublishFailed as exc:
+                failures.append(exc)
+            finally:
+                window.release()
+
+        tasks: list[asyncio.Task[None]] = []
+        for item in outgoing:
+            await window.acquire()
+            if failures:
+                window.release()
+                break
+            tasks.append(asyncio.create_task(one(item)))
+        await asyncio.gather(*tasks)
+        if failures:
+            raise PublishFailed(str(failures[0]))
+        return len(tasks)
+
+    async def queue_depth(self, name: str) -> tuple[int, int] | None:
+        """(messages ready, consumers) of a queue, or None if it does not exist.
+
+        A passive declare of a missing queue closes its channel, so it gets its own.
+        """
+        channel = await self.connection.channel()
+        try:
+            queue = await passive_queue(channel, name)
+            if queue is None or queue.declaration_result is None:
+                return None
+            result = queue.declaration_result
+            return int(result.message_count or 0), int(result.consumer_count or 0)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
+
+def _safe(dsn: str) -> str:
+    """A DSN without its password, for messages."""
+    if "@" not in dsn:
+        return dsn
+    scheme, _, rest = dsn.partition("://")
+    return f"{scheme}://{rest.split('@', 1)[1]}"

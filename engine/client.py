@@ -1,0 +1,96 @@
+"""Enqueue jobs: returns only once RabbitMQ has confirmed the message."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from engine.broker import Broker, Outgoing
+from engine.message import JobMessage, check_queue_name, encode, new_job_id
+from engine.settings import Settings, load_settings
+from engine.topology import delay_tier_ms, work_exchange
+
+
+class Client:
+    """Publishes job messages. Use as ``async with Client() as client``."""
+
+    def __init__(self, settings: Settings | None = None, *, broker: Broker | None = None) -> None:
+        self.settings = settings or load_settings()
+        self.broker = broker or Broker(self.settings, name="lazarus-client")
+        self._owns_broker = broker is None
+
+    async def __aenter__(self) -> Client:
+        if self._owns_broker:
+            await self.broker.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._owns_broker:
+            await self.broker.close()
+
+    async def declare_queue(self, queue: str = "default") -> None:
+        """Create the work queue so jobs can be published to it before any worker starts."""
+        await self.broker.declare_work_queue(check_queue_name(queue))
+
+    async def enqueue(
+        self,
+        job_type: str,
+        payload: Any = None,
+        *,
+        queue: str = "default",
+        max_retries: int | None = None,
+        delay: float = 0,
+        job_id: str | None = None,
+        suspend_on_failure: bool | None = None,
+    ) -> str:
+        """Publish one job and return its id once the broker has confirmed it.
+
+        Raises PublishFailed if no queue ``queue`` exists (declare it or start a worker).
+        """
+        message = build_message(job_type, payload, queue, max_retries, job_id, suspend_on_failure)
+        await self.broker.publish(*await self._route(message, delay))
+        return message.id
+
+    async def enqueue_many(
+        self, jobs: Iterable[tuple[str, Any]], *, queue: str = "default", in_flight: int = 1000
+    ) -> list[str]:
+        """Publish many ``(job_type, payload)`` jobs with pipelined confirms; return their ids."""
+        messages = [build_message(t, p, queue, None, None, None) for t, p in jobs]
+        exchange = work_exchange(self.settings.namespace)
+        outgoing: list[Outgoing] = [(exchange, queue, encode(m), None, m.id) for m in messages]
+        await self.broker.publish_many(outgoing, in_flight=in_flight)
+        return [m.id for m in messages]
+
+    async def publish_message(self, message: JobMessage, delay: float = 0) -> None:
+        """Publish a prepared message (a retry or a requeue) and wait for its confirm."""
+        await self.broker.publish(*await self._route(message, delay))
+
+    async def _route(self, message: JobMessage, delay: float) -> Outgoing:
+        if delay < 0:
+            raise ValueError(f"delay must not be negative, got {delay}")
+        body = encode(message)
+        if delay > 0:
+            exchange, key = await self.broker.delay_route(message.queue, delay_tier_ms(delay))
+        else:
+            exchange, key = work_exchange(self.settings.namespace), message.queue
+        return exchange, key, body, None, message.id
+
+
+def build_message(
+    job_type: str,
+    payload: Any,
+    queue: str,
+    max_retries: int | None,
+    job_id: str | None,
+    suspend_on_failure: bool | None,
+) -> JobMessage:
+    if max_retries is not None and max_retries < 0:
+        raise ValueError(f"max_retries must not be negative, got {max_retries}")
+    return JobMessage(
+        type=job_type,
+        payload=payload,
+        id=job_id or new_job_id(),
+        queue=check_queue_name(queue),
+        max_retries=max_retries,
+        suspend_on_failure=suspend_on_failure,
+    )

@@ -1,0 +1,145 @@
+"""One delivery in, one :class:`Outcome` out: decode, look up, run the attempts, classify.
+
+The executor never acks, publishes or sleeps between broker retries; the worker
+acts on the outcome. Cancellation (worker shutdown, a person suspending the job)
+propagates untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import traceback
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from engine.context import JobContext
+from engine.errors import MessageError, UnknownJobType
+from engine.message import JobMessage, decode
+from engine.registry import Handler, lookup
+from engine.retry import decide
+from engine.states import Verdict
+
+
+class DeadReason:
+    """Why a job left its queue for the dead letters (the ``x-lazarus-reason`` header)."""
+
+    EXHAUSTED = "retries exhausted"
+    PERMANENT = "permanent error"
+    MALFORMED = "malformed message"
+    UNKNOWN_TYPE = "unknown job type"
+    CRASH_LOOP = "crash loop"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """An exception as it is stored and shown: type, message and full traceback."""
+
+    type: str
+    message: str
+    traceback: str
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        kind = type(exc)
+        name = (
+            kind.__qualname__
+            if kind.__module__ == "builtins"
+            else f"{kind.__module__}.{kind.__qualname__}"
+        )
+        text = str(exc) or repr(exc)
+        return cls(name, text, "".join(traceback.format_exception(exc)))
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one delivery, and what the worker must do about it."""
+
+    verdict: Verdict
+    message: JobMessage | None  # None when the body could not be decoded
+    job_id: str
+    error: ErrorInfo | None = None
+    reason: str | None = None  # for DEAD: a DeadReason
+    delay: float = 0.0  # for RETRY: seconds before the next run
+
+
+def fallback_job_id(body: bytes, message_id: str | None) -> str:
+    """An id for a body without one: the AMQP message id, or one derived from the bytes."""
+    if message_id:
+        return message_id
+    return str(uuid.UUID(bytes=hashlib.sha256(body).digest()[:16], version=5))
+
+
+class Executor:
+    """Runs jobs for one worker."""
+
+    def __init__(self, worker_id: str, *, max_message_bytes: int = 1_048_576) -> None:
+        self.worker_id = worker_id
+        self.max_message_bytes = max_message_bytes
+
+    async def execute(self, body: bytes, message_id: str | None = None) -> Outcome:
+        fallback = fallback_job_id(body, message_id)
+        try:
+            message = decode(body, max_bytes=self.max_message_bytes, fallback_id=fallback)
+        except MessageError as exc:
+            return Outcome(
+                Verdict.DEAD,
+                None,
+                fallback,
+                _error("MessageError", exc.reason),
+                DeadReason.MALFORMED,
+            )
+        try:
+            handler = lookup(message.type)
+        except UnknownJobType as exc:
+            return Outcome(
+                Verdict.DEAD,
+                message,
+                message.id,
+                _error("UnknownJobType", str(exc)),
+                DeadReason.UNKNOWN_TYPE,
+            )
+        return await self.run(handler, message)
+
+    async def run(self, handler: Handler, message: JobMessage) -> Outcome:
+        policy = handler.policy
+        try:
+            async for attempt in policy.in_process():
+                with attempt:
+                    context = JobContext(
+                        message, self.worker_id, attempt.retry_state.attempt_number
+                    )
+                    await _call(handler, context, policy.timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = ErrorInfo.from_exception(exc)
+            verdict = decide(policy, exc, message.attempt, message.max_retries)
+            if verdict is Verdict.RETRY:
+                return Outcome(
+                    Verdict.RETRY,
+                    message,
+                    message.id,
+                    error,
+                    delay=policy.broker_delay(message.attempt),
+                )
+            reason = DeadReason.PERMANENT if policy.is_permanent(exc) else DeadReason.EXHAUSTED
+            return Outcome(Verdict.DEAD, message, message.id, error, reason)
+        return Outcome(Verdict.SUCCEEDED, message, message.id)
+
+
+async def _call(handler: Handler, context: JobContext, timeout: float | None) -> Any:
+    if timeout is None:
+        return await handler.func(context)
+    try:
+        async with asyncio.timeout(timeout):
+            return await handler.func(context)
+    except TimeoutError:
+        raise TimeoutError(
+            f"job {context.job_id} ({handler.name}) ran longer than {timeout} s"
+        ) from None
+
+
+def _error(kind: str, text: str) -> ErrorInfo:
+    return ErrorInfo(kind, text, "")

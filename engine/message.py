@@ -1,0 +1,147 @@
+"""Wire format v1 of a job message: what any service in any language publishes.
+
+This module knows nothing of AMQP; it turns bytes into a :class:`JobMessage` and
+back. A body that breaks the format raises :class:`MessageError` with a reason,
+which the worker turns into a dead letter instead of a retry loop.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from engine.errors import MessageError
+
+FORMAT_VERSION = 1
+CONTENT_TYPE = "application/json"
+_TYPE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_job_id() -> str:
+    return str(uuid.uuid4())
+
+
+def check_queue_name(name: str) -> str:
+    """Return ``name`` if it can name a queue, else raise ValueError naming it."""
+    if not _QUEUE_NAME.match(name):
+        raise ValueError(f"queue name {name!r}: use 1-100 letters, digits, '_', '.' or '-'")
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class JobMessage:
+    """One job as it travels on the wire; every retry is a new copy with ``attempt + 1``."""
+
+    type: str
+    payload: Any
+    id: str = field(default_factory=new_job_id)
+    queue: str = "default"
+    attempt: int = 0  # broker-level runs already made (0 on the first run)
+    max_retries: int | None = None  # None: the handler's policy decides
+    generation: int = 0  # bumped by every requeue of a dead or suspended job
+    created_at: datetime = field(default_factory=now_utc)
+    checkpoint: Any = None  # progress to resume from (recover mode); None: start over
+    suspend_on_failure: bool | None = None  # None: the handler's policy decides
+    v: int = FORMAT_VERSION
+
+    @property
+    def key(self) -> str:
+        """Idempotency key of this run: job id and generation."""
+        return f"{self.id}:{self.generation}"
+
+    def next_attempt(self) -> JobMessage:
+        return replace(self, attempt=self.attempt + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": self.v,
+            "id": self.id,
+            "type": self.type,
+            "queue": self.queue,
+            "payload": self.payload,
+            "attempt": self.attempt,
+            "max_retries": self.max_retries,
+            "generation": self.generation,
+            "created_at": self.created_at.isoformat(),
+            "checkpoint": self.checkpoint,
+            "suspend_on_failure": self.suspend_on_failure,
+        }
+
+
+def encode(message: JobMessage) -> bytes:
+    return orjson.dumps(message.to_dict())
+
+
+def _require(body: dict[str, Any], name: str, kinds: type | tuple[type, ...]) -> Any:
+    value = body[name]
+    if not isinstance(value, kinds) or (isinstance(value, bool) and kinds is int):
+        raise MessageError(f"field {name!r} has the wrong type: {type(value).__name__}")
+    return value
+
+
+def _optional(body: dict[str, Any], name: str, kind: type, default: Any) -> Any:
+    if body.get(name) is None:
+        return default
+    return _require(body, name, kind)
+
+
+def decode(raw: bytes, *, max_bytes: int = 1_048_576, fallback_id: str | None = None) -> JobMessage:
+    """Parse a message body; raise MessageError saying what is wrong with it."""
+    if len(raw) > max_bytes:
+        raise MessageError(f"message body is {len(raw)} bytes, more than the {max_bytes} allowed")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MessageError(f"message body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise MessageError("message body must be a JSON object")
+    version = _optional(body, "v", int, FORMAT_VERSION)
+    if version != FORMAT_VERSION:
+        raise MessageError(
+            f"unsupported format version {version} (this worker reads {FORMAT_VERSION})"
+        )
+    if "type" not in body:
+        raise MessageError("field 'type' is missing")
+    job_type = _require(body, "type", str)
+    if not _TYPE_NAME.match(job_type):
+        raise MessageError(f"field 'type' is not a valid job type name: {job_type!r}")
+    queue = _optional(body, "queue", str, "default")
+    try:
+        check_queue_name(queue)
+    except ValueError as exc:
+        raise MessageError(str(exc)) from None
+    attempt = _optional(body, "attempt", int, 0)
+    generation = _optional(body, "generation", int, 0)
+    max_retries = _optional(body, "max_retries", int, None)
+    if attempt < 0 or generation < 0 or (max_retries is not None and max_retries < 0):
+        raise MessageError("fields 'attempt', 'generation' and 'max_retries' must not be negative")
+    created_raw = _optional(body, "created_at", str, None)
+    try:
+        created_at = datetime.fromisoformat(created_raw) if created_raw else now_utc()
+    except ValueError:
+        raise MessageError(f"field 'created_at' is not an ISO 8601 time: {created_raw!r}") from None
+    if created_at.tzinfo is None:
+        created_at = created_at.replace(tzinfo=UTC)
+    job_id = _optional(body, "id", str, None) or fallback_id or new_job_id()
+    return JobMessage(
+        type=job_type,
+        payload=body.get("payload"),
+        id=job_id,
+        queue=queue,
+        attempt=attempt,
+        max_retries=max_retries,
+        generation=generation,
+        created_at=created_at,
+        checkpoint=body.get("checkpoint"),
+        suspend_on_failure=_optional(body, "suspend_on_failure", bool, None),
+    )

@@ -1,0 +1,73 @@
+"""Handlers registered under a job type, with their retry policy."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import UnknownJobType
+from engine.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from engine.context import JobContext
+
+HandlerFunc = Callable[["JobContext"], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    """A job type's function and how its failures are retried."""
+
+    name: str
+    func: HandlerFunc
+    policy: RetryPolicy
+    queue: str = "default"
+    suspend_on_failure: bool = False
+
+
+_REGISTRY: dict[str, Handler] = {}
+
+
+def handler(
+    name: str | None = None,
+    *,
+    queue: str = "default",
+    policy: RetryPolicy | None = None,
+    suspend_on_failure: bool = False,
+) -> Callable[[HandlerFunc], HandlerFunc]:
+    """Register ``async def f(ctx)`` as the handler of job type ``name`` (default: its name).
+
+    Registering two different functions under one type is an error: the second would
+    silently win in one process and lose in another.
+    """
+
+    def register(func: HandlerFunc) -> HandlerFunc:
+        job_type = name or func.__name__
+        existing = _REGISTRY.get(job_type)
+        if existing is not None and existing.func is not func:
+            raise ValueError(f"job type {job_type!r} is already registered by {existing.func!r}")
+        _REGISTRY[job_type] = Handler(
+            job_type, func, policy or RetryPolicy(), queue, suspend_on_failure
+        )
+        return func
+
+    return register
+
+
+def lookup(job_type: str) -> Handler:
+    try:
+        return _REGISTRY[job_type]
+    except KeyError:
+        raise UnknownJobType(f"no handler registered for job type {job_type!r}") from None
+
+
+def registered() -> dict[str, Handler]:
+    return dict(_REGISTRY)
+
+
+def load_modules(modules: list[str]) -> None:
+    """Import handler modules so their decorators register them."""
+    for module in modules:
+        importlib.import_module(module)

@@ -1,0 +1,86 @@
+"""Retry policy: in-process attempts (tenacity), broker-level retries and their delays.
+
+The executor asks :func:`decide` what a failure means; the worker only carries
+the decision out. Nothing here touches the broker.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from engine.errors import Permanent, Transient
+from engine.states import Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How one job type retries.
+
+    ``transient`` errors are retried ``attempts`` times in-process (exponential
+    backoff with jitter, capped at ``backoff_max``). A job whose in-process
+    attempts are spent is retried ``max_retries`` times through the broker,
+    waiting ``retry_delay * retry_factor ** attempt`` (capped) between runs.
+    ``permanent`` errors skip every retry. ``timeout`` bounds one attempt.
+    """
+
+    transient: tuple[type[BaseException], ...] = (Transient,)
+    attempts: int = 3
+    backoff: float = 0.05
+    backoff_max: float = 2.0
+    jitter: float = 0.05
+    max_retries: int = 3
+    retry_delay: float = 1.0
+    retry_factor: float = 2.0
+    retry_delay_max: float = 3600.0
+    retry_jitter: float = 0.1  # +/- fraction of the broker delay, so retries of a burst spread out
+    permanent: tuple[type[BaseException], ...] = field(default=(Permanent,))
+    timeout: float | None = 60.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("RetryPolicy.attempts must be at least 1")
+        if self.max_retries < 0:
+            raise ValueError("RetryPolicy.max_retries must not be negative")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError("RetryPolicy.timeout must be positive or None")
+
+    def in_process(self) -> AsyncRetrying:
+        """A tenacity loop retrying transient (never permanent) errors of one run."""
+        return AsyncRetrying(
+            retry=retry_if_exception(self.is_transient),
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_exponential_jitter(
+                multiplier=self.backoff, max=self.backoff_max, jitter=self.jitter
+            ),
+            reraise=True,
+        )
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return isinstance(exc, self.transient) and not self.is_permanent(exc)
+
+    def is_permanent(self, exc: BaseException) -> bool:
+        return isinstance(exc, self.permanent)
+
+    def broker_delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before broker-level run number ``attempt + 1``."""
+        base = min(self.retry_delay * self.retry_factor**attempt, self.retry_delay_max)
+        spread = base * self.retry_jitter
+        return max(0.0, base + (rng or random).uniform(-spread, spread))
+
+
+def decide(
+    policy: RetryPolicy, exc: BaseException, attempt: int, max_retries: int | None
+) -> Verdict:
+    """Retry through the broker or dead-letter, for a run that ended in ``exc``."""
+    if policy.is_permanent(exc):
+        return Verdict.DEAD
+    budget = policy.max_retries if max_retries is None else max_retries
+    return Verdict.RETRY if attempt < budget else Verdict.DEAD

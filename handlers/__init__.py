@@ -1,0 +1,1 @@
+"""Handlers that ship with Lazarus: examples to copy and built-ins for demos and benchmarks."""

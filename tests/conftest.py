@@ -1,0 +1,132 @@
+"""Fixtures: every test gets its own namespace (queues, exchanges, schema) and cleans it up.
+
+Services come from LAZARUS_TEST_AMQP_URL / LAZARUS_TEST_DATABASE_URL, defaulting to
+the local RabbitMQ and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import aio_pika
+import aiormq
+import pytest
+
+from engine.settings import QueueType, Settings
+from engine.topology import (
+    dead_exchange,
+    recorder_queue,
+    retained_queue,
+    work_exchange,
+    work_queue,
+)
+
+AMQP_URL = os.environ.get("LAZARUS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+DATABASE_URL = os.environ.get(
+    "LAZARUS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+RUN_PREFIX = f"lzt_{uuid.uuid4().hex[:6]}"
+
+
+def unique_namespace() -> str:
+    return f"{RUN_PREFIX}_{uuid.uuid4().hex[:8]}"
+
+
+def make_settings(
+    namespace: str, queue_type: QueueType = QueueType.QUORUM, **extra: object
+) -> Settings:
+    return Settings(
+        amqp_url=AMQP_URL,  # type: ignore[arg-type]
+        database_url=DATABASE_URL,  # type: ignore[arg-type]
+        namespace=namespace,
+        queue_type=queue_type,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(params=[QueueType.QUORUM, QueueType.CLASSIC], ids=["quorum", "classic"])
+def queue_type(request: pytest.FixtureRequest) -> QueueType:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def settings(queue_type: QueueType) -> AsyncIterator[Settings]:
+    """Settings of a fresh namespace; its exchanges and queues are deleted afterwards."""
+    config = make_settings(unique_namespace(), queue_type)
+    yield config
+    await delete_namespace(config.namespace, ["default"])
+
+
+@pytest.fixture
+async def quorum_settings() -> AsyncIterator[Settings]:
+    config = make_settings(unique_namespace(), QueueType.QUORUM)
+    yield config
+    await delete_namespace(config.namespace, ["default"])
+
+
+async def delete_namespace(ns: str, queues: list[str]) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        for name in [work_queue(ns, q) for q in queues] + [retained_queue(ns), recorder_queue(ns)]:
+            channel = await connection.channel()
+            with contextlib.suppress(aiormq.exceptions.AMQPError):
+                await channel.queue_delete(name)
+            if not channel.is_closed:
+                await channel.close()
+        for name in (work_exchange(ns), dead_exchange(ns)):
+            channel = await connection.channel()
+            with contextlib.suppress(aiormq.exceptions.AMQPError):
+                await channel.exchange_delete(name)
+            if not channel.is_closed:
+                await channel.close()
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sweep_leftover_queues() -> Iterator[None]:
+    """Delete any queue of this run that a test left behind (delay queues, crashed tests)."""
+    yield
+    try:
+        listed = subprocess.run(
+            ["rabbitmqctl", "list_queues", "name", "--quiet", "--no-table-headers"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        ).stdout.split()
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    leftovers = [name for name in listed if name.startswith(RUN_PREFIX)]
+
+    async def sweep() -> None:
+        connection = await aio_pika.connect(AMQP_URL)
+        for name in leftovers:
+            channel = await connection.channel()
+            with contextlib.suppress(aiormq.exceptions.AMQPError):
+                await channel.queue_delete(name)
+        await connection.close()
+
+    if leftovers:
+        asyncio.run(sweep())
+
+
+async def wait_for(
+    predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 20.0, what: str = "condition"
+) -> None:
+    """Poll until ``predicate`` holds; fail the test naming ``what`` after ``timeout`` s."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = predicate()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
