@@ -1,30 +1,25 @@
 """The ``lazarus`` command: parses arguments, calls the engine, prints. It decides nothing.
 
-Exit codes (the same for every command)::
-
-    0  done
-    1  the operation failed (unknown id, job in another state, publish not confirmed)
-    2  bad usage or configuration (a bad argument, a bad LAZARUS_* value)
-    3  a service is unavailable (RabbitMQ or PostgreSQL down, schema not migrated)
+Exit codes are listed in :mod:`engine.cli_common` and the README.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import logging
-import signal
-import sys
-from collections.abc import Callable, Coroutine
-from typing import Annotated, Any, NoReturn, ParamSpec, TypeVar
+from typing import Annotated
 
-import orjson
 import typer
 
-from engine.errors import ConfigError, LazarusError, ServiceUnavailable
-from engine.settings import Settings, load_settings
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+from engine.cli_common import (
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    configure_logging,
+    fail,
+    parse_json,
+    run_async,
+    settings,
+    stop_on_signal,
+)
+from engine.cli_dead import dead_app
 
 app = typer.Typer(
     name="lazarus",
@@ -33,49 +28,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    typer.echo(f"lazarus: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        fail(str(exc), EXIT_USAGE)
-
-
-def run_async(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
-    """Run a coroutine command, turning engine errors into one line and an exit code."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return asyncio.run(func(*args, **kwargs))
-        except ServiceUnavailable as exc:
-            fail(str(exc), EXIT_UNAVAILABLE)
-        except ConfigError as exc:
-            fail(str(exc), EXIT_USAGE)
-        except (LazarusError, ValueError) as exc:
-            fail(str(exc), EXIT_FAILED)
-
-    return wrapper
-
-
-def parse_json(text: str, what: str) -> Any:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        fail(f"{what} is not valid JSON: {exc}", EXIT_USAGE)
-
-
-def print_json(value: Any) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+app.add_typer(dead_app, name="dead")
 
 
 @app.command()
@@ -122,10 +75,14 @@ def worker(
     concurrency: Annotated[
         int, typer.Option(min=1, max=10_000, help="Jobs at once per queue.")
     ] = 32,
+    record: Annotated[
+        bool, typer.Option(help="Also record dead letters into PostgreSQL and relay requeues.")
+    ] = True,
 ) -> None:
     """Run a worker until SIGTERM or SIGINT; in-flight jobs get a grace period."""
     from engine.message import check_queue_name
     from engine.registry import load_modules
+    from engine.runner import run_worker
 
     config = settings()
     try:
@@ -134,27 +91,40 @@ def worker(
     except (ImportError, ValueError) as exc:
         fail(str(exc), EXIT_USAGE)
     configure_logging()
-    run_async(_run_worker)(config, queues, concurrency)
+
+    async def serve() -> None:
+        await run_worker(config, queues, concurrency, stop_on_signal(), record=record)
+
+    run_async(serve)()
 
 
-async def _run_worker(config: Settings, queues: list[str], concurrency: int) -> None:
-    from engine.worker import Worker
+@app.command()
+def recorder() -> None:
+    """Record dead letters into PostgreSQL and relay requeues, without running jobs."""
+    from engine.runner import run_recorder
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    runner = Worker(config, queues, concurrency=concurrency)
-    await runner.start()
-    await stop.wait()
-    logging.getLogger("lazarus.worker").info("stopping: no new jobs, finishing in-flight ones")
-    await runner.stop()
+    config = settings()
+    configure_logging()
+
+    async def serve() -> None:
+        await run_recorder(config, stop_on_signal())
+
+    run_async(serve)()
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("aio_pika").setLevel(logging.WARNING)
-    logging.getLogger("aiormq").setLevel(logging.WARNING)
+@app.command()
+@run_async
+async def migrate() -> None:
+    """Create or update the namespace schema in PostgreSQL (idempotent)."""
+    from engine.store import Store
+
+    store = Store(settings())
+    await store.connect(require_schema=False)
+    try:
+        applied = await store.migrate()
+    finally:
+        await store.close()
+    typer.echo(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
 
 
 def main() -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from functools import cached_property
 
 from pydantic import AmqpDsn, Field, PostgresDsn, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,11 +54,11 @@ class Settings(BaseSettings):
             )
         return value
 
-    @cached_property
+    @property
     def amqp_dsn(self) -> str:
         return str(self.amqp_url)
 
-    @cached_property
+    @property
     def database_dsn(self) -> str:
         return str(self.database_url)
 

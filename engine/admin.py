@@ -1,0 +1,233 @@
+"""What people and scripts do with dead letters; the CLI and the HTTP API both call this.
+
+Every change of a dead letter is a compare-and-set on its status, so concurrent
+callers get one winner and the others a count of zero (or JobStateConflict
+where they named the job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import asyncpg
+
+from engine.broker import Broker
+from engine.errors import JobNotFound, JobStateConflict
+from engine.filters import DeadFilter
+from engine.message import JobMessage, encode, now_utc
+from engine.relay import drain
+from engine.settings import Settings
+from engine.states import DeadStatus
+from engine.store import Store
+
+BATCH = 1000
+Progress = Callable[[int], None]
+
+
+class RequeueMode(StrEnum):
+    """How a moved-back job starts."""
+
+    RESTART = "restart"  # from the beginning: the checkpoint is cleared
+    RECOVER = "recover"  # from the last checkpoint the job saved
+
+
+def default_actor() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One death of a job, as shown by ``dead show``."""
+
+    id: int
+    job_id: str
+    generation: int
+    job_type: str
+    queue: str
+    status: str
+    reason: str
+    error_type: str
+    error_message: str
+    traceback: str
+    attempts: int
+    max_retries: int | None
+    payload: Any
+    checkpoint: Any
+    headers: dict[str, Any]
+    enqueued_at: datetime | None
+    died_at: datetime
+    worker: str
+    status_changed_at: datetime | None
+    status_changed_by: str | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> DeadLetter:
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+
+
+def requeued_message(row: asyncpg.Record, retries: int | None, mode: RequeueMode) -> bytes:
+    """The next generation of a dead job: attempt 0, the new budget, checkpoint per mode."""
+    return encode(
+        JobMessage(
+            type=row["job_type"],
+            payload=row["payload"],
+            id=row["job_id"],
+            queue=row["queue"],
+            attempt=0,
+            max_retries=row["max_retries"] if retries is None else retries,
+            generation=row["generation"] + 1,
+            created_at=row["enqueued_at"] or now_utc(),
+            checkpoint=row["checkpoint"] if mode is RequeueMode.RECOVER else None,
+        )
+    )
+
+
+class Admin:
+    """Dead-letter operations over one store and broker. Use as ``async with Admin() as admin``."""
+
+    def __init__(self, settings: Settings, *, actor: str | None = None) -> None:
+        self.settings = settings
+        self.actor = actor or default_actor()
+        self.store = Store(settings)
+        self.broker = Broker(settings, name="lazarus-admin")
+
+    async def __aenter__(self) -> Admin:
+        await self.store.connect()
+        try:
+            await self.broker.connect()
+        except BaseException:
+            await self.store.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.broker.close()
+        await self.store.close()
+
+    async def list_dead(
+        self, selector: DeadFilter, *, limit: int = 50, before_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        rows = await self.store.list_dead(selector, limit=limit, before_id=before_id)
+        return [dict(r) for r in rows]
+
+    async def show(self, job_id: str) -> list[DeadLetter]:
+        """Every death of a job, oldest generation first."""
+        rows = await self.store.history(job_id)
+        if not rows:
+            raise JobNotFound(f"no dead letter for job {job_id!r}")
+        return [DeadLetter.from_row(r) for r in rows]
+
+    async def count(self, selector: DeadFilter) -> int:
+        return await self.store.count_dead(selector)
+
+    async def requeue(
+        self,
+        selector: DeadFilter,
+        *,
+        retries: int | None = None,
+        mode: RequeueMode = RequeueMode.RESTART,
+        rate: float | None = None,
+        progress: Progress | None = None,
+    ) -> int:
+        """Move matching dead jobs back to their queues; return how many moved.
+
+        ``retries`` is the new broker-retry budget (default: the job's own). Rows are
+        streamed in batches of BATCH; ``rate`` caps jobs per second.
+        """
+        if retries is not None and retries < 0:
+            raise ValueError(f"retries must not be negative, got {retries}")
+        selector = replace(selector, status=DeadStatus.DEAD)
+
+        async def stage(ids: list[int]) -> int:
+            moved = await self.store.stage_requeue(
+                ids, self.actor, lambda row: requeued_message(row, retries, mode)
+            )
+            await drain(self.store, self.broker)
+            return moved
+
+        total = await self._each_batch(selector, stage, rate, progress)
+        await self.store.audit(
+            self.actor,
+            "requeue",
+            selector.describe() | {"mode": mode.value, "retries": retries},
+            total,
+        )
+        return total
+
+    async def requeue_one(
+        self, job_id: str, *, retries: int | None = None, mode: RequeueMode = RequeueMode.RESTART
+    ) -> None:
+        """Requeue one job, or say why not (JobNotFound, JobStateConflict)."""
+        if await self.requeue(DeadFilter(ids=(job_id,)), retries=retries, mode=mode) == 0:
+            raise await self._why_not(job_id, "requeue")
+
+    async def delete(self, selector: DeadFilter, *, progress: Progress | None = None) -> int:
+        """Mark matching dead letters deleted (kept as history until purged)."""
+        selector = replace(selector, status=DeadStatus.DEAD)
+
+        async def mark(ids: list[int]) -> int:
+            return await self.store.mark_deleted(ids, self.actor)
+
+        total = await self._each_batch(selector, mark, None, progress)
+        await self.store.audit(self.actor, "delete", selector.describe(), total)
+        return total
+
+    async def delete_one(self, job_id: str) -> None:
+        if await self.delete(DeadFilter(ids=(job_id,))) == 0:
+            raise await self._why_not(job_id, "delete")
+
+    async def purge(self, older_than: timedelta) -> int:
+        """Remove rows (any status but a requeue in progress) that died before now - older_than."""
+        total = await self.store.purge(datetime.now(UTC) - older_than)
+        await self.store.audit(
+            self.actor, "purge", {"older_than_seconds": older_than.total_seconds()}, total
+        )
+        return total
+
+    async def audit_log(self, limit: int = 20) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self.store.audit_recent(limit)]
+
+    async def relay(self) -> int:
+        """Publish requeues a crashed caller staged but did not send."""
+        return await drain(self.store, self.broker)
+
+    async def _each_batch(
+        self,
+        selector: DeadFilter,
+        apply: Callable[[list[int]], Any],
+        rate: float | None,
+        progress: Progress | None,
+    ) -> int:
+        total, after = 0, 0
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        batch = BATCH if rate is None else max(1, min(BATCH, int(rate)))
+        while ids := await self.store.matching_ids(selector, after_id=after, limit=batch):
+            after = ids[-1]
+            total += await apply(ids)
+            if progress is not None:
+                progress(total)
+            if rate is not None:
+                # Sleep until the average rate since the start is back under the cap.
+                ahead = total / rate - (loop.time() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+        return total
+
+    async def _why_not(self, job_id: str, verb: str) -> Exception:
+        rows = await self.store.history(job_id)
+        if not rows:
+            return JobNotFound(f"no dead letter for job {job_id!r}")
+        latest = rows[-1]
+        return JobStateConflict(
+            f"cannot {verb} job {job_id!r}: it is no longer dead "
+            f"(generation {latest['generation']} is {latest['status']})"
+        )

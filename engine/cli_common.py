@@ -1,0 +1,85 @@
+"""Helpers every ``lazarus`` command shares: settings, exit codes, errors, JSON output.
+
+Exit codes (the same for every command)::
+
+    0  done
+    1  the operation failed (unknown id, job in another state, publish not confirmed)
+    2  bad usage or configuration (a bad argument, a bad LAZARUS_* value)
+    3  a service is unavailable (RabbitMQ or PostgreSQL down, schema not migrated)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+import orjson
+import typer
+
+from engine.errors import ConfigError, LazarusError, ServiceUnavailable
+from engine.settings import Settings, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    typer.echo(f"lazarus: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+def run_async(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """Run a coroutine command, turning engine errors into one line and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return asyncio.run(func(*args, **kwargs))
+        except ServiceUnavailable as exc:
+            fail(str(exc), EXIT_UNAVAILABLE)
+        except ConfigError as exc:
+            fail(str(exc), EXIT_USAGE)
+        except (LazarusError, ValueError) as exc:
+            fail(str(exc), EXIT_FAILED)
+
+    return wrapper
+
+
+def parse_json(text: str, what: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        fail(f"{what} is not valid JSON: {exc}", EXIT_USAGE)
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+
+
+def stop_on_signal() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (call inside the running loop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("aio_pika").setLevel(logging.WARNING)
+    logging.getLogger("aiormq").setLevel(logging.WARNING)

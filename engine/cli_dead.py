@@ -1,0 +1,280 @@
+"""``lazarus dead ...``: list, show, requeue, delete and purge dead letters."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from engine.admin import Admin, RequeueMode
+from engine.cli_common import EXIT_FAILED, EXIT_USAGE, fail, print_json, run_async, settings
+from engine.filters import DeadFilter, parse_age
+from engine.message import now_utc
+from engine.states import DeadStatus
+
+dead_app = typer.Typer(help="Inspect dead letters and move them back to their queues.")
+console = Console()
+
+TypeOpt = Annotated[str | None, typer.Option("--type", help="Only this job type.")]
+QueueOpt = Annotated[str | None, typer.Option("--queue", help="Only this queue.")]
+ErrorTypeOpt = Annotated[str | None, typer.Option("--error-type", help="Only this error type.")]
+ErrorOpt = Annotated[
+    str | None, typer.Option("--error", help="Only errors whose message contains this text.")
+]
+SinceOpt = Annotated[
+    str | None, typer.Option("--since", help="Only deaths within this age, e.g. 2h, 30d.")
+]
+BeforeOpt = Annotated[
+    datetime | None, typer.Option("--before", help="Only deaths before this time (ISO 8601).")
+]
+AfterOpt = Annotated[
+    datetime | None, typer.Option("--after", help="Only deaths after this time (ISO 8601).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def build_filter(
+    ids: list[str] | None,
+    job_type: str | None,
+    queue: str | None,
+    error_type: str | None,
+    error: str | None,
+    since: str | None,
+    after: datetime | None,
+    before: datetime | None,
+    status: DeadStatus | None = DeadStatus.DEAD,
+) -> DeadFilter:
+    try:
+        if since is not None:
+            after = now_utc() - parse_age(since)
+    except ValueError as exc:
+        fail(f"--since: {exc}", EXIT_USAGE)
+    return DeadFilter(
+        ids=tuple(ids or ()),
+        job_type=job_type,
+        queue=queue,
+        error_type=error_type,
+        error_text=error,
+        died_after=after,
+        died_before=before,
+        status=status,
+    )
+
+
+def selection(ids: list[str] | None, all_: bool, selector: DeadFilter) -> DeadFilter:
+    """A bulk command needs ids, a filter, or an explicit --all: never everything by accident."""
+    if ids and not selector.is_empty() and len(selector.ids) != len(ids):
+        fail("give job ids or filters, not both", EXIT_USAGE)
+    if selector.is_empty() and not all_:
+        fail("name job ids, give a filter, or pass --all", EXIT_USAGE)
+    return selector
+
+
+def progress_bar(total: int) -> tuple[Progress, Any]:
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = bar.add_task("moving", total=total)
+    return bar, lambda done: bar.update(task, completed=done)
+
+
+@dead_app.command("list")
+@run_async
+async def list_(
+    job_type: TypeOpt = None,
+    queue: QueueOpt = None,
+    error_type: ErrorTypeOpt = None,
+    error: ErrorOpt = None,
+    since: SinceOpt = None,
+    after: AfterOpt = None,
+    before: BeforeOpt = None,
+    status: Annotated[
+        str, typer.Option(help="dead, requeue_pending, requeued, deleted, or all.")
+    ] = "dead",
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Rows per page.")] = 50,
+    before_id: Annotated[
+        int | None, typer.Option("--before-id", help="Next page: the last id of the previous.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List dead letters, newest first."""
+    try:
+        wanted = None if status == "all" else DeadStatus(status)
+    except ValueError:
+        fail(
+            f"--status {status!r}: use dead, requeue_pending, requeued, deleted or all", EXIT_USAGE
+        )
+    selector = build_filter(None, job_type, queue, error_type, error, since, after, before, wanted)
+    async with Admin(settings()) as admin:
+        rows = await admin.list_dead(selector, limit=limit, before_id=before_id)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("id", "job id", "gen", "type", "queue", "error", "died", "status")
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            r["job_id"],
+            str(r["generation"]),
+            r["job_type"] or "-",
+            r["queue"],
+            f"{r['error_type']}: {r['error_message']}"[:80],
+            r["died_at"].strftime("%F %T"),
+            r["status"],
+        )
+    console.print(table)
+    if len(rows) == limit:
+        console.print(f"more: --before-id {rows[-1]['id']}")
+
+
+@dead_app.command()
+@run_async
+async def show(
+    job_id: Annotated[str, typer.Argument(help="Job id.")], as_json: JsonOpt = False
+) -> None:
+    """Show every death of a job with its traceback, and what was done about it."""
+    async with Admin(settings()) as admin:
+        history = await admin.show(job_id)
+    if as_json:
+        print_json([vars_of(d) for d in history])
+        return
+    for death in history:
+        console.rule(f"job {death.job_id} generation {death.generation}: {death.status}")
+        console.print(f"type {death.job_type or '-'}  queue {death.queue}  worker {death.worker}")
+        console.print(
+            f"died {death.died_at:%F %T %Z} after {death.attempts} attempts "
+            f"(max retries {death.max_retries}): {death.reason}"
+        )
+        console.print(f"[bold]{death.error_type}[/bold]: {death.error_message}", markup=True)
+        if death.traceback:
+            console.print(death.traceback, markup=False, highlight=False)
+        console.print(f"payload {death.payload!r}  checkpoint {death.checkpoint!r}", markup=False)
+        if death.status_changed_at:
+            console.print(
+                f"{death.status} at {death.status_changed_at:%F %T} by {death.status_changed_by}"
+            )
+
+
+def vars_of(obj: Any) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
+
+
+@dead_app.command()
+@run_async
+async def requeue(
+    ids: Annotated[list[str] | None, typer.Argument(help="Job ids to move back.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every dead letter.")] = False,
+    job_type: TypeOpt = None,
+    queue: QueueOpt = None,
+    error_type: ErrorTypeOpt = None,
+    error: ErrorOpt = None,
+    since: SinceOpt = None,
+    after: AfterOpt = None,
+    before: BeforeOpt = None,
+    retries: Annotated[
+        int | None, typer.Option(min=0, help="New retry budget (default: the job's own).")
+    ] = None,
+    mode: Annotated[
+        RequeueMode, typer.Option(help="restart: from the beginning; recover: from checkpoint.")
+    ] = RequeueMode.RESTART,
+    rate: Annotated[float | None, typer.Option(min=0.1, help="At most this many jobs/s.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would move.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Move dead jobs back to their queues as a new generation with a fresh attempt count."""
+    selector = selection(
+        ids, all_, build_filter(ids, job_type, queue, error_type, error, since, after, before)
+    )
+    async with Admin(settings()) as admin:
+        if dry_run:
+            report(as_json, "would requeue", await admin.count(selector))
+            return
+        total = await admin.count(selector)
+        bar, update = progress_bar(total)
+        with bar:
+            moved = await admin.requeue(
+                selector, retries=retries, mode=mode, rate=rate, progress=update
+            )
+        report(as_json, "requeued", moved)
+        if ids:
+            await explain_missing(admin, ids, moved)
+
+
+@dead_app.command()
+@run_async
+async def delete(
+    ids: Annotated[list[str] | None, typer.Argument(help="Job ids to delete.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every dead letter.")] = False,
+    job_type: TypeOpt = None,
+    queue: QueueOpt = None,
+    error_type: ErrorTypeOpt = None,
+    error: ErrorOpt = None,
+    since: SinceOpt = None,
+    after: AfterOpt = None,
+    before: BeforeOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would go.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Mark dead letters deleted (kept as history until purged)."""
+    selector = selection(
+        ids, all_, build_filter(ids, job_type, queue, error_type, error, since, after, before)
+    )
+    async with Admin(settings()) as admin:
+        if dry_run:
+            report(as_json, "would delete", await admin.count(selector))
+            return
+        deleted = await admin.delete(selector)
+        report(as_json, "deleted", deleted)
+        if ids:
+            await explain_missing(admin, ids, deleted)
+
+
+@dead_app.command()
+@run_async
+async def purge(
+    older_than: Annotated[str, typer.Option(help="Age, e.g. 30d, 12h.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove dead letters (and their history) that died longer ago than --older-than."""
+    try:
+        age = parse_age(older_than)
+    except ValueError as exc:
+        fail(f"--older-than: {exc}", EXIT_USAGE)
+    async with Admin(settings()) as admin:
+        report(as_json, "purged", await admin.purge(age))
+
+
+def report(as_json: bool, verb: str, count: int) -> None:
+    if as_json:
+        print_json({"total": count})
+    else:
+        typer.echo(f"{verb} {count}")
+
+
+async def explain_missing(admin: Admin, ids: list[str], done: int) -> None:
+    """Name every given id that did not move, with why; exit 1 if any."""
+    if done == len(set(ids)):
+        return
+    problems = []
+    for job_id in dict.fromkeys(ids):
+        history = await admin.store.history(job_id)
+        if not history:
+            problems.append(f"no dead letter for job {job_id!r}")
+        elif (
+            history[-1]["status"] != DeadStatus.DEAD
+            and history[-1]["status_changed_by"] != admin.actor
+        ):
+            problems.append(f"job {job_id!r} is no longer dead ({history[-1]['status']})")
+    for line in problems:
+        typer.echo(f"lazarus: {line}", err=True)
+    if problems:
+        raise typer.Exit(EXIT_FAILED)

@@ -1,0 +1,52 @@
+"""Which dead letters an operation applies to: a value, turned into SQL only by the store."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from engine.states import DeadStatus
+
+_AGE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+@dataclass(frozen=True, slots=True)
+class DeadFilter:
+    """Dead letters matching every given field; ``ids`` are job ids."""
+
+    ids: tuple[str, ...] = ()
+    job_type: str | None = None
+    queue: str | None = None
+    error_type: str | None = None
+    error_text: str | None = None  # case-insensitive substring of the error message
+    died_after: datetime | None = None
+    died_before: datetime | None = None
+    status: DeadStatus | None = DeadStatus.DEAD
+
+    def is_empty(self) -> bool:
+        """True when nothing narrows the selection (only the status)."""
+        return not (
+            self.ids
+            or self.job_type
+            or self.queue
+            or self.error_type
+            or self.error_text
+            or self.died_after
+            or self.died_before
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """The filter as JSON-friendly values, for the audit log."""
+        out = {k: v for k, v in asdict(self).items() if v not in (None, ())}
+        return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in out.items()}
+
+
+def parse_age(text: str) -> timedelta:
+    """``30d``, ``12h``, ``15m``, ``90s`` or ``2w`` as a timedelta; ValueError names the text."""
+    match = _AGE.match(text)
+    if not match:
+        raise ValueError(f"age {text!r}: use a number and a unit s, m, h, d or w (e.g. 30d)")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})

@@ -1,0 +1,322 @@
+"""The only module that runs SQL. Queries live in sql/queries.sql, migrations in sql/migrations/.
+
+Every connection's search_path is the namespace schema, so one database can hold
+several namespaces (and every test its own).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import asyncpg
+import orjson
+
+from engine.errors import SchemaMissing, ServiceUnavailable
+from engine.filters import DeadFilter
+from engine.settings import Settings
+
+_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+MIGRATION_LOCK = 0x1A2A_0001  # advisory lock key held while migrating
+
+
+def load_queries() -> dict[str, str]:
+    text = resources.files("engine.sql").joinpath("queries.sql").read_text()
+    parts = _NAME.split(text)[1:]
+    return {name: body.strip() for name, body in zip(parts[::2], parts[1::2], strict=True)}
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every migration file, in order."""
+    folder = resources.files("engine.sql").joinpath("migrations")
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text()))
+    return sorted(found)
+
+
+Q = load_queries()
+
+
+@dataclass(frozen=True, slots=True)
+class DeadRecord:
+    """One dead letter as the recorder stores it."""
+
+    job_id: str
+    generation: int
+    job_type: str
+    queue: str
+    payload: Any
+    body: bytes
+    headers: dict[str, Any]
+    attempts: int
+    max_retries: int | None
+    reason: str
+    error_type: str
+    error_message: str
+    traceback: str
+    checkpoint: Any
+    enqueued_at: datetime | None
+    died_at: datetime
+    worker: str
+
+
+async def _init_connection(connection: asyncpg.Connection) -> None:
+    for kind in ("jsonb", "json"):
+        await connection.set_type_codec(
+            kind,
+            encoder=lambda v: orjson.dumps(v, default=str).decode(),
+            decoder=orjson.loads,
+            schema="pg_catalog",
+        )
+
+
+class Store:
+    """A pool of connections to the namespace schema."""
+
+    def __init__(self, settings: Settings, *, min_size: int = 1, max_size: int = 5) -> None:
+        self.settings = settings
+        self.schema = settings.namespace
+        self._pool: asyncpg.Pool | None = None
+        self._sizes = (min_size, max_size)
+
+    async def connect(self, *, require_schema: bool = True) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.settings.database_dsn,
+                min_size=self._sizes[0],
+                max_size=self._sizes[1],
+                server_settings={"search_path": self.schema},
+                init=_init_connection,
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise ServiceUnavailable(f"PostgreSQL: {exc}") from None
+        if require_schema:
+            await self.require_schema()
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def __aenter__(self) -> Store:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("Store.connect() was not called")
+        return self._pool
+
+    async def require_schema(self) -> None:
+        try:
+            found = await self.pool.fetchval(
+                "SELECT to_regclass($1)", f"{self.schema}.dead_letters"
+            )
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError) as exc:
+            raise ServiceUnavailable(f"PostgreSQL: {exc!r}") from None
+        if found is None:
+            raise SchemaMissing(
+                f"schema {self.schema!r} has no Lazarus tables: run `lazarus migrate` first"
+            )
+
+    async def migrate(self) -> list[str]:
+        """Apply the migrations not applied yet, each in its own transaction; return their names.
+
+        An advisory lock lets several processes call this at once; a changed file is an error.
+        """
+        applied: list[str] = []
+        async with self.pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+            try:
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY,"
+                    " name text NOT NULL, checksum text NOT NULL,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                done = {
+                    r["version"]: r["checksum"]
+                    for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")
+                }
+                for version, name, sql in migrations():
+                    checksum = hashlib.sha256(sql.encode()).hexdigest()
+                    if version in done:
+                        if done[version] != checksum:
+                            raise SchemaMissing(
+                                f"migration {name} changed after it was applied to "
+                                f"schema {self.schema!r}"
+                            )
+                        continue
+                    async with conn.transaction():
+                        await conn.execute(sql)
+                        await conn.execute(
+                            "INSERT INTO schema_migrations (version, name, checksum)"
+                            " VALUES ($1, $2, $3)",
+                            version,
+                            name,
+                            checksum,
+                        )
+                    applied.append(name)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+        return applied
+
+    async def drop_schema(self) -> None:
+        """Remove the namespace schema and everything in it (tests, ``lazarus reset``)."""
+        await self.pool.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+
+    # -- dead letters ---------------------------------------------------------------
+
+    async def insert_dead(self, records: Sequence[DeadRecord]) -> int:
+        """Store a batch in one round trip; return how many were new."""
+        if not records:
+            return 0
+        columns = list(
+            zip(
+                *(
+                    (
+                        r.job_id,
+                        r.generation,
+                        r.job_type,
+                        r.queue,
+                        r.payload,
+                        r.body,
+                        r.headers,
+                        r.attempts,
+                        r.max_retries,
+                        r.reason,
+                        r.error_type,
+                        r.error_message,
+                        r.traceback,
+                        r.checkpoint,
+                        r.enqueued_at,
+                        r.died_at,
+                        r.worker,
+                    )
+                    for r in records
+                ),
+                strict=True,
+            )
+        )
+        status = await self.pool.execute(Q["insert_dead_letters"], *[list(c) for c in columns])
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def generation_is_dead(self, job_id: str, generation: int) -> bool:
+        return bool(await self.pool.fetchval(Q["generation_is_dead"], job_id, generation))
+
+    async def history(self, job_id: str) -> list[asyncpg.Record]:
+        return list(await self.pool.fetch(Q["history"], job_id))
+
+    async def list_dead(
+        self, selector: DeadFilter, *, limit: int = 50, before_id: int | None = None
+    ) -> list[asyncpg.Record]:
+        """Newest first; pass the last id seen as ``before_id`` for the next page (keyset)."""
+        where, args = _where(selector)
+        if before_id is not None:
+            args.append(before_id)
+            where.append(f"id < ${len(args)}")
+        args.append(limit)
+        sql = (
+            "SELECT id, job_id, generation, job_type, queue, attempts, max_retries, reason,"
+            " error_type, error_message, died_at, status, worker FROM dead_letters"
+            f" WHERE {' AND '.join(where) or 'true'} ORDER BY id DESC LIMIT ${len(args)}"
+        )
+        return list(await self.pool.fetch(sql, *args))
+
+    async def matching_ids(self, selector: DeadFilter, *, after_id: int, limit: int) -> list[int]:
+        """Row ids matching ``selector``, ascending from ``after_id``: how bulk work streams."""
+        where, args = _where(selector)
+        args += [after_id, limit]
+        sql = (
+            f"SELECT id FROM dead_letters WHERE {' AND '.join([*where, f'id > ${len(args) - 1}'])}"
+            f" ORDER BY id LIMIT ${len(args)}"
+        )
+        return [r["id"] for r in await self.pool.fetch(sql, *args)]
+
+    async def count_dead(self, selector: DeadFilter) -> int:
+        where, args = _where(selector)
+        sql = f"SELECT count(*) FROM dead_letters WHERE {' AND '.join(where) or 'true'}"
+        return int(await self.pool.fetchval(sql, *args))
+
+    async def stage_requeue(self, row_ids: Sequence[int], actor: str, build: Any) -> int:
+        """Compare-and-set ``dead`` → ``requeue_pending`` and write the outbox, in one transaction.
+
+        ``build(row)`` returns the new message body of a row that won the update.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            won = await conn.fetch(Q["mark_requeue_pending"], list(row_ids), actor)
+            if won:
+                await conn.execute(
+                    Q["insert_outbox"],
+                    [r["id"] for r in won],
+                    [r["job_id"] for r in won],
+                    [r["queue"] for r in won],
+                    [build(r) for r in won],
+                )
+            return len(won)
+
+    @asynccontextmanager
+    async def claim_outbox(self, limit: int) -> AsyncIterator[list[asyncpg.Record]]:
+        """Lock up to ``limit`` outbox rows for this caller; they count as sent if the block
+        exits normally, and stay in the outbox if it raises."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = list(await conn.fetch(Q["claim_outbox"], limit))
+            yield rows
+            if rows:
+                await conn.execute(Q["finish_outbox"], [r["id"] for r in rows])
+
+    async def mark_deleted(self, row_ids: Sequence[int], actor: str) -> int:
+        status = await self.pool.execute(Q["mark_deleted"], list(row_ids), actor)
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def purge(self, older_than: datetime) -> int:
+        status = await self.pool.execute(Q["purge"], older_than)
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def audit(self, actor: str, action: str, selector: dict[str, Any], count: int) -> None:
+        await self.pool.execute(Q["audit"], actor, action, selector, count)
+
+    async def audit_recent(self, limit: int = 20) -> list[asyncpg.Record]:
+        return list(await self.pool.fetch(Q["audit_recent"], limit))
+
+
+def _where(selector: DeadFilter) -> tuple[list[str], list[Any]]:
+    """SQL conditions and their arguments for a filter; values are always parameters."""
+    where: list[str] = []
+    args: list[Any] = []
+
+    def add(condition: str, value: Any) -> None:
+        args.append(value)
+        where.append(condition.format(f"${len(args)}"))
+
+    if selector.ids:
+        add("job_id = ANY({}::text[])", list(selector.ids))
+    if selector.status is not None:
+        add("status = {}", selector.status.value)
+    if selector.job_type:
+        add("job_type = {}", selector.job_type)
+    if selector.queue:
+        add("queue = {}", selector.queue)
+    if selector.error_type:
+        add("error_type = {}", selector.error_type)
+    if selector.error_text:
+        escaped = selector.error_text.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_")
+        add("error_message ILIKE {}", f"%{escaped}%")
+    if selector.died_after:
+        add("died_at >= {}", selector.died_after)
+    if selector.died_before:
+        add("died_at < {}", selector.died_before)
+    return where, args

@@ -1,0 +1,190 @@
+"""Moving dead jobs back: one live job per requeue however many callers race."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from engine import Client, JobContext, JobNotFound, JobStateConflict, RetryPolicy, handler
+from engine.admin import Admin, RequeueMode
+from engine.filters import DeadFilter
+from engine.settings import Settings
+from engine.store import Store
+from tests.conftest import wait_for
+from tests.integration.deadletters.test_recording import running
+
+# job id -> list of (generation, attempt, checkpoint) per run
+runs: dict[str, list[tuple[int, int, object]]] = {}
+healed: set[str] = set()
+
+
+@handler("rq.fragile", policy=RetryPolicy(attempts=1, max_retries=0))
+async def fragile(ctx: JobContext) -> None:
+    runs.setdefault(ctx.job_id, []).append(
+        (ctx.message.generation, ctx.attempt, ctx.checkpoint_state)
+    )
+    if ctx.job_id not in healed:
+        raise RuntimeError(f"generation {ctx.message.generation} fails")
+
+
+async def _dead_rows(store: Store, n: int) -> bool:
+    return int(await store.pool.fetchval("SELECT count(*) FROM dead_letters")) >= n
+
+
+@pytest.fixture
+async def admin(dead_settings: Settings) -> AsyncIterator[Admin]:
+    async with Admin(dead_settings, actor="test-admin") as a:
+        yield a
+
+
+async def kill(settings: Settings, store: Store, n: int) -> list[str]:
+    """Make ``n`` jobs die and wait until their rows are stored."""
+    async with Client(settings) as client:
+        await client.declare_queue()
+        ids = await client.enqueue_many(("rq.fragile", {"i": i}) for i in range(n))
+    await wait_for(lambda: _dead_rows(store, n), what=f"{n} dead rows")
+    return ids
+
+
+async def test_a_requeued_job_runs_again_as_a_new_generation(
+    dead_settings: Settings, store: Store, admin: Admin
+) -> None:
+    async with running(dead_settings):
+        [job_id] = await kill(dead_settings, store, 1)
+        healed.add(job_id)
+        await admin.requeue_one(job_id, retries=4)
+        await wait_for(lambda: len(runs[job_id]) == 2, what="the second run")
+    assert runs[job_id][1][:2] == (1, 0)  # generation 1, fresh attempt count
+    history = await admin.show(job_id)
+    assert [(d.generation, d.status) for d in history] == [(0, "requeued")]
+    assert history[0].status_changed_by == "test-admin"
+
+
+async def test_a_job_that_dies_again_gets_a_row_per_generation(
+    dead_settings: Settings, store: Store, admin: Admin
+) -> None:
+    async with running(dead_settings):
+        [job_id] = await kill(dead_settings, store, 1)
+        assert await admin.requeue(DeadFilter(ids=(job_id,))) == 1
+        await wait_for(lambda: _dead_rows(store, 2), what="the second death")
+    history = await admin.show(job_id)
+    assert [(d.generation, d.status) for d in history] == [(0, "requeued"), (1, "dead")]
+    assert "generation 1 fails" in history[1].error_message
+
+
+async def test_a_thousand_concurrent_requeues_give_one_live_job(
+    dead_settings: Settings, store: Store
+) -> None:
+    async with running(dead_settings):
+        [job_id] = await kill(dead_settings, store, 1)
+        healed.add(job_id)
+        admins = [Admin(dead_settings, actor=f"admin-{i}") for i in range(4)]
+        for a in admins:
+            await a.__aenter__()
+        try:
+            results = await asyncio.gather(
+                *(admins[i % 4].requeue(DeadFilter(ids=(job_id,))) for i in range(1000))
+            )
+        finally:
+            for a in admins:
+                await a.__aexit__(None, None, None)
+        assert sum(results) == 1
+        await wait_for(lambda: len(runs[job_id]) == 2, what="the requeued run")
+        await asyncio.sleep(1.0)  # a second live copy would have run by now
+    assert [gen for gen, _, _ in runs[job_id]] == [0, 1]
+
+
+async def test_requeue_and_delete_at_once_give_one_outcome(
+    dead_settings: Settings, store: Store, admin: Admin
+) -> None:
+    ids = await kill_without_worker(dead_settings, store, 40)
+    results = await asyncio.gather(
+        *(admin.requeue(DeadFilter(ids=(i,))) for i in ids),
+        *(admin.delete(DeadFilter(ids=(i,))) for i in ids),
+    )
+    requeued, deleted = results[:40], results[40:]
+    assert all(r + d == 1 for r, d in zip(requeued, deleted, strict=True))
+    statuses = await store.pool.fetch("SELECT status FROM dead_letters")
+    assert {s["status"] for s in statuses} <= {"requeued", "deleted"}
+    assert sum(1 for s in statuses if s["status"] == "requeued") == sum(requeued)
+
+
+async def kill_without_worker(settings: Settings, store: Store, n: int) -> list[str]:
+    async with running(settings):
+        return await kill(settings, store, n)
+
+
+async def test_a_crash_after_staging_is_finished_by_the_relay_once(
+    dead_settings: Settings, store: Store, admin: Admin
+) -> None:
+    """Crash point: the API committed the requeue and died before publishing it."""
+    ids = await kill_without_worker(dead_settings, store, 30)
+    row_ids = [r["id"] for r in await store.pool.fetch("SELECT id FROM dead_letters")]
+    from engine.admin import requeued_message
+
+    staged = await store.stage_requeue(
+        row_ids, "crashed-admin", lambda r: requeued_message(r, None, RequeueMode.RESTART)
+    )
+    assert staged == 30
+    # A second, racing bulk requeue finds nothing left to move.
+    assert await admin.requeue(DeadFilter(), retries=1) == 0
+    for i in ids:
+        healed.add(i)
+    async with running(dead_settings):  # its relay publishes the staged rows
+        await wait_for(lambda: all(len(runs.get(i, [])) == 2 for i in ids), what="30 requeued runs")
+        await asyncio.sleep(1.0)
+    assert all(len(runs[i]) == 2 for i in ids)
+    statuses = {r["status"] for r in await store.pool.fetch("SELECT status FROM dead_letters")}
+    assert statuses == {"requeued"}
+    assert await store.pool.fetchval("SELECT count(*) FROM requeue_outbox") == 0
+
+
+async def test_recover_mode_keeps_the_checkpoint_and_restart_clears_it(
+    dead_settings: Settings, store: Store, admin: Admin
+) -> None:
+    job_ids = [str(uuid.uuid4()), str(uuid.uuid4())]
+    async with running(dead_settings), Client(dead_settings) as client:
+        for job_id in job_ids:
+            message = await _with_checkpoint(client, job_id)
+            await client.publish_message(message)
+        await wait_for(lambda: _dead_rows(store, 2), what="two dead rows")
+        healed.update(job_ids)
+        await admin.requeue_one(job_ids[0], mode=RequeueMode.RECOVER)
+        await admin.requeue_one(job_ids[1], mode=RequeueMode.RESTART)
+        await wait_for(lambda: all(len(runs[j]) == 2 for j in job_ids), what="both reruns")
+    assert runs[job_ids[0]][1][2] == {"item": 60}
+    assert runs[job_ids[1]][1][2] is None
+
+
+async def _with_checkpoint(client: Client, job_id: str) -> object:
+    from engine.message import JobMessage
+
+    return JobMessage(type="rq.fragile", payload={}, id=job_id, checkpoint={"item": 60})
+
+
+async def test_requeue_of_an_unknown_or_moved_job_says_why(
+    dead_settings: Settings, store: Store, admin: Admin
+) -> None:
+    with pytest.raises(JobNotFound, match="no dead letter for job 'nope'"):
+        await admin.requeue_one("nope")
+    [job_id] = await kill_without_worker(dead_settings, store, 1)
+    await admin.delete_one(job_id)
+    with pytest.raises(JobStateConflict, match="no longer dead"):
+        await admin.requeue_one(job_id)
+
+
+async def test_bulk_requeue_by_filter_moves_only_matching_jobs_and_is_audited(
+    dead_settings: Settings, store: Store, admin: Admin
+) -> None:
+    await kill_without_worker(dead_settings, store, 25)
+    assert await admin.count(DeadFilter(error_text="GENERATION 0")) == 25
+    assert await admin.requeue(DeadFilter(error_type="KeyError")) == 0
+    seen: list[int] = []
+    moved = await admin.requeue(DeadFilter(job_type="rq.fragile"), progress=seen.append)
+    assert moved == 25 and seen[-1] == 25
+    [entry, *_] = await admin.audit_log()
+    assert (entry["action"], entry["count"], entry["actor"]) == ("requeue", 25, "test-admin")
+    assert entry["selector"]["job_type"] == "rq.fragile"
