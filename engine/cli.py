@@ -127,5 +127,21 @@ async def migrate() -> None:
     typer.echo(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
 
 
+@app.command()
+def demo() -> None:
+    """Migrate, run a worker on the example handlers and publish jobs that succeed, retry and die."""
+    from engine.demo import run_demo
+
+    config = settings()
+    configure_logging()
+    dead = run_async(run_demo)(config)
+    typer.echo(f"\n{len(dead)} jobs died; see them with `lazarus dead list`:")
+    for row in dead:
+        typer.echo(
+            f"  {row['job_id']}  {row['job_type'] or '-':14} {row['reason']}: "
+            f"{row['error_message'][:70]}"
+        )
+
+
 def main() -> None:
     app()

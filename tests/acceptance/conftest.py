@@ -1,0 +1,82 @@
+"""Drive the installed ``lazarus`` command like a user: real processes, real services."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from engine.store import Store
+from tests.conftest import AMQP_URL, DATABASE_URL, delete_namespace, make_settings, unique_namespace
+
+LAZARUS = shutil.which("lazarus", path=str(Path(sys.executable).parent)) or "lazarus"
+
+
+@dataclass
+class Cli:
+    env: dict[str, str]
+
+    def run(self, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [LAZARUS, *args],
+            env=self.env | env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def spawn(self, log: Path, *args: str) -> subprocess.Popen[bytes]:
+        """Start a long-running command, its output going to ``log``."""
+        with log.open("wb") as out:
+            return subprocess.Popen(
+                [LAZARUS, *args], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+
+@pytest.fixture
+async def cli() -> AsyncIterator[Cli]:
+    namespace = unique_namespace()
+    env = dict(os.environ) | {
+        "LAZARUS_AMQP_URL": AMQP_URL,
+        "LAZARUS_DATABASE_URL": DATABASE_URL,
+        "LAZARUS_NAMESPACE": namespace,
+        "LAZARUS_QUEUE_TYPE": "classic",
+    }
+    yield Cli(env)
+    store = Store(make_settings(namespace))
+    await store.connect(require_schema=False)
+    await store.drop_schema()
+    await store.close()
+    await delete_namespace(namespace, ["default"])
+
+
+def wait_for_output(
+    process: subprocess.Popen[bytes], log: Path, text: str, timeout: float = 30
+) -> None:
+    """Wait until the process has printed ``text`` (it logs when it is ready)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if text in log.read_text(errors="replace"):
+            return
+        time.sleep(0.1)
+    pytest.fail(f"process never printed {text!r}; output: {log.read_text()[-2000:]}")
+
+
+@pytest.fixture
+def worker(cli: Cli, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``lazarus worker handlers.examples`` process, stopped with SIGTERM afterwards."""
+    assert cli.run("migrate").returncode == 0
+    log = tmp_path / "worker.log"
+    process = cli.spawn(log, "worker", "handlers.examples", "--concurrency", "8")
+    wait_for_output(process, log, "consuming")
+    yield process
+    process.terminate()
+    process.wait(timeout=30)

@@ -1,0 +1,148 @@
+"""The ``lazarus`` command: outputs and exit codes scripts rely on."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import orjson
+
+from tests.acceptance.conftest import Cli
+
+OK, FAILED, USAGE, UNAVAILABLE = 0, 1, 2, 3
+
+
+def dead_rows(cli: Cli, *args: str) -> list[dict[str, object]]:
+    result = cli.run("dead", "list", "--json", *args)
+    assert result.returncode == OK, result.stderr
+    return orjson.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def wait_dead(cli: Cli, n: int, timeout: float = 30) -> list[dict[str, object]]:
+    deadline = time.monotonic() + timeout
+    while (rows := dead_rows(cli)) and len(rows) < n or not rows:
+        assert time.monotonic() < deadline, f"{n} dead letters did not appear"
+        time.sleep(0.3)
+    return rows
+
+
+def test_help_lists_the_commands(cli: Cli) -> None:
+    result = cli.run("--help")
+    assert result.returncode == OK
+    for command in ("check", "enqueue", "worker", "recorder", "migrate", "dead", "demo"):
+        assert command in result.stdout
+
+
+def test_check_answers_zero_when_both_services_answer(cli: Cli) -> None:
+    assert cli.run("check").returncode == OK
+
+
+def test_check_answers_three_when_rabbitmq_is_down(cli: Cli) -> None:
+    result = cli.run("check", LAZARUS_AMQP_URL="amqp://guest:guest@127.0.0.1:1/")
+    assert result.returncode == UNAVAILABLE
+    assert "rabbitmq: unreachable" in result.stdout
+
+
+def test_a_bad_variable_is_one_line_naming_it(cli: Cli) -> None:
+    result = cli.run("dead", "list", LAZARUS_QUEUE_TYPE="fancy")
+    assert result.returncode == USAGE
+    assert result.stderr.startswith("lazarus: LAZARUS_QUEUE_TYPE:")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_migrate_is_idempotent(cli: Cli) -> None:
+    first, second = cli.run("migrate"), cli.run("migrate")
+    assert first.returncode == second.returncode == OK
+    assert "001_dead_letters.sql" in first.stdout
+    assert "up to date" in second.stdout
+
+
+def test_commands_before_migrate_name_lazarus_migrate(cli: Cli) -> None:
+    result = cli.run("dead", "list")
+    assert result.returncode == UNAVAILABLE
+    assert "lazarus migrate" in result.stderr
+
+
+def test_enqueue_rejects_bad_input(cli: Cli) -> None:
+    bad_json = cli.run("enqueue", "greet", "{not json")
+    assert bad_json.returncode == USAGE and "PAYLOAD is not valid JSON" in bad_json.stderr
+    assert cli.run("enqueue", "greet", "{}", "--max-retries", "-1").returncode == USAGE
+    assert cli.run("enqueue", "greet", "{}", "--delay", "soon").returncode == USAGE
+    bad_queue = cli.run("enqueue", "greet", "{}", "--queue", "no such queue")
+    assert bad_queue.returncode == FAILED and "queue name" in bad_queue.stderr
+
+
+def test_enqueue_to_a_missing_queue_fails(cli: Cli) -> None:
+    result = cli.run("enqueue", "greet", "{}", "--queue", "nobody-listens")
+    assert result.returncode == FAILED
+    assert "nobody-listens" in result.stderr
+
+
+def test_worker_with_a_missing_module_is_a_usage_error(cli: Cli) -> None:
+    result = cli.run("worker", "no_such_module_anywhere")
+    assert result.returncode == USAGE
+    assert "no_such_module_anywhere" in result.stderr
+
+
+def test_dead_letter_round_trip(cli: Cli, worker: subprocess.Popen[bytes]) -> None:
+    enqueued = cli.run("enqueue", "invalid_input", '{"order": 1}')
+    assert enqueued.returncode == OK, enqueued.stderr
+    job_id = enqueued.stdout.strip()
+    [row] = wait_dead(cli, 1)
+    assert row["job_id"] == job_id and row["reason"] == "permanent error"
+
+    shown = cli.run("dead", "show", job_id, "--json")
+    assert shown.returncode == OK
+    [death] = orjson.loads(shown.stdout)
+    assert death["payload"] == {"order": 1} and "Traceback" in death["traceback"]
+
+    assert cli.run("dead", "requeue", job_id, "--dry-run", "--json").stdout.strip().endswith("}")
+    moved = cli.run("dead", "requeue", job_id, "--retries", "0", "--json")
+    assert moved.returncode == OK and orjson.loads(moved.stdout) == {"total": 1}
+
+    # It dies again as generation 1: two rows of history.
+    deadline = time.monotonic() + 30
+    while len(orjson.loads(cli.run("dead", "show", job_id, "--json").stdout)) < 2:
+        assert time.monotonic() < deadline, "the requeued job did not die again"
+        time.sleep(0.3)
+    history = orjson.loads(cli.run("dead", "show", job_id, "--json").stdout)
+    assert [(d["generation"], d["status"]) for d in history] == [(0, "requeued"), (1, "dead")]
+
+    deleted = cli.run("dead", "delete", "--type", "invalid_input", "--json")
+    assert orjson.loads(deleted.stdout) == {"total": 1}
+    assert dead_rows(cli) == []
+    assert len(dead_rows(cli, "--status", "all")) == 2
+
+    too_late = cli.run("dead", "requeue", job_id)
+    assert too_late.returncode == FAILED
+    assert f"job {job_id!r} is no longer dead (deleted)" in too_late.stderr
+
+
+def test_unknown_ids_and_bad_arguments_are_clear(cli: Cli) -> None:
+    assert cli.run("migrate").returncode == OK
+    unknown = cli.run("dead", "show", "no-such-job")
+    assert unknown.returncode == FAILED and "no dead letter for job 'no-such-job'" in unknown.stderr
+    unknown_requeue = cli.run("dead", "requeue", "no-such-job")
+    assert unknown_requeue.returncode == FAILED and "no-such-job" in unknown_requeue.stderr
+    nothing = cli.run("dead", "requeue")
+    assert nothing.returncode == USAGE and "--all" in nothing.stderr
+    assert cli.run("dead", "requeue", "--all", "--mode", "sideways").returncode == USAGE
+    bad_age = cli.run("dead", "purge", "--older-than", "soon")
+    assert bad_age.returncode == USAGE and "soon" in bad_age.stderr
+    assert cli.run("dead", "list", "--status", "zombie").returncode == USAGE
+    purged = cli.run("dead", "purge", "--older-than", "30d", "--json")
+    assert purged.returncode == OK and orjson.loads(purged.stdout) == {"total": 0}
+
+
+def test_demo_shows_jobs_that_succeed_retry_and_die(cli: Cli) -> None:
+    result = cli.run("demo", timeout=120)
+    assert result.returncode == OK, result.stderr
+    assert "4 jobs died" in result.stdout
+    reasons = sorted(str(r["reason"]) for r in dead_rows(cli))
+    assert reasons == [
+        "permanent error",
+        "retries exhausted",
+        "retries exhausted",
+        "unknown job type",
+    ]
