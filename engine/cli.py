@@ -129,7 +129,7 @@ async def migrate() -> None:
 
 @app.command()
 def demo() -> None:
-    """Migrate, run a worker on the example handlers and publish jobs that succeed, retry and die."""
+    """Migrate, run a worker on the examples, publish jobs that succeed, retry and die."""
     from engine.demo import run_demo
 
     config = settings()

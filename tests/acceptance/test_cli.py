@@ -20,7 +20,7 @@ def dead_rows(cli: Cli, *args: str) -> list[dict[str, object]]:
 
 def wait_dead(cli: Cli, n: int, timeout: float = 30) -> list[dict[str, object]]:
     deadline = time.monotonic() + timeout
-    while (rows := dead_rows(cli)) and len(rows) < n or not rows:
+    while len(rows := dead_rows(cli)) < n:
         assert time.monotonic() < deadline, f"{n} dead letters did not appear"
         time.sleep(0.3)
     return rows
