@@ -33,7 +33,7 @@ def new_job_id() -> str:
 
 def check_queue_name(name: str) -> str:
     """Return ``name`` if it can name a queue, else raise ValueError naming it."""
-    if not _QUEUE_NAME.match(name):
+    if not _QUEUE_NAME.fullmatch(name):
         raise ValueError(f"queue name {name!r}: use 1-100 letters, digits, '_', '.' or '-'")
     return name
 
@@ -113,7 +113,7 @@ def decode(raw: bytes, *, max_bytes: int = 1_048_576, fallback_id: str | None = 
     if "type" not in body:
         raise MessageError("field 'type' is missing")
     job_type = _require(body, "type", str)
-    if not _TYPE_NAME.match(job_type):
+    if not _TYPE_NAME.fullmatch(job_type):
         raise MessageError(f"field 'type' is not a valid job type name: {job_type!r}")
     queue = _optional(body, "queue", str, "default")
     try:
