@@ -20,6 +20,7 @@ from engine.cli_common import (
     stop_on_signal,
 )
 from engine.cli_dead import dead_app
+from engine.cli_jobs import jobs_app, queues_app
 
 app = typer.Typer(
     name="lazarus",
@@ -29,6 +30,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(dead_app, name="dead")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(queues_app, name="queues")
 
 
 @app.command()

@@ -1,20 +1,33 @@
-"""What a handler receives: the job and its identity."""
+"""What a handler receives: the job, its identity, and a way to save progress."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from engine.errors import LazarusError
 from engine.message import JobMessage
 
+CheckpointSaver = Callable[[JobMessage, Any], Awaitable[bool]]
 
-@dataclass(frozen=True, slots=True)
+
 class JobContext:
     """The running job. ``key`` (job id and generation) is the idempotency key for side effects."""
 
-    message: JobMessage
-    worker_id: str
-    try_number: int = 1  # in-process attempt within this broker-level run
+    __slots__ = ("_latest", "_saver", "message", "try_number", "worker_id")
+
+    def __init__(
+        self,
+        message: JobMessage,
+        worker_id: str,
+        try_number: int = 1,
+        saver: CheckpointSaver | None = None,
+    ) -> None:
+        self.message = message
+        self.worker_id = worker_id
+        self.try_number = try_number  # in-process try within this broker-level run
+        self._saver = saver
+        self._latest: Any = message.checkpoint
 
     @property
     def payload(self) -> Any:
@@ -34,5 +47,20 @@ class JobContext:
 
     @property
     def checkpoint_state(self) -> Any:
-        """Progress saved by an earlier run when resumed in recover mode; None on a fresh start."""
-        return self.message.checkpoint
+        """The progress saved last (by this run or an earlier one kept by ``recover``);
+        None on a fresh start."""
+        return self._latest
+
+    async def checkpoint(self, state: Any) -> None:
+        """Save progress (JSON); durable in PostgreSQL before this returns.
+
+        Raises LazarusError if the job type is not tracked, or the job was stopped.
+        """
+        if self._saver is None:
+            raise LazarusError(
+                f"job {self.job_id} ({self.message.type}): checkpoints need state tracking "
+                "(a worker with a database and a handler with track=True)"
+            )
+        if not await self._saver(self.message, state):
+            raise LazarusError(f"job {self.job_id}: not running any more; checkpoint refused")
+        self._latest = state

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from engine.context import JobContext
+from engine.context import CheckpointSaver, JobContext
 from engine.errors import MessageError, UnknownJobType
 from engine.message import JobMessage, decode
 from engine.registry import Handler, lookup
@@ -62,6 +62,7 @@ class Outcome:
     error: ErrorInfo | None = None
     reason: str | None = None  # for DEAD: a DeadReason
     delay: float = 0.0  # for RETRY: seconds before the next run
+    checkpoint: Any = None  # the progress saved last, carried by the retry copy
 
 
 def fallback_job_id(body: bytes, message_id: str | None) -> str:
@@ -79,6 +80,16 @@ class Executor:
         self.max_message_bytes = max_message_bytes
 
     async def execute(self, body: bytes, message_id: str | None = None) -> Outcome:
+        """Decode, look up and run one delivery."""
+        prepared = self.prepare(body, message_id)
+        if isinstance(prepared, Outcome):
+            return prepared
+        return await self.run(*prepared)
+
+    def prepare(
+        self, body: bytes, message_id: str | None = None
+    ) -> Outcome | tuple[Handler, JobMessage]:
+        """The handler and message of a delivery, or the DEAD outcome of a bad one."""
         fallback = fallback_job_id(body, message_id)
         try:
             message = decode(body, max_bytes=self.max_message_bytes, fallback_id=fallback)
@@ -100,16 +111,18 @@ class Executor:
                 _error("UnknownJobType", str(exc)),
                 DeadReason.UNKNOWN_TYPE,
             )
-        return await self.run(handler, message)
+        return handler, message
 
-    async def run(self, handler: Handler, message: JobMessage) -> Outcome:
+    async def run(
+        self, handler: Handler, message: JobMessage, saver: CheckpointSaver | None = None
+    ) -> Outcome:
+        """Run the in-process tries of one broker-level attempt and classify how it ended."""
         policy = handler.policy
+        context = JobContext(message, self.worker_id, 1, saver)
         try:
             async for attempt in policy.in_process():
                 with attempt:
-                    context = JobContext(
-                        message, self.worker_id, attempt.retry_state.attempt_number
-                    )
+                    context.try_number = attempt.retry_state.attempt_number
                     await _call(handler, context, policy.timeout)
         except asyncio.CancelledError:
             raise
@@ -123,9 +136,17 @@ class Executor:
                     message.id,
                     error,
                     delay=policy.broker_delay(message.attempt),
+                    checkpoint=context.checkpoint_state,
                 )
             reason = DeadReason.PERMANENT if policy.is_permanent(exc) else DeadReason.EXHAUSTED
-            return Outcome(Verdict.DEAD, message, message.id, error, reason)
+            return Outcome(
+                Verdict.DEAD,
+                message,
+                message.id,
+                error,
+                reason,
+                checkpoint=context.checkpoint_state,
+            )
         return Outcome(Verdict.SUCCEEDED, message, message.id)
 
 

@@ -25,6 +25,7 @@ class Handler:
     policy: RetryPolicy
     queue: str = "default"
     suspend_on_failure: bool = False
+    track: bool = True  # record states in PostgreSQL; off for fire-and-forget work
 
 
 _REGISTRY: dict[str, Handler] = {}
@@ -36,11 +37,15 @@ def handler(
     queue: str = "default",
     policy: RetryPolicy | None = None,
     suspend_on_failure: bool = False,
+    track: bool = True,
 ) -> Callable[[HandlerFunc], HandlerFunc]:
     """Register ``async def f(ctx)`` as the handler of job type ``name`` (default: its name).
 
-    Registering two different functions under one type is an error: the second would
-    silently win in one process and lose in another.
+    ``suspend_on_failure``: a job whose retries are spent (or that fails permanently) is
+    SUSPENDED with its checkpoint instead of dead-lettered. ``track=False`` skips state
+    tracking (and with it checkpoints, suspension and duplicate detection) for
+    fire-and-forget work. Registering two different functions under one type is an
+    error: the second would silently win in one process and lose in another.
     """
 
     def register(func: HandlerFunc) -> HandlerFunc:
@@ -49,7 +54,7 @@ def handler(
         if existing is not None and existing.func is not func:
             raise ValueError(f"job type {job_type!r} is already registered by {existing.func!r}")
         _REGISTRY[job_type] = Handler(
-            job_type, func, policy or RetryPolicy(), queue, suspend_on_failure
+            job_type, func, policy or RetryPolicy(), queue, suspend_on_failure, track
         )
         return func
 

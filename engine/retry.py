@@ -71,9 +71,13 @@ class RetryPolicy:
 
     def broker_delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before broker-level run number ``attempt + 1``."""
-        base = min(self.retry_delay * self.retry_factor**attempt, self.retry_delay_max)
+        try:
+            base = min(self.retry_delay * self.retry_factor**attempt, self.retry_delay_max)
+        except OverflowError:  # a message may carry a huge max_retries
+            base = self.retry_delay_max
         spread = base * self.retry_jitter
-        return max(0.0, base + (rng or random).uniform(-spread, spread))
+        jittered = base + (rng or random).uniform(-spread, spread)
+        return min(max(0.0, jittered), self.retry_delay_max)
 
 
 def decide(

@@ -24,8 +24,9 @@ log = logging.getLogger("lazarus.runner")
 class DeadLetterService:
     """The recorder and the relay on one broker connection and one store."""
 
-    def __init__(self, settings: Settings, broker: Broker) -> None:
-        self.store = Store(settings, min_size=0, max_size=3)
+    def __init__(self, settings: Settings, broker: Broker, store: Store | None = None) -> None:
+        self.store = store or Store(settings, min_size=0, max_size=3)
+        self._owns_store = store is None
         self.recorder = Recorder(broker, self.store)
         self.broker = broker
         self._relay: asyncio.Task[None] | None = None
@@ -36,14 +37,8 @@ class DeadLetterService:
         If PostgreSQL is down the service still starts: dead letters wait in their
         queue and the recorder stores them once the database answers.
         """
-        await self.store.connect(require_schema=False)
-        try:
-            await self.store.require_schema()
-        except SchemaMissing:
-            await self.store.close()
-            raise
-        except (ServiceUnavailable, OSError) as exc:
-            log.warning("PostgreSQL unavailable at start (%r); dead letters will wait", exc)
+        if self._owns_store:
+            await open_store(self.store)
         await self.recorder.start()
         self._relay = asyncio.create_task(run_relay(self.store, self.broker), name="lazarus-relay")
 
@@ -53,16 +48,37 @@ class DeadLetterService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._relay
         await self.recorder.stop()
-        await self.store.close()
+        if self._owns_store:
+            await self.store.close()
+
+
+async def open_store(store: Store) -> None:
+    """Connect lazily; SchemaMissing if not migrated, only a warning if PostgreSQL is down
+    (dead letters and job states wait, and are written once it answers)."""
+    await store.connect(require_schema=False)
+    try:
+        await store.require_schema()
+    except SchemaMissing:
+        await store.close()
+        raise
+    except (ServiceUnavailable, OSError) as exc:
+        log.warning("PostgreSQL unavailable at start (%r); dead letters will wait", exc)
 
 
 async def run_worker(
     settings: Settings, queues: list[str], concurrency: int, stop: asyncio.Event, *, record: bool
 ) -> None:
-    """Run until ``stop`` is set, then drain in-flight jobs within the grace period."""
-    worker = Worker(settings, queues, concurrency=concurrency)
+    """Run until ``stop`` is set, then drain in-flight jobs within the grace period.
+
+    With ``record`` (the default) the worker also tracks job states, records dead
+    letters and relays requeues; without it, it needs no database at all.
+    """
+    store = Store(settings, min_size=0, max_size=8) if record else None
+    if store is not None:
+        await open_store(store)
+    worker = Worker(settings, queues, concurrency=concurrency, store=store)
     await worker.start()
-    service = DeadLetterService(settings, worker.broker) if record else None
+    service = DeadLetterService(settings, worker.broker, store) if record else None
     try:
         if service is not None:
             await service.start()
@@ -72,6 +88,8 @@ async def run_worker(
         if service is not None:
             await service.stop()
         await worker.stop()
+        if store is not None:
+            await store.close()
 
 
 async def run_recorder(settings: Settings, stop: asyncio.Event) -> None:

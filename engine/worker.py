@@ -5,7 +5,11 @@ Rules the loop keeps:
   redelivery copy) is confirmed by the broker; a failed publish means no ack;
 - a broker retry waits in a delay queue, never in this process: the job holds no slot;
 - a message delivered again after its worker died is counted in a header, and
-  dead-lettered as a crash loop past ``max_redeliveries``.
+  dead-lettered as a crash loop past ``max_redeliveries``;
+- with a store, a tracked job runs only if its RUNNING claim is granted (no duplicate
+  copy, no stale generation, no job a person stopped), and a worker-side failure never
+  overwrites a person's suspension. A control loop applies queue pauses and stops
+  running jobs a person suspended or cancelled.
 """
 
 from __future__ import annotations
@@ -14,17 +18,28 @@ import asyncio
 import logging
 import os
 import socket
+from dataclasses import replace
+from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from engine.broker import Broker
 from engine.deadletter import dead_headers, publish_dead
-from engine.errors import PublishFailed
+from engine.errors import PublishFailed, ServiceUnavailable
 from engine.executor import DeadReason, ErrorInfo, Executor, Outcome, fallback_job_id
-from engine.message import encode
+from engine.message import JobMessage, encode
+from engine.registry import Handler
 from engine.settings import Settings
-from engine.states import Verdict
-from engine.topology import delay_tier_ms, work_exchange, work_queue
+from engine.states import JobState, Verdict
+from engine.store import Store
+from engine.topology import (
+    declare_queue,
+    delay_tier_ms,
+    work_exchange,
+    work_queue,
+    work_queue_arguments,
+)
+from engine.tracker import Tracker, Transition, started
 
 log = logging.getLogger("lazarus.worker")
 
@@ -49,6 +64,8 @@ class Worker:
         *,
         concurrency: int = 32,
         worker_id: str | None = None,
+        store: Store | None = None,
+        control_interval: float = 0.5,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -59,8 +76,19 @@ class Worker:
         self.broker = Broker(settings, name=f"lazarus-worker {self.worker_id}")
         self.executor = Executor(self.worker_id, max_message_bytes=settings.max_message_bytes)
         self._consume_channel: AbstractChannel | None = None
-        self._consumers: list[tuple[AbstractQueue, str]] = []
         self._in_flight: set[asyncio.Task[None]] = set()
+        self.store = store
+        self.tracker = Tracker(store) if store is not None else None
+        self.control_interval = control_interval
+        self._control: asyncio.Task[None] | None = None
+        self._queues: dict[str, AbstractQueue] = {}
+        self._tags: dict[str, str] = {}
+        self._paused: set[str] = set()
+        self._running: dict[str, tuple[asyncio.Task[None], JobMessage]] = {}
+        self._interrupted: set[str] = set()
+        self._diverting = 0
+        self._no_divert_pending = asyncio.Event()
+        self._no_divert_pending.set()
         self.processed = 0
 
     async def start(self) -> None:
@@ -68,23 +96,34 @@ class Worker:
         await self.broker.connect()
         self._consume_channel = await self.broker.connection.channel()
         await self._consume_channel.set_qos(prefetch_count=self.concurrency)
+        if self.tracker is not None:
+            self.tracker.start()
+            self._paused = await self._read_pauses() or set()
         for name in self.queues:
             await self.broker.declare_work_queue(name)
-            queue = await self._consume_channel.get_queue(
-                work_queue(self.settings.namespace, name), ensure=False
+            # Declared (not just looked up) on this channel: a robust channel restores only
+            # the queues declared on it, and their consumers with them, after a reconnect.
+            queue = await declare_queue(
+                self._consume_channel,
+                work_queue(self.settings.namespace, name),
+                work_queue_arguments(self.settings.namespace, self.settings.queue_type),
             )
-            tag = await queue.consume(self._on_message)
-            self._consumers.append((queue, tag))
+            self._queues[name] = queue
+            if name in self._paused:
+                log.info("queue %s is paused: not consuming it", name)
+            else:
+                self._tags[name] = await queue.consume(self._on_message)
+        if self.store is not None:
+            self._control = asyncio.create_task(self._control_loop(), name="lazarus-control")
         log.info("worker %s consuming %s", self.worker_id, ", ".join(self.queues))
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking jobs; give in-flight ones ``grace`` seconds; leave the rest to redelivery."""
-        for queue, tag in self._consumers:
-            try:
-                await queue.cancel(tag)
-            except Exception as exc:  # the channel may already be gone
-                log.warning("cancel of consumer %s failed: %r", tag, exc)
-        self._consumers.clear()
+        if self._control is not None:
+            self._control.cancel()
+            await asyncio.gather(self._control, return_exceptions=True)
+        for name in list(self._tags):
+            await self._stop_consuming(name)
         pending = set(self._in_flight)
         if pending:
             wait = self.settings.shutdown_grace if grace is None else grace
@@ -95,7 +134,60 @@ class Worker:
             if still_running:
                 log.warning("%d jobs left for redelivery", len(still_running))
                 await asyncio.wait(still_running, timeout=5)
+        if self.tracker is not None:
+            await self.tracker.stop()
         await self.broker.close()
+
+    async def _stop_consuming(self, name: str) -> None:
+        tag = self._tags.pop(name, None)
+        if tag is None:
+            return
+        try:
+            await self._queues[name].cancel(tag)
+        except Exception as exc:  # the channel may already be gone
+            log.warning("cancel of consumer %s on %s failed: %r", tag, name, exc)
+
+    async def _read_pauses(self) -> set[str] | None:
+        assert self.store is not None
+        try:
+            return {r["queue"] for r in await self.store.paused_queues()}
+        except Exception as exc:  # PostgreSQL down: keep the last known pauses
+            log.warning("could not read queue pauses: %r", exc)
+            return None
+
+    async def _control_loop(self) -> None:
+        """Every ``control_interval``: apply pauses, stop jobs a person stopped."""
+        assert self.store is not None
+        while True:
+            await asyncio.sleep(self.control_interval)
+            paused = await self._read_pauses()
+            if paused is not None:
+                await self._apply_pauses(paused)
+            if self._running:
+                try:
+                    stopped = await self.store.stopped_among(list(self._running))
+                except Exception as exc:
+                    log.warning("could not poll stopped jobs: %r", exc)
+                    continue
+                for job_id, generation in stopped.items():
+                    self._interrupt(job_id, generation)
+
+    async def _apply_pauses(self, paused: set[str]) -> None:
+        for name, queue in self._queues.items():
+            if name in paused and name in self._tags:
+                log.info("queue %s paused: no new jobs from it", name)
+                await self._stop_consuming(name)
+            elif name not in paused and name not in self._tags:
+                log.info("queue %s resumed", name)
+                self._tags[name] = await queue.consume(self._on_message)
+        self._paused = paused
+
+    def _interrupt(self, job_id: str, generation: int) -> None:
+        found = self._running.get(job_id)
+        if found is not None and found[1].generation == generation:
+            log.info("job %s stopped by a person: cancelling it", job_id)
+            self._interrupted.add(job_id)
+            found[0].cancel()
 
     async def _on_message(self, delivery: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
@@ -116,9 +208,101 @@ class Worker:
     async def _handle(self, delivery: AbstractIncomingMessage) -> None:
         if delivery.redelivered and await self._divert_redelivery(delivery):
             return
-        outcome = await self.executor.execute(delivery.body, delivery.message_id)
+        # The copy made by a divert may arrive before the broker has taken the original's
+        # ack; if the copy then kills the process, both come back and a crash loop doubles
+        # its messages on every round. So nothing runs until pending diverts are settled.
+        await self._no_divert_pending.wait()
+        prepared = self.executor.prepare(delivery.body, delivery.message_id)
+        if isinstance(prepared, Outcome):
+            await self._settle(delivery, prepared)
+            return
+        handler, message = prepared
+        tracked = self.tracker is not None and handler.track
+        if tracked and not await self._claim(delivery, message):
+            log.info(
+                "job %s generation %d: duplicate, stale or stopped copy dropped",
+                message.id,
+                message.generation,
+            )
+            await _ack(delivery)
+            return
+        outcome = await self._run(handler, message, tracked)
+        if outcome is None:  # a person stopped it while it ran
+            await _ack(delivery)
+            return
+        if tracked:
+            settled = await self._track(delivery, handler, outcome)
+            if settled:
+                return
         await self._settle(delivery, outcome)
         self.processed += 1
+
+    async def _claim(self, delivery: AbstractIncomingMessage, message: JobMessage) -> bool:
+        assert self.tracker is not None
+        count = (delivery.headers or {}).get(H_REDELIVERIES, 0)
+        redeliveries = count if isinstance(count, int) else 0
+        return await self.tracker.claim(started(message, self.worker_id, redeliveries))
+
+    async def _run(self, handler: Handler, message: JobMessage, tracked: bool) -> Outcome | None:
+        """Run the handler; None if a person's suspension or cancel interrupted it."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._running[message.id] = (task, message)
+        try:
+            return await self.executor.run(
+                handler, message, self._save_checkpoint if tracked else None
+            )
+        except asyncio.CancelledError:
+            if message.id not in self._interrupted:
+                raise  # shutdown: no ack, the broker redelivers
+            self._interrupted.discard(message.id)
+            task.uncancel()
+            return None
+        finally:
+            self._running.pop(message.id, None)
+
+    async def _save_checkpoint(self, message: JobMessage, state: object) -> bool:
+        assert self.store is not None
+        return await self.store.save_checkpoint(message.id, message.generation, state)
+
+    async def _track(
+        self, delivery: AbstractIncomingMessage, handler: Handler, outcome: Outcome
+    ) -> bool:
+        """Report the outcome's state; True if the delivery was settled here.
+
+        A DEAD or SUSPENDED verdict is written before anything is published: if a person
+        stopped the job meanwhile, their state stands and the job is only acked.
+        """
+        assert self.tracker is not None and outcome.message is not None
+        message, error = outcome.message, outcome.error
+        if outcome.verdict is Verdict.SUCCEEDED:
+            self.tracker.report(Transition(message, JobState.SUCCEEDED, self.worker_id))
+            return False
+        if outcome.verdict is Verdict.RETRY:
+            self.tracker.report(Transition(message, JobState.RETRYING, self.worker_id, error=error))
+            return False
+        suspend = message.suspend_on_failure
+        if suspend is None:
+            suspend = handler.suspend_on_failure
+        state = JobState.SUSPENDED if suspend else JobState.DEAD
+        cause = f"{error.type}: {error.message}" if error else None
+        try:
+            applied = await self.tracker.decide(
+                Transition(message, state, self.worker_id, error=error, cause=cause)
+            )
+        except ServiceUnavailable as exc:
+            if suspend:  # the row is the only copy of a suspended job: keep the message
+                log.warning("job %s: cannot record its suspension (%s); retrying", message.id, exc)
+                await _nack(delivery, backoff=NACK_BACKOFF)
+                return True
+            return False  # dead letters do not need the job row: the recorder keeps them
+        if not applied:
+            log.info("job %s failed after a person stopped it; their state stands", message.id)
+        if suspend or not applied:
+            await _ack(delivery)
+            self.processed += 1
+            return True
+        return False
 
     async def _divert_redelivery(self, delivery: AbstractIncomingMessage) -> bool:
         """Count a redelivery in a fresh copy, or dead-letter a crash loop. True if handled here.
@@ -143,6 +327,19 @@ class Worker:
             return True
         headers = dict(delivery.headers or {})
         headers[H_REDELIVERIES] = count
+        self._diverting += 1
+        self._no_divert_pending.clear()
+        try:
+            await self._republish_counted(delivery, headers, job_id)
+        finally:
+            self._diverting -= 1
+            if not self._diverting:
+                self._no_divert_pending.set()
+        return True
+
+    async def _republish_counted(
+        self, delivery: AbstractIncomingMessage, headers: dict[str, Any], job_id: str
+    ) -> None:
         try:
             await self.broker.publish(
                 work_exchange(self.settings.namespace),
@@ -154,9 +351,15 @@ class Worker:
         except PublishFailed as exc:
             log.warning("could not republish redelivered job %s: %s", job_id, exc)
             await _nack(delivery, backoff=NACK_BACKOFF)
-            return True
+            return
         await _ack(delivery)
-        return True
+        # basic.ack has no reply; a synchronous method on the same channel returns only
+        # after the broker has processed every frame sent before it, the ack included.
+        try:
+            assert self._consume_channel is not None
+            await self._consume_channel.set_qos(prefetch_count=self.concurrency)
+        except Exception as exc:  # channel gone: the original comes back, counted again
+            log.warning("could not confirm the ack of redelivered job %s: %r", job_id, exc)
 
     def _queue_of(self, delivery: AbstractIncomingMessage) -> str:
         prefix = f"{self.settings.namespace}.q."
@@ -170,7 +373,7 @@ class Worker:
         try:
             if outcome.verdict is Verdict.RETRY:
                 assert outcome.message is not None
-                retry = outcome.message.next_attempt()
+                retry = replace(outcome.message.next_attempt(), checkpoint=outcome.checkpoint)
                 exchange, key = await self.broker.delay_route(
                     retry.queue, delay_tier_ms(outcome.delay)
                 )

@@ -25,7 +25,11 @@ SELECT * FROM dead_letters WHERE job_id = $1 ORDER BY generation;
 UPDATE dead_letters
    SET status = 'requeue_pending', status_changed_at = now(), status_changed_by = $2
  WHERE id = ANY($1::bigint[]) AND status = 'dead' AND job_type <> ''
-RETURNING id, job_id, generation, job_type, queue, payload, max_retries, checkpoint, enqueued_at;
+RETURNING id, job_id, generation, job_type, queue, payload, max_retries, enqueued_at,
+          -- the latest checkpoint the job saved, else the one its message carried
+          COALESCE((SELECT j.checkpoint FROM jobs j
+                     WHERE j.job_id = dead_letters.job_id
+                       AND j.generation = dead_letters.generation), checkpoint) AS checkpoint;
 
 -- name: insert_outbox
 INSERT INTO requeue_outbox (dead_letter_id, job_id, queue, body)
@@ -54,3 +58,86 @@ INSERT INTO audit_log (actor, action, selector, count) VALUES ($1, $2, $3, $4);
 
 -- name: audit_recent
 SELECT * FROM audit_log ORDER BY id DESC LIMIT $1;
+
+-- name: report_transitions
+-- Worker-reported states, one statement per batch. A row changes only if the new
+-- (generation, seq, redeliveries) is later than what it holds; RETURNING says which
+-- claims were granted.
+INSERT INTO jobs AS j (
+    job_id, generation, seq, redeliveries, job_type, queue, state, attempt, max_retries,
+    payload, suspend_on_failure, error_type, error_message, traceback, cause, worker,
+    created_at, started_at, checkpoint, updated_at
+)
+SELECT *, now() FROM unnest(
+    $1::text[], $2::integer[], $3::integer[], $4::integer[], $5::text[], $6::text[],
+    $7::text[], $8::integer[], $9::integer[], $10::jsonb[], $11::boolean[], $12::text[],
+    $13::text[], $14::text[], $15::text[], $16::text[], $17::timestamptz[], $18::timestamptz[],
+    $19::jsonb[]
+)
+ON CONFLICT (job_id) DO UPDATE SET
+    generation = EXCLUDED.generation, seq = EXCLUDED.seq, redeliveries = EXCLUDED.redeliveries,
+    state = EXCLUDED.state, attempt = EXCLUDED.attempt, max_retries = EXCLUDED.max_retries,
+    payload = COALESCE(EXCLUDED.payload, j.payload),
+    suspend_on_failure = EXCLUDED.suspend_on_failure,
+    error_type = COALESCE(EXCLUDED.error_type, j.error_type),
+    error_message = COALESCE(EXCLUDED.error_message, j.error_message),
+    traceback = COALESCE(EXCLUDED.traceback, j.traceback),
+    cause = EXCLUDED.cause, worker = EXCLUDED.worker,
+    started_at = COALESCE(EXCLUDED.started_at, j.started_at), updated_at = now(),
+    -- A run starts from the checkpoint its message carries; other reports keep the saved one.
+    checkpoint = CASE WHEN EXCLUDED.state = 'running' THEN EXCLUDED.checkpoint
+                      ELSE j.checkpoint END
+WHERE (EXCLUDED.generation, EXCLUDED.seq, EXCLUDED.redeliveries)
+    > (j.generation, j.seq, j.redeliveries)
+RETURNING job_id, seq;
+
+-- name: save_checkpoint
+UPDATE jobs SET checkpoint = $3, updated_at = now()
+ WHERE job_id = $1 AND generation = $2 AND state = 'running';
+
+-- name: job_checkpoint
+SELECT checkpoint FROM jobs WHERE job_id = $1 AND generation = $2;
+
+-- name: get_job
+SELECT * FROM jobs WHERE job_id = $1;
+
+-- name: stop_job
+-- A person suspends or cancels: a compare-and-set on the state, with a seq no worker
+-- report can beat.
+UPDATE jobs
+   SET state = $2, seq = 1073741824, cause = $3, traceback = NULL, stopped_by = $4,
+       updated_at = now()
+ WHERE job_id = $1 AND state = ANY($5::text[]) AND ($6::integer IS NULL OR generation = $6)
+RETURNING *;
+
+-- name: resume_job
+UPDATE jobs
+   SET state = 'pending', generation = generation + 1, seq = 0, redeliveries = 0, attempt = 0,
+       max_retries = COALESCE($2, max_retries), payload = CASE WHEN $3 THEN $4 ELSE payload END,
+       checkpoint = CASE WHEN $5 THEN checkpoint ELSE NULL END,
+       cause = NULL, stopped_by = $6, updated_at = now()
+ WHERE job_id = $1 AND state = 'suspended' AND ($7::integer IS NULL OR generation = $7)
+RETURNING *;
+
+-- name: requeue_jobs
+-- A requeued dead letter's job row (if tracked) starts its next generation as pending.
+UPDATE jobs j
+   SET state = 'pending', generation = d.generation + 1, seq = 0, redeliveries = 0,
+       attempt = 0, cause = NULL, updated_at = now()
+  FROM dead_letters d
+ WHERE d.id = ANY($1::bigint[]) AND j.job_id = d.job_id AND j.generation = d.generation;
+
+-- name: stopped_among
+SELECT job_id, generation FROM jobs
+ WHERE job_id = ANY($1::text[]) AND state IN ('suspended', 'cancelled');
+
+-- name: paused_queues
+SELECT * FROM queue_pauses ORDER BY queue;
+
+-- name: pause_queue
+INSERT INTO queue_pauses (queue, paused_by, reason) VALUES ($1, $2, $3)
+ON CONFLICT (queue) DO NOTHING
+RETURNING *;
+
+-- name: resume_queue
+DELETE FROM queue_pauses WHERE queue = $1 RETURNING *;

@@ -17,7 +17,7 @@ from engine.settings import Settings
 from engine.store import Store
 from engine.topology import dead_exchange, retained_queue
 from tests.conftest import AMQP_URL, wait_for
-from tests.integration.deadletters.conftest import TcpProxy
+from tests.integration.conftest import TcpProxy
 
 runs: dict[str, int] = {}
 

@@ -1,0 +1,186 @@
+"""``lazarus jobs ...`` and ``lazarus queues ...``: job states and queue pauses."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from engine.admin import Admin, RequeueMode
+from engine.cli_common import EXIT_FAILED, fail, parse_json, print_json, run_async, settings
+from engine.lifecycle import REQUESTED_BY_USER, Lifecycle
+from engine.states import JobState
+
+jobs_app = typer.Typer(help="Job states: list, show, suspend, resume, cancel.")
+queues_app = typer.Typer(help="Queues: depth, consumers, pause and resume.")
+console = Console()
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+JobIdArg = Annotated[str, typer.Argument(help="Job id.")]
+
+
+def show_row(row: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(row)
+        return
+    for key, value in row.items():
+        if value is not None and value != "":
+            console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
+
+
+@jobs_app.command("list")
+@run_async
+async def list_jobs(
+    state: Annotated[
+        JobState | None, typer.Option(help="Only jobs in this state.", case_sensitive=False)
+    ] = None,
+    job_type: Annotated[str | None, typer.Option("--type", help="Only this job type.")] = None,
+    queue: Annotated[str | None, typer.Option(help="Only this queue.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """List jobs, most recently changed first."""
+    async with Admin(settings()) as admin:
+        rows = await Lifecycle(admin).list_jobs(
+            state=state, job_type=job_type, queue=queue, limit=limit
+        )
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("job id", "gen", "type", "queue", "state", "attempt", "cause / error", "updated")
+    for r in rows:
+        why = r["cause"] or (f"{r['error_type']}: {r['error_message']}" if r["error_type"] else "")
+        table.add_row(
+            r["job_id"],
+            str(r["generation"]),
+            r["job_type"],
+            r["queue"],
+            r["state"],
+            str(r["attempt"]),
+            why[:60],
+            r["updated_at"].strftime("%F %T"),
+        )
+    console.print(table)
+
+
+@jobs_app.command()
+@run_async
+async def show(job_id: JobIdArg, as_json: JsonOpt = False) -> None:
+    """State, attempts, times, last error, cause and checkpoint of a job."""
+    async with Admin(settings()) as admin:
+        show_row(await Lifecycle(admin).show(job_id), as_json)
+
+
+@jobs_app.command()
+@run_async
+async def suspend(
+    job_id: JobIdArg,
+    reason: Annotated[str, typer.Option(help="Cause to record.")] = REQUESTED_BY_USER,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop a pending, running or retrying job, keeping its checkpoint."""
+    async with Admin(settings()) as admin:
+        row = await Lifecycle(admin).suspend(job_id, reason)
+    show_row({"job_id": row["job_id"], "state": row["state"], "cause": row["cause"]}, as_json)
+
+
+@jobs_app.command()
+@run_async
+async def cancel(job_id: JobIdArg, as_json: JsonOpt = False) -> None:
+    """Stop a job for good."""
+    async with Admin(settings()) as admin:
+        row = await Lifecycle(admin).cancel(job_id)
+    show_row({"job_id": row["job_id"], "state": row["state"], "cause": row["cause"]}, as_json)
+
+
+@jobs_app.command()
+@run_async
+async def cause(job_id: JobIdArg, as_json: JsonOpt = False) -> None:
+    """Why a suspended job stopped."""
+    async with Admin(settings()) as admin:
+        found = await Lifecycle(admin).cause(job_id)
+    if as_json:
+        print_json(found)
+        return
+    console.print(f"{found['cause']} (by {found['stopped_by']}, since {found['since']:%F %T})")
+    if found["traceback"]:
+        console.print(found["traceback"], markup=False, highlight=False)
+
+
+@jobs_app.command()
+@run_async
+async def resume(
+    job_id: JobIdArg,
+    mode: Annotated[
+        RequeueMode, typer.Option(help="recover: from the checkpoint; restart: from scratch.")
+    ] = RequeueMode.RECOVER,
+    retries: Annotated[int | None, typer.Option(min=0, help="New retry budget.")] = None,
+    payload: Annotated[
+        str | None, typer.Option(help="Replace the payload (JSON) before resuming.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send a suspended job back to its queue."""
+    new_payload = parse_json(payload, "--payload") if payload is not None else None
+    async with Admin(settings()) as admin:
+        row = await Lifecycle(admin).resume(
+            job_id,
+            mode=mode,
+            retries=retries,
+            payload=new_payload,
+            replace_payload=payload is not None,
+        )
+    show_row(
+        {"job_id": row["job_id"], "state": row["state"], "generation": row["generation"]},
+        as_json,
+    )
+
+
+@queues_app.command("list")
+@run_async
+async def list_queues(
+    names: Annotated[list[str] | None, typer.Argument(help="Queues (default: all seen).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Depth, consumers and pause of each queue."""
+    async with Admin(settings()) as admin:
+        rows = await Lifecycle(admin).list_queues(names)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("queue", "messages", "consumers", "paused", "by", "reason")
+    for r in rows:
+        table.add_row(
+            r["queue"],
+            str(r["messages"]) if r["exists"] else "(missing)",
+            str(r["consumers"]),
+            "yes" if r["paused"] else "no",
+            r["paused_by"] or "",
+            r["reason"] or "",
+        )
+    console.print(table)
+
+
+@queues_app.command()
+@run_async
+async def pause(
+    queue: Annotated[str, typer.Argument(help="Queue name.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded).")] = REQUESTED_BY_USER,
+) -> None:
+    """Stop workers taking jobs from a queue; messages stay in RabbitMQ."""
+    async with Admin(settings()) as admin:
+        changed = await Lifecycle(admin).pause_queue(queue, reason)
+    typer.echo(f"queue {queue} paused" if changed else f"queue {queue} was already paused")
+
+
+@queues_app.command("resume")
+@run_async
+async def resume_queue(queue: Annotated[str, typer.Argument(help="Queue name.")]) -> None:
+    """Let workers take jobs from a paused queue again."""
+    async with Admin(settings()) as admin:
+        changed = await Lifecycle(admin).resume_queue(queue)
+    if not changed:
+        fail(f"queue {queue!r} is not paused", EXIT_FAILED)
+    typer.echo(f"queue {queue} resumed")

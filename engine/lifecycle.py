@@ -1,0 +1,204 @@
+"""People's control over jobs and queues: suspend, resume, cancel, pause, and what they see.
+
+Every change is a compare-and-set on the job's state in PostgreSQL: of two people
+(or a person and a failing worker) acting on one job, exactly one wins, and the
+other is told the job is no longer in the state they expected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from engine.admin import Admin, RequeueMode
+from engine.errors import JobNotFound, JobStateConflict
+from engine.message import JobMessage, check_queue_name, encode, now_utc
+from engine.relay import drain
+from engine.states import JobState
+from engine.topology import work_queue
+
+REQUESTED_BY_USER = "Requested by user"
+ACTIVE = (JobState.PENDING, JobState.RUNNING, JobState.RETRYING)
+
+
+def resumed_message(row: asyncpg.Record) -> bytes:
+    """The message of a resumed job's next generation, from its row after the update."""
+    return encode(
+        JobMessage(
+            type=row["job_type"],
+            payload=row["payload"],
+            id=row["job_id"],
+            queue=row["queue"],
+            attempt=0,
+            max_retries=row["max_retries"],
+            generation=row["generation"],
+            created_at=row["created_at"] or now_utc(),
+            checkpoint=row["checkpoint"],
+            suspend_on_failure=row["suspend_on_failure"],
+        )
+    )
+
+
+class Lifecycle:
+    """Job and queue control over an open :class:`Admin` (its store, broker and actor)."""
+
+    def __init__(self, admin: Admin) -> None:
+        self.admin = admin
+        self.store = admin.store
+
+    async def list_jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        job_type: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        rows = await self.store.list_jobs(
+            state=state.value if state else None, job_type=job_type, queue=queue, limit=limit
+        )
+        return [dict(r) for r in rows]
+
+    async def show(self, job_id: str) -> dict[str, Any]:
+        row = await self.store.get_job(job_id)
+        if row is None:
+            raise JobNotFound(f"no job {job_id!r} (it never ran on a tracking worker)")
+        return dict(row)
+
+    async def counts(self) -> dict[str, int]:
+        return await self.store.count_jobs_by_state()
+
+    async def suspend(
+        self, job_id: str, cause: str = REQUESTED_BY_USER, *, generation: int | None = None
+    ) -> dict[str, Any]:
+        """Stop a pending, running or retrying job, keeping its payload and checkpoint.
+
+        A running job is cancelled at its next await within the workers' poll interval.
+        ``generation``, when given, must still be the job's: an operation on what a person
+        saw fails if someone else moved the job on meanwhile.
+        """
+        return await self._stop(job_id, JobState.SUSPENDED, cause, ACTIVE, generation)
+
+    async def cancel(
+        self, job_id: str, cause: str = REQUESTED_BY_USER, *, generation: int | None = None
+    ) -> dict[str, Any]:
+        """Stop a job for good: it will not run again."""
+        return await self._stop(
+            job_id, JobState.CANCELLED, cause, (*ACTIVE, JobState.SUSPENDED), generation
+        )
+
+    async def cause(self, job_id: str) -> dict[str, Any]:
+        """Why a suspended job stopped: 'Requested by user', or the exception and traceback."""
+        job = await self.show(job_id)
+        if job["state"] != JobState.SUSPENDED:
+            raise JobStateConflict(f"job {job_id!r} is not suspended (it is {job['state']})")
+        return {
+            "job_id": job_id,
+            "cause": job["cause"],
+            "error_type": job["error_type"] if job["cause"] != REQUESTED_BY_USER else None,
+            "traceback": job["traceback"] if job["cause"] != REQUESTED_BY_USER else None,
+            "stopped_by": job["stopped_by"],
+            "since": job["updated_at"],
+        }
+
+    async def resume(
+        self,
+        job_id: str,
+        *,
+        mode: RequeueMode = RequeueMode.RECOVER,
+        retries: int | None = None,
+        payload: Any = None,
+        replace_payload: bool = False,
+        generation: int | None = None,
+    ) -> dict[str, Any]:
+        """Send a suspended job back to its queue as its next generation."""
+        if retries is not None and retries < 0:
+            raise ValueError(f"retries must not be negative, got {retries}")
+        row = await self.store.resume_job(
+            job_id,
+            retries=retries,
+            payload=payload,
+            replace_payload=replace_payload,
+            keep_checkpoint=mode is RequeueMode.RECOVER,
+            actor=self.admin.actor,
+            build=resumed_message,
+            generation=generation,
+        )
+        if row is None:
+            expected = (
+                "suspended" if generation is None else f"suspended in generation {generation}"
+            )
+            raise await self._conflict(job_id, expected)
+        await drain(self.store, self.admin.broker)
+        await self.store.audit(self.admin.actor, "resume", {"job_id": job_id, "mode": mode}, 1)
+        return dict(row)
+
+    async def pause_queue(self, queue: str, reason: str = REQUESTED_BY_USER) -> bool:
+        """Stop every worker taking jobs from ``queue``; False if it was already paused."""
+        paused = await self.store.pause_queue(check_queue_name(queue), self.admin.actor, reason)
+        await self.store.audit(self.admin.actor, "pause", {"queue": queue}, int(paused))
+        return paused
+
+    async def resume_queue(self, queue: str) -> bool:
+        """Let workers take jobs from ``queue`` again; False if it was not paused."""
+        resumed = await self.store.resume_queue(check_queue_name(queue))
+        await self.store.audit(self.admin.actor, "unpause", {"queue": queue}, int(resumed))
+        return resumed
+
+    async def list_queues(self, names: list[str] | None = None) -> list[dict[str, Any]]:
+        """Depth, consumers and pause of the named queues (default: every queue seen)."""
+        pauses = {r["queue"]: dict(r) for r in await self.store.paused_queues()}
+        known = names or sorted({"default", *pauses, *await self.store.known_queues()})
+        out = []
+        for name in known:
+            depth = await self.admin.broker.queue_depth(
+                work_queue(self.admin.settings.namespace, name)
+            )
+            pause = pauses.get(name)
+            out.append(
+                {
+                    "queue": name,
+                    "exists": depth is not None,
+                    "messages": depth[0] if depth else 0,
+                    "consumers": depth[1] if depth else 0,
+                    "paused": pause is not None,
+                    "paused_by": pause["paused_by"] if pause else None,
+                    "paused_at": pause["paused_at"] if pause else None,
+                    "reason": pause["reason"] if pause else None,
+                }
+            )
+        return out
+
+    async def _stop(
+        self,
+        job_id: str,
+        state: JobState,
+        cause: str,
+        from_states: tuple[JobState, ...],
+        generation: int | None,
+    ) -> dict[str, Any]:
+        row = await self.store.stop_job(
+            job_id,
+            state.value,
+            cause,
+            self.admin.actor,
+            [s.value for s in from_states],
+            generation,
+        )
+        if row is None:
+            expected = " or ".join(s.value for s in from_states)
+            if generation is not None:
+                expected += f" in generation {generation}"
+            raise await self._conflict(job_id, expected)
+        await self.store.audit(self.admin.actor, state.value, {"job_id": job_id}, 1)
+        return dict(row)
+
+    async def _conflict(self, job_id: str, expected: str) -> Exception:
+        row = await self.store.get_job(job_id)
+        if row is None:
+            return JobNotFound(f"no job {job_id!r}")
+        return JobStateConflict(
+            f"job {job_id!r} is no longer {expected} "
+            f"(it is {row['state']} in generation {row['generation']})"
+        )
