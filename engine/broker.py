@@ -27,6 +27,9 @@ from engine.message import CONTENT_TYPE
 from engine.settings import Settings
 from engine.topology import Topology, passive_queue, work_exchange
 
+# Seconds between reconnect attempts after RabbitMQ drops the connection.
+RECONNECT_INTERVAL = 1.0
+
 Outgoing = tuple[str, str, bytes, Mapping[str, Any] | None, str | None]
 """(exchange, routing key, body, headers, message id) of one publish."""
 
@@ -58,7 +61,9 @@ class Broker:
     async def connect(self) -> None:
         try:
             self._connection = await aio_pika.connect_robust(
-                self.settings.amqp_dsn, client_properties={"connection_name": self._name}
+                self.settings.amqp_dsn,
+                client_properties={"connection_name": self._name},
+                reconnect_interval=RECONNECT_INTERVAL,
             )
         except (OSError, aiormq.exceptions.AMQPError) as exc:
             raise ServiceUnavailable(

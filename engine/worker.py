@@ -73,7 +73,7 @@ class Worker:
         self.queues = queues
         self.concurrency = concurrency
         self.worker_id = worker_id or default_worker_id()
-        self.broker = Broker(settings, name=f"lazarus-worker {self.worker_id}")
+        self.broker = Broker(settings, name=f"lazarus-worker {settings.namespace} {self.worker_id}")
         self.executor = Executor(self.worker_id, max_message_bytes=settings.max_message_bytes)
         self._consume_channel: AbstractChannel | None = None
         self._in_flight: set[asyncio.Task[None]] = set()

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import aio_pika
 import aiormq
 import pytest
+from aio_pika.abc import AbstractIncomingMessage
 
 from engine.settings import QueueType, Settings
 from engine.topology import (
@@ -25,6 +26,7 @@ from engine.topology import (
     work_exchange,
     work_queue,
 )
+from engine.worker import Worker
 
 AMQP_URL = os.environ.get("LAZARUS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 DATABASE_URL = os.environ.get(
@@ -130,3 +132,92 @@ async def wait_for(
         if asyncio.get_running_loop().time() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def start_worker() -> AsyncIterator[Callable[..., Awaitable[Worker]]]:
+    """Factory: start an in-process Worker; every one started is stopped afterwards."""
+    started: list[Worker] = []
+
+    async def start(config: Settings, queues: list[str] | None = None, **kwargs: object) -> Worker:
+        worker = Worker(config, queues or ["default"], **kwargs)  # type: ignore[arg-type]
+        started.append(worker)
+        await worker.start()
+        return worker
+
+    yield start
+    for worker in started:
+        await worker.stop(grace=1)
+
+
+@pytest.fixture
+async def extra_queues() -> AsyncIterator[list[str]]:
+    """Names of queues (delay queues, extra work queues) a test created; deleted afterwards."""
+    names: list[str] = []
+    yield names
+    if names:
+        await delete_queues(names)
+
+
+async def delete_queues(names: list[str]) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        for name in names:
+            channel = await connection.channel()
+            with contextlib.suppress(aiormq.exceptions.AMQPError):
+                await channel.queue_delete(name)
+            if not channel.is_closed:
+                await channel.close()
+    finally:
+        await connection.close()
+
+
+async def publish_raw(
+    config: Settings, body: bytes, *, routing_key: str = "default", message_id: str | None = None
+) -> None:
+    """Publish bytes to the work exchange with a plain aio-pika client, as another service would."""
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(work_exchange(config.namespace))
+        await exchange.publish(
+            aio_pika.Message(
+                body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=message_id
+            ),
+            routing_key=routing_key,
+        )
+
+
+async def take_dead_letters(
+    config: Settings, count: int, timeout: float = 20.0
+) -> list[AbstractIncomingMessage]:
+    """Take ``count`` messages from the namespace's retained dead-letter queue (fail if fewer)."""
+    taken: list[AbstractIncomingMessage] = []
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(retained_queue(config.namespace), ensure=False)
+
+        async def got_all() -> bool:
+            while len(taken) < count:
+                message = await queue.get(no_ack=True, fail=False)
+                if message is None:
+                    return False
+                taken.append(message)
+            return True
+
+        await wait_for(got_all, timeout=timeout, what=f"{count} dead letters")
+    return taken
+
+
+async def queue_depth(name: str) -> int | None:
+    """Ready messages in a queue, or None if it does not exist."""
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        try:
+            queue = await channel.declare_queue(name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return None
+        assert queue.declaration_result is not None
+        return int(queue.declaration_result.message_count or 0)

@@ -1,0 +1,103 @@
+"""Bodies a worker cannot run go to the dead letters with a reason; the worker carries on."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+
+import orjson
+import pytest
+
+from engine import JobContext, Worker, handler
+from engine.deadletter import H_ERROR_MESSAGE, H_ERROR_TYPE, H_REASON
+from engine.settings import Settings
+from engine.topology import retained_queue
+from tests.conftest import publish_raw, queue_depth, take_dead_letters, wait_for
+
+pytestmark = pytest.mark.timeout(30)
+
+StartWorker = Callable[..., Awaitable[Worker]]
+
+done: set[str] = set()
+
+
+@handler("malformed.good")
+async def good(ctx: JobContext) -> None:
+    done.add(ctx.job_id)
+
+
+BAD_BODIES: dict[str, tuple[bytes, str, str]] = {
+    # name: (body, x-lazarus-reason, text in x-lazarus-error-message)
+    "not json": (b"{not json", "malformed message", "message body is not JSON"),
+    "not an object": (b"[1, 2, 3]", "malformed message", "must be a JSON object"),
+    "missing type": (orjson.dumps({"payload": {}}), "malformed message", "'type' is missing"),
+    "type not a string": (
+        orjson.dumps({"type": ["malformed.good"]}),
+        "malformed message",
+        "field 'type' has the wrong type: list",
+    ),
+    "attempt not an int": (
+        orjson.dumps({"type": "malformed.good", "attempt": "0"}),
+        "malformed message",
+        "field 'attempt' has the wrong type: str",
+    ),
+    "bool for an int": (
+        orjson.dumps({"type": "malformed.good", "max_retries": True}),
+        "malformed message",
+        "field 'max_retries' has the wrong type: bool",
+    ),
+    "future version": (
+        orjson.dumps({"v": 9, "type": "malformed.good"}),
+        "malformed message",
+        "unsupported format version 9",
+    ),
+    "unknown job type": (
+        orjson.dumps({"type": "malformed.nobody_handles_this"}),
+        "unknown job type",
+        "no handler registered for job type 'malformed.nobody_handles_this'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BODIES))
+async def test_bad_body_is_dead_lettered_with_its_reason_and_the_worker_carries_on(
+    settings: Settings, start_worker: StartWorker, case: str
+) -> None:
+    raw, reason, text = BAD_BODIES[case]
+    await start_worker(settings)
+    bad_id, good_id = f"bad-{uuid.uuid4()}", str(uuid.uuid4())
+    await publish_raw(settings, raw, message_id=bad_id)
+    await publish_raw(settings, orjson.dumps({"id": good_id, "type": "malformed.good"}))
+
+    [dead] = await take_dead_letters(settings, 1)
+    assert dead.message_id == bad_id
+    assert dead.body == raw
+    assert dead.headers[H_REASON] == reason
+    assert text in str(dead.headers[H_ERROR_MESSAGE])
+    assert dead.headers[H_ERROR_TYPE] in ("MessageError", "UnknownJobType")
+    await wait_for(lambda: good_id in done, what="the good job after the bad one")
+    assert await queue_depth(retained_queue(settings.namespace)) == 0
+
+
+async def test_oversized_body_is_dead_lettered_unread(
+    quorum_settings: Settings, start_worker: StartWorker
+) -> None:
+    config = quorum_settings.model_copy(update={"max_message_bytes": 2048})
+    await start_worker(config)
+    raw = orjson.dumps({"type": "malformed.good", "payload": "x" * 4096})
+    await publish_raw(config, raw, message_id="too-big")
+    [dead] = await take_dead_letters(config, 1)
+    assert dead.message_id == "too-big"
+    assert dead.headers[H_REASON] == "malformed message"
+    assert f"{len(raw)} bytes, more than the 2048 allowed" in str(dead.headers[H_ERROR_MESSAGE])
+
+
+async def test_unknown_job_type_is_dead_lettered_under_the_id_in_its_body(
+    quorum_settings: Settings, start_worker: StartWorker
+) -> None:
+    await start_worker(quorum_settings)
+    raw = orjson.dumps({"id": "job-42", "type": "malformed.unknown", "payload": [1]})
+    await publish_raw(quorum_settings, raw, message_id="amqp-id")
+    [dead] = await take_dead_letters(quorum_settings, 1)
+    assert dead.message_id == "job-42"
+    assert dead.headers[H_REASON] == "unknown job type"

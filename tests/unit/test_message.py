@@ -1,0 +1,89 @@
+"""The wire format: round trip, and a clear reason for every malformed body."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from engine.errors import MessageError
+from engine.message import FORMAT_VERSION, JobMessage, decode, encode
+
+
+def body(**fields: object) -> bytes:
+    return orjson.dumps({"type": "mail.send"} | fields)
+
+
+def test_encode_then_decode_gives_the_same_message() -> None:
+    message = JobMessage(
+        type="mail.send",
+        payload={"to": ["a@example.com"], "n": 1.5, "ok": True},
+        queue="mail",
+        attempt=2,
+        max_retries=7,
+        generation=3,
+        checkpoint={"page": 4},
+        suspend_on_failure=True,
+    )
+    assert decode(encode(message)) == message
+
+
+def test_decode_fills_defaults_of_a_minimal_body() -> None:
+    message = decode(body(), fallback_id="amqp-id")
+    assert message.id == "amqp-id"
+    assert (message.queue, message.attempt, message.generation) == ("default", 0, 0)
+    assert message.max_retries is None and message.payload is None
+    assert message.v == FORMAT_VERSION
+    assert message.created_at.tzinfo is not None
+
+
+def test_created_at_without_a_zone_is_read_as_utc() -> None:
+    message = decode(body(created_at="2024-05-01T12:00:00"))
+    assert message.created_at == datetime(2024, 5, 1, 12, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"not json{", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"", "not JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b'"mail.send"', "must be a JSON object"),
+        (b"null", "must be a JSON object"),
+        (orjson.dumps({"payload": 1}), "'type' is missing"),
+        (orjson.dumps({"type": 5}), "'type' has the wrong type: int"),
+        (orjson.dumps({"type": None}), "'type' has the wrong type: NoneType"),
+        (orjson.dumps({"type": "has space"}), "not a valid job type name"),
+        (orjson.dumps({"type": ""}), "not a valid job type name"),
+        (body(attempt="1"), "'attempt' has the wrong type: str"),
+        (body(attempt=1.0), "'attempt' has the wrong type: float"),
+        (body(attempt=True), "'attempt' has the wrong type: bool"),
+        (body(generation=False), "'generation' has the wrong type: bool"),
+        (body(max_retries=True), "'max_retries' has the wrong type: bool"),
+        (body(v=True), "'v' has the wrong type: bool"),
+        (body(attempt=-1), "must not be negative"),
+        (body(max_retries=-2), "must not be negative"),
+        (body(queue=7), "'queue' has the wrong type: int"),
+        (body(queue="no/slash"), "queue name 'no/slash'"),
+        (body(id=12), "'id' has the wrong type: int"),
+        (body(suspend_on_failure="yes"), "'suspend_on_failure' has the wrong type: str"),
+        (body(v=2), "unsupported format version 2"),
+        (body(v=0), "unsupported format version 0"),
+        (body(created_at="yesterday"), "'created_at' is not an ISO 8601 time: 'yesterday'"),
+        (body(created_at=1714564800), "'created_at' has the wrong type: int"),
+    ],
+)
+def test_malformed_body_raises_message_error_with_its_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(MessageError) as caught:
+        decode(raw)
+    assert reason in caught.value.reason
+    assert str(caught.value) == caught.value.reason
+
+
+def test_oversized_body_is_malformed_before_it_is_parsed() -> None:
+    raw = body(payload="x" * 2000)
+    with pytest.raises(MessageError, match=rf"{len(raw)} bytes, more than the 1024 allowed"):
+        decode(raw, max_bytes=1024)
+    assert decode(raw, max_bytes=len(raw)).payload == "x" * 2000

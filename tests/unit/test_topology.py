@@ -1,0 +1,74 @@
+"""Names of a namespace's exchanges and queues, and delay tiers."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.settings import QueueType
+from engine.topology import (
+    dead_exchange,
+    delay_queue,
+    delay_queue_arguments,
+    delay_tier_ms,
+    recorder_queue,
+    retained_queue,
+    work_exchange,
+    work_queue,
+    work_queue_arguments,
+)
+
+
+def test_names_of_a_namespace() -> None:
+    assert work_exchange("ns") == "ns.work"
+    assert work_queue("ns", "mail") == "ns.q.mail"
+    assert dead_exchange("ns") == "ns.dead"
+    assert retained_queue("ns") == "ns.dead.retained"
+    assert recorder_queue("ns") == "ns.dead.recorder"
+    assert delay_queue("ns", "mail", 1200) == "ns.delay.mail.1200"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "ms"),
+    [
+        (0, 1),
+        (0.0001, 1),
+        (0.007, 7),
+        (0.3, 300),
+        (1, 1000),
+        (1.234, 1200),
+        (1.25, 1200),  # round half to even
+        (9.96, 10_000),
+        (30, 30_000),
+        (3600, 3_600_000),
+    ],
+)
+def test_delay_tier_keeps_two_significant_digits_of_milliseconds(seconds: float, ms: int) -> None:
+    assert delay_tier_ms(seconds) == ms
+
+
+def test_delay_tier_is_within_five_percent_of_the_delay() -> None:
+    for ms in [*range(1, 5000), *range(5000, 2_000_000, 997)]:
+        tier = delay_tier_ms(ms / 1000)
+        assert abs(tier - ms) <= 0.05 * ms, (ms, tier)
+
+
+def test_jittered_delays_share_few_tiers() -> None:
+    tiers = {delay_tier_ms(10 + i / 100) for i in range(-100, 101)}
+    assert tiers == {*range(9_000, 10_000, 100), 10_000, 11_000}
+
+
+@pytest.mark.parametrize("queue_type", list(QueueType))
+def test_delay_queue_dead_letters_back_to_its_work_queue(queue_type: QueueType) -> None:
+    args = delay_queue_arguments("ns", "mail", 1200, queue_type)
+    assert args["x-message-ttl"] == 1200
+    assert args["x-dead-letter-exchange"] == "ns.work"
+    assert args["x-dead-letter-routing-key"] == "mail"
+    assert args["x-expires"] > 1200
+    assert args["x-queue-type"] == queue_type.value
+
+
+def test_work_queue_dead_letters_to_the_dead_exchange() -> None:
+    quorum = work_queue_arguments("ns", QueueType.QUORUM)
+    classic = work_queue_arguments("ns", QueueType.CLASSIC)
+    assert quorum["x-dead-letter-exchange"] == classic["x-dead-letter-exchange"] == "ns.dead"
+    assert "x-delivery-limit" in quorum and "x-delivery-limit" not in classic
