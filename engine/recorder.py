@@ -32,7 +32,7 @@ from engine.errors import MessageError
 from engine.executor import fallback_job_id
 from engine.message import decode
 from engine.store import DeadRecord, Store
-from engine.topology import recorder_queue
+from engine.topology import declare_queue, queue_type_arguments, recorder_queue
 
 log = logging.getLogger("lazarus.recorder")
 
@@ -99,7 +99,13 @@ class Recorder:
     async def start(self) -> None:
         self._channel = await self.broker.connection.channel()
         await self._channel.set_qos(prefetch_count=self.batch_size * 2)
-        queue = await self._channel.get_queue(recorder_queue(self.broker.ns), ensure=False)
+        # Declared on this channel, not looked up: a robust channel restores only the queues
+        # declared on it (and their consumers) after a reconnect.
+        queue = await declare_queue(
+            self._channel,
+            recorder_queue(self.broker.ns),
+            queue_type_arguments(self.broker.settings.queue_type),
+        )
         self._consumer_tag = await queue.consume(self._pending.put)
         self._task = asyncio.create_task(self._run(), name="lazarus-recorder")
 

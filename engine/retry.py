@@ -52,13 +52,22 @@ class RetryPolicy:
         if self.timeout is not None and self.timeout <= 0:
             raise ValueError("RetryPolicy.timeout must be positive or None")
 
-    def in_process(self) -> AsyncRetrying:
-        """A tenacity loop retrying transient (never permanent) errors of one run."""
+    def first_wait(self, rng: random.Random | None = None) -> float:
+        """Seconds between the first try and the second: tenacity's first backoff step."""
+        return min(self.backoff + (rng or random).uniform(0, self.jitter), self.backoff_max)
+
+    def after_first_failure(self) -> AsyncRetrying:
+        """A tenacity loop for tries 2..``attempts``, entered after the first try failed
+        transiently and ``first_wait()`` passed; its waits continue the same schedule.
+
+        The first try runs without tenacity: most jobs succeed at once, and setting up a
+        retry loop for every job cost a fifth of a no-op job's time (measured, bench/).
+        """
         return AsyncRetrying(
             retry=retry_if_exception(self.is_transient),
-            stop=stop_after_attempt(self.attempts),
+            stop=stop_after_attempt(self.attempts - 1),
             wait=wait_exponential_jitter(
-                multiplier=self.backoff, max=self.backoff_max, jitter=self.jitter
+                multiplier=self.backoff * 2, max=self.backoff_max, jitter=self.jitter
             ),
             reraise=True,
         )

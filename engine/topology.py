@@ -65,12 +65,13 @@ def delay_queue(ns: str, queue: str, delay_ms: int) -> str:
     return f"{ns}.delay.{queue}.{delay_ms}"
 
 
-def _type_args(queue_type: QueueType) -> dict[str, Any]:
+def queue_type_arguments(queue_type: QueueType) -> dict[str, Any]:
+    """Arguments of a plain durable queue of the configured type."""
     return {"x-queue-type": queue_type.value}
 
 
 def work_queue_arguments(ns: str, queue_type: QueueType) -> dict[str, Any]:
-    args = _type_args(queue_type) | {"x-dead-letter-exchange": dead_exchange(ns)}
+    args = queue_type_arguments(queue_type) | {"x-dead-letter-exchange": dead_exchange(ns)}
     if queue_type is QueueType.QUORUM:
         args["x-delivery-limit"] = BROKER_DELIVERY_LIMIT
     return args
@@ -84,7 +85,7 @@ def delay_queue_arguments(
     The TTL is per queue, never per message: a per-message TTL only expires the head
     of a queue, so a 1 s retry would wait behind a 1 h one.
     """
-    args = _type_args(queue_type) | {
+    args = queue_type_arguments(queue_type) | {
         "x-message-ttl": delay_ms,
         "x-dead-letter-exchange": work_exchange(ns),
         "x-dead-letter-routing-key": queue,
@@ -136,7 +137,7 @@ class Topology:
                 dead_exchange(self.ns), ExchangeType.FANOUT, durable=True
             )
             for name in (retained_queue(self.ns), recorder_queue(self.ns)):
-                q = await declare_queue(channel, name, _type_args(self.queue_type))
+                q = await declare_queue(channel, name, queue_type_arguments(self.queue_type))
                 await q.bind(dead, routing_key="")
             self._base_done = True
         return work

@@ -1,0 +1,111 @@
+"""Dead-letter burst and bulk requeue: what the recorder and the admin API sustain.
+
+Both rows need ``engine.recorder`` and ``engine.admin``; while either is missing they
+say "not available yet" and carry no number.
+
+Burst: N jobs of type ``bench_die`` (Permanent at once) wait in a queue; a worker with
+the recorder (as ``lazarus worker --record``) kills them. Measured: the rate the worker
+kills them (first to last handler run) and the rate they land in PostgreSQL (first
+death to the moment ``Store.count_dead`` reaches N).
+
+Bulk requeue: with the worker stopped, ``Admin.requeue`` of every dead letter of the
+namespace (staged in the outbox, published with confirms); measured until it returns,
+then the work queue must hold N messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import time
+from typing import Any
+
+from bench.common import Collector, Disturbed, check_undisturbed, queue_depth, rate
+from bench.lazarus import QUEUE, cleanup, namespace, start_worker
+from engine.client import Client
+from engine.settings import load_settings
+from engine.topology import work_queue
+
+NEEDS = ("engine.recorder", "engine.admin", "engine.store", "engine.filters", "engine.runner")
+RECORD_TIMEOUT = 180.0
+
+
+def missing() -> list[str]:
+    gone = []
+    for name in NEEDS:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            gone.append(name)
+    return gone
+
+
+def not_available() -> dict[str, Any] | None:
+    gone = missing()
+    if gone:
+        return {"status": f"not available yet ({', '.join(gone)} missing)"}
+    return None
+
+
+async def burst_and_requeue(
+    collector: Collector, n: int, queue_type: str, concurrency: int
+) -> dict[str, Any]:
+    """One namespace, one schema: the burst, then the requeue of what it recorded."""
+    from engine.admin import Admin
+    from engine.filters import DeadFilter
+    from engine.store import Store
+
+    ns = namespace()
+    settings = load_settings(namespace=ns, queue_type=queue_type)
+    store = Store(settings)
+    await store.connect(require_schema=False)
+    try:
+        await store.migrate()
+        async with Client(settings) as client:
+            await client.declare_queue(QUEUE)
+            await client.enqueue_many(("bench_die", None) for _ in range(n))
+        collector.reset()
+        child = await start_worker(collector, ns, queue_type, concurrency, record=True)
+        try:
+            await collector.wait(n, what="jobs killed", watch=child)
+            deadline = time.monotonic() + RECORD_TIMEOUT
+            while (recorded := await store.count_dead(DeadFilter())) < n:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{recorded} of {n} dead letters recorded")
+                if child.forced_close():  # the run now measures a reconnect, not the recorder
+                    raise Disturbed(f"broker forced connections closed; {recorded} of {n} recorded")
+                await asyncio.sleep(0.02)
+            stored_at = time.time()
+        finally:
+            await child.stop()
+        check_undisturbed(child, await queue_depth(work_queue(ns, QUEUE)))
+        first, last = collector.span()
+
+        async with Admin(settings, actor="bench") as admin:
+            started = time.perf_counter()
+            moved = await admin.requeue(DeadFilter())
+            requeue_s = time.perf_counter() - started
+        queued = await queue_depth(work_queue(ns, QUEUE))
+        if moved != n or queued != n:
+            raise Disturbed(f"requeue moved {moved}, queue holds {queued}, expected {n}")
+    finally:
+        try:
+            await store.drop_schema()
+        finally:
+            await store.close()
+            await cleanup(ns)
+    return {
+        "queue_type": queue_type,
+        "n": n,
+        "concurrency": concurrency,
+        "die_s": last - first,
+        "die_per_s": rate(n - 1, last - first),
+        "record_s": stored_at - first,
+        "record_per_s": rate(n, stored_at - first),
+        "requeue_s": requeue_s,
+        "requeue_per_s": rate(n, requeue_s),
+        "requeued": moved,
+        "queued_after_requeue": queued,
+    }

@@ -1,0 +1,58 @@
+"""A Lazarus worker process for the benchmark: ``python -m bench.lazarus_worker``.
+
+Does what ``lazarus worker`` does (same Worker class, settings from LAZARUS_*),
+loads :mod:`bench.jobs`, prints ``ready`` once consuming, and on SIGTERM stops and
+writes the latencies its jobs recorded to ``BENCH_LATENCY_FILE`` (if set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+
+from bench import jobs, probe  # noqa: F401  (jobs registers the handlers)
+from engine.settings import load_settings
+from engine.worker import Worker
+
+
+async def run(queue: str, concurrency: int, record: bool) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    settings = load_settings()
+    worker = Worker(settings, [queue], concurrency=concurrency)
+    await worker.start()
+    service = None
+    if record:  # as `lazarus worker --record`: the recorder and relay in the worker process
+        from engine.runner import DeadLetterService
+
+        service = DeadLetterService(settings, worker.broker)
+        await service.start()
+    print("ready", flush=True)
+    await stop.wait()
+    if service is not None:
+        await service.stop()
+    await worker.stop(grace=10)
+    path = os.environ.get("BENCH_LATENCY_FILE")
+    if path:
+        await asyncio.to_thread(Path(path).write_text, json.dumps(probe.latencies()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--queue", default="default")
+    parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--record", action="store_true", help="also record dead letters")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(run(args.queue, args.concurrency, args.record))
+
+
+if __name__ == "__main__":
+    main()

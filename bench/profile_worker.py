@@ -1,0 +1,157 @@
+"""Profile a Lazarus worker draining no-op jobs: ``python -m bench.profile_worker``.
+
+Enqueues N ``noop`` jobs in a fresh namespace, runs :mod:`bench.lazarus_worker` under
+``py-spy record`` (raw collapsed stacks, idle samples included) until the queue is
+empty, then prints where the samples fall: by leaf function (self time) and by any
+frame (inclusive), for the engine alone and overall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.common import ROOT, child_env, queue_depth
+from bench.lazarus import QUEUE, cleanup, namespace
+from engine.client import Client
+from engine.settings import load_settings
+from engine.topology import work_queue
+
+FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*)\)$")
+
+
+def short(frame: str) -> str:
+    match = FRAME.match(frame.strip())
+    if not match:
+        return frame.strip()
+    path = match["file"]
+    for marker in ("site-packages/", "python3.11/", str(ROOT) + "/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{path}:{match['func']}"
+
+
+def analyse(raw: Path, top: int) -> str:
+    self_counts: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = idle = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        frames = [short(f) for f in stack.split(";")]
+        frames = [f for f in frames if not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        total += count
+        leaf = frames[-1]
+        if leaf.endswith(("Selector.select", ":select", ":poll")):
+            idle += count
+            continue
+        self_counts[leaf] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    busy = total - idle
+    lines = [
+        f"samples {total}, idle in the selector {idle} ({100 * idle / max(total, 1):.1f} %), "
+        f"busy {busy}; percentages below are of busy samples"
+    ]
+
+    def block(title: str, counter: collections.Counter[str], keep: str | None) -> None:
+        lines.append(f"\n{title}")
+        shown = [(k, v) for k, v in counter.most_common() if keep is None or k.startswith(keep)]
+        for name, count in shown[:top]:
+            lines.append(f"  {100 * count / max(busy, 1):5.1f} %  {name}")
+
+    block("self time, any module", self_counts, None)
+    block("inclusive, engine/", inclusive, "engine/")
+    block("inclusive, any module", inclusive, None)
+    return "\n".join(lines)
+
+
+async def run(
+    n: int, concurrency: int, queue_type: str, rate: int, out: Path, top: int, job_type: str
+) -> None:
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    ns = namespace()
+    settings = load_settings(namespace=ns, queue_type=queue_type)
+    try:
+        async with Client(settings) as client:
+            await client.declare_queue(QUEUE)
+            await client.enqueue_many((job_type, None) for _ in range(n))
+        env = child_env("", LAZARUS_NAMESPACE=ns, LAZARUS_QUEUE_TYPE=queue_type)
+        env.pop("BENCH_REPORT_ADDR")
+        spy = await asyncio.create_subprocess_exec(
+            py_spy,
+            "record",
+            "--format",
+            "raw",
+            "--idle",
+            "--nolineno",
+            "-r",
+            str(rate),
+            "-o",
+            str(out),
+            "--",
+            sys.executable,
+            "-m",
+            "bench.lazarus_worker",
+            "--concurrency",
+            str(concurrency),
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert spy.stdout is not None
+        while (await spy.stdout.readline()).decode().strip() != "ready":
+            pass
+        started = time.perf_counter()
+        while (await queue_depth(work_queue(ns, QUEUE))) != 0:  # noqa: ASYNC110 (polls the broker)
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # the last prefetched deliveries
+        elapsed = time.perf_counter() - started
+        pgrep = await asyncio.create_subprocess_exec(
+            "pgrep", "-P", str(spy.pid), stdout=asyncio.subprocess.PIPE
+        )
+        for pid in (await pgrep.communicate())[0].split():
+            os.kill(int(pid), signal.SIGTERM)  # the worker, py-spy's child; py-spy then writes
+        await spy.wait()
+    finally:
+        await cleanup(ns)
+    print(
+        f"{n} {job_type} jobs drained in ~{elapsed:.1f} s ({n / elapsed:,.0f}/s under py-spy at "
+        f"{rate} Hz), {queue_type} queue, concurrency {concurrency}; raw stacks: {out}"
+    )
+    print(analyse(out, top))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile_worker")
+    parser.add_argument("--n", type=int, default=50_000)
+    parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--queue-type", default="quorum")
+    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--job-type", default="noop", help="noop, or bench_die (dead letters)")
+    args = parser.parse_args()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(__file__).resolve().parent / "results" / f"profile-{stamp}.txt"
+    out.parent.mkdir(exist_ok=True)
+    asyncio.run(
+        run(args.n, args.concurrency, args.queue_type, args.rate, out, args.top, args.job_type)
+    )
+
+
+if __name__ == "__main__":
+    main()
