@@ -97,6 +97,10 @@ async def one_run(args: argparse.Namespace, collector: Collector) -> dict[str, A
                 f"lazarus {qt}",
                 lambda qt=qt: lazarus.throughput(collector, n, qt, args.concurrency),
             )
+        out["lazarus-tracked/quorum"] = await attempt(
+            "lazarus quorum, tracking on",
+            lambda: lazarus.throughput(collector, n, "quorum", args.concurrency, tracked=True),
+        )
     if "peers" in args.sections:
         for peer in peers.PEERS:
             if not peer.installed():
@@ -181,6 +185,23 @@ def rows_for_table(runs: list[dict[str, Any]], args: argparse.Namespace) -> list
                     ),
                 }
             )
+    key = "lazarus-tracked/quorum"
+    if key in merged and not failed(key, "lazarus", "Lazarus", "quorum, tracking on"):
+        m = merged[key]
+        off = merged.get("lazarus/quorum", {})
+        rows.append(
+            {
+                "section": "lazarus",
+                "system": "Lazarus",
+                "setup": f"quorum, states tracked, concurrency {m['concurrency']}",
+                "publish_per_s": m["publish_per_s"],
+                "process_per_s": m["process_per_s"],
+                "result": f"{m['succeeded_rows']} rows succeeded, " + outcome(m),
+                "ratio": "tracking on/off: proc {}".format(
+                    ratio(m["process_per_s"], off.get("process_per_s"))
+                ),
+            }
+        )
     base = merged.get("lazarus/classic", {})
     for peer in peers.PEERS:
         key = f"peers/{peer.name}"

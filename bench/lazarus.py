@@ -31,6 +31,7 @@ from bench.common import (
 from bench.common import unique as unique_name
 from engine.client import Client
 from engine.settings import load_settings
+from engine.store import Store
 from engine.topology import (
     dead_exchange,
     recorder_queue,
@@ -73,11 +74,19 @@ async def start_worker(
 
 
 async def throughput(
-    collector: Collector, n: int, queue_type: str, concurrency: int
+    collector: Collector, n: int, queue_type: str, concurrency: int, *, tracked: bool = False
 ) -> dict[str, Any]:
-    """Enqueue N noop jobs (no worker running), then time a worker draining them."""
+    """Enqueue N noop jobs (no worker running), then time a worker draining them.
+
+    ``tracked``: the worker records every job's states in PostgreSQL (as `lazarus worker`
+    does by default); otherwise it runs without a database.
+    """
     ns = namespace()
     settings = load_settings(namespace=ns, queue_type=queue_type)
+    store = Store(settings) if tracked else None
+    if store is not None:
+        await store.connect(require_schema=False)
+        await store.migrate()
     try:
         async with Client(settings) as client:
             await client.declare_queue(QUEUE)
@@ -89,7 +98,7 @@ async def throughput(
             raise Disturbed(f"lazarus: {queued} messages queued for {n} enqueued")
         collector.reset()
         spawned = time.time()
-        child = await start_worker(collector, ns, queue_type, concurrency)
+        child = await start_worker(collector, ns, queue_type, concurrency, record=tracked)
         try:
             await collector.wait(n, watch=child)
         finally:
@@ -97,9 +106,19 @@ async def throughput(
         first, last = collector.span()
         left = await queue_depth(work_queue(ns, QUEUE))
         check_undisturbed(child, left)
+        tracked_rows = (
+            await store.pool.fetchval("SELECT count(*) FROM jobs WHERE state = 'succeeded'")
+            if store is not None
+            else None
+        )
     finally:
         await cleanup(ns)
+        if store is not None:
+            await store.drop_schema()
+            await store.close()
     return {
+        "tracked": tracked,
+        "succeeded_rows": tracked_rows,
         "queue_type": queue_type,
         "n": n,
         "concurrency": concurrency,

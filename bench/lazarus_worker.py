@@ -16,7 +16,9 @@ import signal
 from pathlib import Path
 
 from bench import jobs, probe  # noqa: F401  (jobs registers the handlers)
+from engine.runner import DeadLetterService, open_store
 from engine.settings import load_settings
+from engine.store import Store
 from engine.worker import Worker
 
 
@@ -26,19 +28,24 @@ async def run(queue: str, concurrency: int, record: bool) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     settings = load_settings()
-    worker = Worker(settings, [queue], concurrency=concurrency)
+    # As `lazarus worker` (record on): job-state tracking, the recorder and the relay, all on
+    # one store; with record off, no database at all.
+    store = Store(settings, min_size=0, max_size=8) if record else None
+    if store is not None:
+        await open_store(store)
+    worker = Worker(settings, [queue], concurrency=concurrency, store=store)
     await worker.start()
     service = None
-    if record:  # as `lazarus worker --record`: the recorder and relay in the worker process
-        from engine.runner import DeadLetterService
-
-        service = DeadLetterService(settings, worker.broker)
+    if store is not None:
+        service = DeadLetterService(settings, worker.broker, store)
         await service.start()
     print("ready", flush=True)
     await stop.wait()
     if service is not None:
         await service.stop()
     await worker.stop(grace=10)
+    if store is not None:
+        await store.close()
     path = os.environ.get("BENCH_LATENCY_FILE")
     if path:
         await asyncio.to_thread(Path(path).write_text, json.dumps(probe.latencies()))
@@ -48,7 +55,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--queue", default="default")
     parser.add_argument("--concurrency", type=int, default=256)
-    parser.add_argument("--record", action="store_true", help="also record dead letters")
+    parser.add_argument(
+        "--record", action="store_true", help="track job states, record dead letters"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     asyncio.run(run(args.queue, args.concurrency, args.record))
