@@ -9,6 +9,7 @@ channel. Callers ack an original only after that.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -22,10 +23,13 @@ from aio_pika.abc import (
     DeliveryMode,
 )
 
+from engine import metrics
 from engine.errors import PublishFailed, ServiceUnavailable
 from engine.message import CONTENT_TYPE
 from engine.settings import Settings
 from engine.topology import Topology, passive_queue, work_exchange
+
+log = logging.getLogger("lazarus.broker")
 
 # Seconds between reconnect attempts after RabbitMQ drops the connection.
 RECONNECT_INTERVAL = 1.0
@@ -69,6 +73,7 @@ class Broker:
             raise ServiceUnavailable(
                 f"RabbitMQ at {_safe(self.settings.amqp_dsn)}: {exc}"
             ) from None
+        self._connection.reconnect_callbacks.add(_count_reconnect)
         self._channel = await self._connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
@@ -186,6 +191,11 @@ class Broker:
         finally:
             if not channel.is_closed:
                 await channel.close()
+
+
+def _count_reconnect(*_: object) -> None:
+    metrics.RECONNECTS.inc()
+    log.warning("reconnected to RabbitMQ")
 
 
 def _safe(dsn: str) -> str:

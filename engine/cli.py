@@ -79,8 +79,14 @@ def worker(
         int, typer.Option(min=1, max=10_000, help="Jobs at once per queue.")
     ] = 32,
     record: Annotated[
-        bool, typer.Option(help="Also record dead letters into PostgreSQL and relay requeues.")
+        bool,
+        typer.Option(
+            help="Track job states, record dead letters into PostgreSQL and relay requeues."
+        ),
     ] = True,
+    metrics_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Serve Prometheus /metrics here.")
+    ] = None,
 ) -> None:
     """Run a worker until SIGTERM or SIGINT; in-flight jobs get a grace period."""
     from engine.message import check_queue_name
@@ -94,6 +100,10 @@ def worker(
     except (ImportError, ValueError) as exc:
         fail(str(exc), EXIT_USAGE)
     configure_logging()
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port)
 
     async def serve() -> None:
         await run_worker(config, queues, concurrency, stop_on_signal(), record=record)

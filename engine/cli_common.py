@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -80,6 +79,6 @@ def stop_on_signal() -> asyncio.Event:
 
 
 def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("aio_pika").setLevel(logging.WARNING)
-    logging.getLogger("aiormq").setLevel(logging.WARNING)
+    from engine.logs import configure_logging as configure
+
+    configure()

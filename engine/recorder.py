@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from engine import metrics
 from engine.broker import Broker
 from engine.deadletter import (
     H_ATTEMPTS,
@@ -135,7 +136,9 @@ class Recorder:
         delay = 0.5
         while True:
             try:
-                self.recorded += await self._insert(records)
+                stored = await self._insert(records)
+                self.recorded += stored
+                metrics.DEAD_LETTERS_RECORDED.inc(stored)
                 break
             except (
                 OSError,

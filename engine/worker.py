@@ -18,11 +18,14 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from dataclasses import replace
 from typing import Any
 
+import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
+from engine import metrics
 from engine.broker import Broker
 from engine.deadletter import dead_headers, publish_dead
 from engine.errors import PublishFailed, ServiceUnavailable
@@ -193,6 +196,8 @@ class Worker:
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
+        in_flight = metrics.JOBS_IN_FLIGHT.labels(self._queue_of(delivery))
+        in_flight.inc()
         try:
             await self._handle(delivery)
         except asyncio.CancelledError:
@@ -202,6 +207,7 @@ class Worker:
             log.exception("unexpected failure handling a delivery; leaving it to redelivery")
             await _nack(delivery)
         finally:
+            in_flight.dec()
             if task is not None:
                 self._in_flight.discard(task)
 
@@ -217,6 +223,9 @@ class Worker:
             await self._settle(delivery, prepared)
             return
         handler, message = prepared
+        structlog.contextvars.bind_contextvars(
+            job_id=message.id, job_type=message.type, attempt=message.attempt, queue=message.queue
+        )
         tracked = self.tracker is not None and handler.track
         if tracked and not await self._claim(delivery, message):
             log.info(
@@ -226,10 +235,17 @@ class Worker:
             )
             await _ack(delivery)
             return
+        labels = (message.queue, message.type)
+        metrics.JOBS_STARTED.labels(*labels).inc()
+        began = time.perf_counter()
         outcome = await self._run(handler, message, tracked)
+        metrics.JOB_DURATION.labels(*labels).observe(time.perf_counter() - began)
         if outcome is None:  # a person stopped it while it ran
+            metrics.JOBS_FINISHED.labels(*labels, "stopped").inc()
             await _ack(delivery)
             return
+        if outcome.error is not None:
+            metrics.JOB_FAILURES.labels(*labels).inc()
         if tracked:
             settled = await self._track(delivery, handler, outcome)
             if settled:
@@ -299,6 +315,8 @@ class Worker:
         if not applied:
             log.info("job %s failed after a person stopped it; their state stands", message.id)
         if suspend or not applied:
+            outcome_label = "suspended" if applied else "stopped"
+            metrics.JOBS_FINISHED.labels(message.queue, message.type, outcome_label).inc()
             await _ack(delivery)
             self.processed += 1
             return True
@@ -409,6 +427,22 @@ class Worker:
             await _nack(delivery, backoff=NACK_BACKOFF)
             return
         await _ack(delivery)
+        self._count_settled(delivery, outcome)
+
+    def _count_settled(self, delivery: AbstractIncomingMessage, outcome: Outcome) -> None:
+        message = outcome.message
+        queue = message.queue if message else self._queue_of(delivery)
+        # Label values must stay bounded: a type no handler knows is not a label value.
+        known = message is not None and outcome.reason != DeadReason.UNKNOWN_TYPE
+        job_type = message.type if known and message else "(unknown)"
+        label = {Verdict.SUCCEEDED: "succeeded", Verdict.RETRY: "retried"}.get(
+            outcome.verdict, "dead"
+        )
+        metrics.JOBS_FINISHED.labels(queue, job_type, label).inc()
+        if outcome.verdict is Verdict.DEAD:
+            metrics.DEAD_LETTERS_PUBLISHED.labels(
+                queue, outcome.reason or DeadReason.EXHAUSTED
+            ).inc()
 
 
 async def _ack(delivery: AbstractIncomingMessage) -> None:
