@@ -12,6 +12,7 @@ from engine.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from engine.context import JobContext
+    from engine.reanimate import Reanimation
 
 HandlerFunc = Callable[["JobContext"], Awaitable[Any]]
 
@@ -26,6 +27,7 @@ class Handler:
     queue: str = "default"
     suspend_on_failure: bool = False
     track: bool = True  # record states in PostgreSQL; off for fire-and-forget work
+    reanimate: Reanimation | None = None  # move dead jobs back automatically
 
 
 _REGISTRY: dict[str, Handler] = {}
@@ -38,14 +40,17 @@ def handler(
     policy: RetryPolicy | None = None,
     suspend_on_failure: bool = False,
     track: bool = True,
+    reanimate: Reanimation | None = None,
 ) -> Callable[[HandlerFunc], HandlerFunc]:
     """Register ``async def f(ctx)`` as the handler of job type ``name`` (default: its name).
 
     ``suspend_on_failure``: a job whose retries are spent (or that fails permanently) is
     SUSPENDED with its checkpoint instead of dead-lettered. ``track=False`` skips state
     tracking (and with it checkpoints, suspension and duplicate detection) for
-    fire-and-forget work. Registering two different functions under one type is an
-    error: the second would silently win in one process and lose in another.
+    fire-and-forget work. ``reanimate`` moves dead jobs back on a schedule (see
+    :class:`~engine.reanimate.Reanimation`). Registering two different functions under
+    one type is an error: the second would silently win in one process and lose in
+    another.
     """
 
     def register(func: HandlerFunc) -> HandlerFunc:
@@ -54,7 +59,13 @@ def handler(
         if existing is not None and existing.func is not func:
             raise ValueError(f"job type {job_type!r} is already registered by {existing.func!r}")
         _REGISTRY[job_type] = Handler(
-            job_type, func, policy or RetryPolicy(), queue, suspend_on_failure, track
+            job_type,
+            func,
+            policy or RetryPolicy(),
+            queue,
+            suspend_on_failure,
+            track,
+            reanimate,
         )
         return func
 

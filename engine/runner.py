@@ -12,6 +12,7 @@ import logging
 
 from engine.broker import Broker
 from engine.errors import SchemaMissing, ServiceUnavailable
+from engine.reanimate import run_reanimator
 from engine.recorder import Recorder
 from engine.relay import run_relay
 from engine.settings import Settings
@@ -22,14 +23,22 @@ log = logging.getLogger("lazarus.runner")
 
 
 class DeadLetterService:
-    """The recorder and the relay on one broker connection and one store."""
+    """The recorder, the relay and the reanimator on one broker connection and one store."""
 
-    def __init__(self, settings: Settings, broker: Broker, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        broker: Broker,
+        store: Store | None = None,
+        *,
+        reanimate_interval: float = 30.0,
+    ) -> None:
         self.store = store or Store(settings, min_size=0, max_size=3)
         self._owns_store = store is None
         self.recorder = Recorder(broker, self.store)
         self.broker = broker
-        self._relay: asyncio.Task[None] | None = None
+        self.reanimate_interval = reanimate_interval
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Start recording; SchemaMissing if the namespace is not migrated.
@@ -40,13 +49,19 @@ class DeadLetterService:
         if self._owns_store:
             await open_store(self.store)
         await self.recorder.start()
-        self._relay = asyncio.create_task(run_relay(self.store, self.broker), name="lazarus-relay")
+        self._tasks = [
+            asyncio.create_task(run_relay(self.store, self.broker), name="lazarus-relay"),
+            asyncio.create_task(
+                run_reanimator(self.store, self.broker, interval=self.reanimate_interval),
+                name="lazarus-reanimator",
+            ),
+        ]
 
     async def stop(self) -> None:
-        if self._relay is not None:
-            self._relay.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._relay
+                await task
         await self.recorder.stop()
         if self._owns_store:
             await self.store.close()

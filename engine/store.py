@@ -388,6 +388,26 @@ class Store:
     async def resume_queue(self, queue: str) -> bool:
         return await self.pool.fetchrow(Q["resume_queue"], queue) is not None
 
+    async def reanimation_candidates(
+        self,
+        job_type: str,
+        error_types: Sequence[str],
+        died_before: datetime,
+        actor: str,
+        max_times: int,
+        limit: int,
+    ) -> list[int]:
+        rows = await self.pool.fetch(
+            Q["reanimation_candidates"],
+            job_type,
+            list(error_types),
+            died_before,
+            actor,
+            max_times,
+            limit,
+        )
+        return [r["id"] for r in rows]
+
     async def mark_deleted(self, row_ids: Sequence[int], actor: str) -> int:
         status = await self.pool.execute(Q["mark_deleted"], list(row_ids), actor)
         return int(status.rsplit(" ", 1)[-1])

@@ -141,3 +141,16 @@ RETURNING *;
 
 -- name: resume_queue
 DELETE FROM queue_pauses WHERE queue = $1 RETURNING *;
+
+-- name: reanimation_candidates
+-- Dead letters of one job type that an automatic rule may move back: dead long enough,
+-- of a listed error type (none listed: any), moved back by the rule fewer than N times.
+SELECT d.id FROM dead_letters d
+ WHERE d.status = 'dead' AND d.job_type = $1
+   AND (cardinality($2::text[]) = 0 OR d.error_type = ANY($2::text[]))
+   AND d.died_at < $3
+   AND (SELECT count(*) FROM dead_letters h
+         WHERE h.job_id = d.job_id AND h.status_changed_by = $4
+           AND h.status IN ('requeue_pending', 'requeued')) < $5
+ ORDER BY d.id
+ LIMIT $6;

@@ -1,0 +1,86 @@
+"""Automatic reanimation: some failures cure themselves (a service was down).
+
+A job type may carry a :class:`Reanimation` rule; the reanimator (in every recording
+worker) moves its matching dead letters back on a schedule, at most ``max_times`` per
+job, each move a compare-and-set like a person's requeue and written to the audit log
+as done by ``lazarus-reanimator``. Off unless a handler declares a rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from engine.admin import RequeueMode, requeued_message
+from engine.broker import Broker
+from engine.errors import LazarusError
+from engine.registry import registered
+from engine.relay import drain
+from engine.store import Store
+
+log = logging.getLogger("lazarus.reanimate")
+
+REANIMATOR = "lazarus-reanimator"
+BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Reanimation:
+    """Move dead jobs of a type back ``after`` seconds, with ``retries``, up to ``max_times``."""
+
+    error_types: tuple[str, ...] = ()  # error types the rule applies to; empty: any
+    after: float = 300.0  # seconds a job stays dead before it is moved back
+    retries: int = 1  # broker-retry budget of the moved-back job
+    max_times: int = 3  # automatic moves per job, over all its generations
+    mode: RequeueMode = RequeueMode.RECOVER
+
+    def __post_init__(self) -> None:
+        if self.after < 0 or self.retries < 0 or self.max_times < 1:
+            raise ValueError("Reanimation: after and retries >= 0, max_times >= 1")
+
+
+async def reanimate_once(store: Store, broker: Broker) -> int:
+    """One pass over every registered rule; return how many jobs were moved back."""
+    moved = 0
+    now = datetime.now(UTC)
+    for job_type, handler in registered().items():
+        rule = handler.reanimate
+        if rule is None:
+            continue
+        while ids := await store.reanimation_candidates(
+            job_type,
+            rule.error_types,
+            now - timedelta(seconds=rule.after),
+            REANIMATOR,
+            rule.max_times,
+            BATCH,
+        ):
+            count = await store.stage_requeue(
+                ids, REANIMATOR, lambda row, r=rule: requeued_message(row, r.retries, r.mode)
+            )
+            await drain(store, broker)
+            await store.audit(
+                REANIMATOR,
+                "reanimate",
+                {"job_type": job_type, "error_types": list(rule.error_types)},
+                count,
+            )
+            moved += count
+            if count == 0:
+                break  # another reanimator took them
+    return moved
+
+
+async def run_reanimator(store: Store, broker: Broker, *, interval: float = 30.0) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            moved = await reanimate_once(store, broker)
+            if moved:
+                log.info("reanimated %d dead jobs", moved)
+        except (LazarusError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("reanimation pass failed: %r", exc)
