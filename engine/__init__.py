@@ -1,5 +1,6 @@
 """Lazarus: an asyncio job engine on RabbitMQ with a PostgreSQL dead-letter table."""
 
+from engine.admin import Admin, RequeueMode
 from engine.client import Client
 from engine.context import JobContext
 from engine.errors import (
@@ -17,7 +18,10 @@ from engine.errors import (
     Transient,
     UnknownJobType,
 )
+from engine.filters import DeadFilter
+from engine.lifecycle import Lifecycle
 from engine.message import JobMessage
+from engine.reanimate import Reanimation
 from engine.registry import handler
 from engine.retry import RetryPolicy
 from engine.settings import QueueType, Settings, load_settings
@@ -25,8 +29,10 @@ from engine.states import JobState
 from engine.worker import Worker
 
 __all__ = [
+    "Admin",
     "Client",
     "ConfigError",
+    "DeadFilter",
     "JobContext",
     "JobFailure",
     "JobMessage",
@@ -34,10 +40,13 @@ __all__ = [
     "JobState",
     "JobStateConflict",
     "LazarusError",
+    "Lifecycle",
     "MessageError",
     "Permanent",
     "PublishFailed",
     "QueueType",
+    "Reanimation",
+    "RequeueMode",
     "RetryPolicy",
     "SchemaMissing",
     "ServiceUnavailable",
