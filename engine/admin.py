@@ -24,7 +24,7 @@ from engine.errors import JobNotFound, JobStateConflict
 from engine.filters import DeadFilter
 from engine.message import JobMessage, encode, now_utc
 from engine.relay import drain
-from engine.settings import Settings
+from engine.settings import Settings, load_settings
 from engine.states import DeadStatus
 from engine.store import Store
 
@@ -93,8 +93,8 @@ def requeued_message(row: asyncpg.Record, retries: int | None, mode: RequeueMode
 class Admin:
     """Dead-letter operations over one store and broker. Use as ``async with Admin() as admin``."""
 
-    def __init__(self, settings: Settings, *, actor: str | None = None) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings | None = None, *, actor: str | None = None) -> None:
+        self.settings = settings or load_settings()
         self.actor = actor or default_actor()
         self.store = Store(settings)
         self.broker = Broker(settings, name="lazarus-admin")
