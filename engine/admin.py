@@ -96,8 +96,8 @@ class Admin:
     def __init__(self, settings: Settings | None = None, *, actor: str | None = None) -> None:
         self.settings = settings or load_settings()
         self.actor = actor or default_actor()
-        self.store = Store(settings)
-        self.broker = Broker(settings, name="lazarus-admin")
+        self.store = Store(self.settings)
+        self.broker = Broker(self.settings, name="lazarus-admin")
 
     async def __aenter__(self) -> Admin:
         await self.store.connect()
