@@ -146,3 +146,10 @@ def test_demo_shows_jobs_that_succeed_retry_and_die(cli: Cli) -> None:
         "retries exhausted",
         "unknown job type",
     ]
+
+
+def test_a_database_outage_is_exit_code_three_in_one_line(cli: Cli) -> None:
+    result = cli.run("dead", "list", LAZARUS_DATABASE_URL="postgresql://postgres@127.0.0.1:1/x")
+    assert result.returncode == UNAVAILABLE
+    assert result.stderr.startswith("lazarus: PostgreSQL")
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,39 @@
+"""Jobs keep running while PostgreSQL is down; their states are written once it is back."""
+
+from __future__ import annotations
+
+from engine import Client, JobContext, handler
+from engine.settings import Settings
+from engine.store import Store
+from tests.conftest import wait_for
+from tests.integration.conftest import TcpProxy
+from tests.integration.lifecycle.conftest import tracking_worker
+
+ran: set[str] = set()
+
+
+@handler("outage.ok")
+async def ok(ctx: JobContext) -> None:
+    ran.add(ctx.job_id)
+
+
+async def test_jobs_run_during_an_outage_and_their_states_arrive_after(
+    dead_settings: Settings, store: Store, pg_proxy: TcpProxy
+) -> None:
+    proxied = dead_settings.model_copy(
+        update={"database_url": f"postgresql://postgres@127.0.0.1:{pg_proxy.port}/postgres"}
+    )
+    async with tracking_worker(proxied), Client(dead_settings) as client:
+        await pg_proxy.cut()
+        ids = [await client.enqueue("outage.ok", {"i": i}) for i in range(5)]
+        await wait_for(lambda: set(ids) <= ran, what="jobs to run without the database")
+        assert await store.pool.fetchval("SELECT count(*) FROM jobs") == 0
+        await pg_proxy.start()
+
+        async def stored() -> bool:
+            rows = await store.pool.fetch(
+                "SELECT state FROM jobs WHERE job_id = ANY($1::text[])", ids
+            )
+            return len(rows) == 5 and {r["state"] for r in rows} == {"succeeded"}
+
+        await wait_for(stored, timeout=30, what="the states after the outage")
