@@ -73,8 +73,16 @@ class DeadLetter:
         return cls(**{name: row[name] for name in cls.__dataclass_fields__})
 
 
-def requeued_message(row: asyncpg.Record, retries: int | None, mode: RequeueMode) -> bytes:
-    """The next generation of a dead job: attempt 0, the new budget, checkpoint per mode."""
+def restarted_message(
+    row: asyncpg.Record,
+    *,
+    generation: int,
+    max_retries: int | None,
+    checkpoint: Any,
+    created_at: datetime | None,
+    suspend_on_failure: bool | None = None,
+) -> bytes:
+    """The body of a job sent back to its queue: a stored row's job at attempt 0."""
     return encode(
         JobMessage(
             type=row["job_type"],
@@ -82,11 +90,23 @@ def requeued_message(row: asyncpg.Record, retries: int | None, mode: RequeueMode
             id=row["job_id"],
             queue=row["queue"],
             attempt=0,
-            max_retries=row["max_retries"] if retries is None else retries,
-            generation=row["generation"] + 1,
-            created_at=row["enqueued_at"] or now_utc(),
-            checkpoint=row["checkpoint"] if mode is RequeueMode.RECOVER else None,
+            max_retries=max_retries,
+            generation=generation,
+            created_at=created_at or now_utc(),
+            checkpoint=checkpoint,
+            suspend_on_failure=suspend_on_failure,
         )
+    )
+
+
+def requeued_message(row: asyncpg.Record, retries: int | None, mode: RequeueMode) -> bytes:
+    """The next generation of a dead job: attempt 0, the new budget, checkpoint per mode."""
+    return restarted_message(
+        row,
+        generation=row["generation"] + 1,
+        max_retries=row["max_retries"] if retries is None else retries,
+        checkpoint=row["checkpoint"] if mode is RequeueMode.RECOVER else None,
+        created_at=row["enqueued_at"],
     )
 
 

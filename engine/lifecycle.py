@@ -11,9 +11,9 @@ from typing import Any
 
 import asyncpg
 
-from engine.admin import Admin, RequeueMode
+from engine.admin import Admin, RequeueMode, restarted_message
 from engine.errors import JobNotFound, JobStateConflict
-from engine.message import JobMessage, check_queue_name, encode, now_utc
+from engine.message import check_queue_name
 from engine.relay import drain
 from engine.states import JobState
 from engine.topology import work_queue
@@ -24,19 +24,13 @@ ACTIVE = (JobState.PENDING, JobState.RUNNING, JobState.RETRYING)
 
 def resumed_message(row: asyncpg.Record) -> bytes:
     """The message of a resumed job's next generation, from its row after the update."""
-    return encode(
-        JobMessage(
-            type=row["job_type"],
-            payload=row["payload"],
-            id=row["job_id"],
-            queue=row["queue"],
-            attempt=0,
-            max_retries=row["max_retries"],
-            generation=row["generation"],
-            created_at=row["created_at"] or now_utc(),
-            checkpoint=row["checkpoint"],
-            suspend_on_failure=row["suspend_on_failure"],
-        )
+    return restarted_message(
+        row,
+        generation=row["generation"],
+        max_retries=row["max_retries"],
+        checkpoint=row["checkpoint"],
+        created_at=row["created_at"],
+        suspend_on_failure=row["suspend_on_failure"],
     )
 
 

@@ -96,18 +96,26 @@ class Tracker:
         self.linger = linger
         self._queue: asyncio.Queue[tuple[Transition, _Waiter | None, bool]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._busy = False  # a batch is off the queue and not written yet
         self.written = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="lazarus-tracker")
 
-    async def stop(self) -> None:
-        """Write what is queued, then stop."""
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Let the writer write what is queued (up to ``timeout`` s), then stop it.
+
+        The writer is cancelled only while idle: a batch taken off the queue is never lost
+        half-written.
+        """
         if self._task is None:
             return
-        while not self._queue.empty():
-            if not await self._flush(self._drain()):
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (self._busy or not self._queue.empty()) and not self._task.done():
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("%d job transitions not written at stop", self._queue.qsize())
                 break
+            await asyncio.sleep(0.01)
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
@@ -132,16 +140,12 @@ class Tracker:
         self._queue.put_nowait((transition, waiter, True))
         return await waiter
 
-    def _drain(self) -> list[tuple[Transition, _Waiter | None, bool]]:
-        batch: list[tuple[Transition, _Waiter | None, bool]] = []
-        while not self._queue.empty() and len(batch) < self.max_batch:
-            batch.append(self._queue.get_nowait())
-        return batch
-
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            self._busy = False
             batch = [await self._queue.get()]
+            self._busy = True
             deadline = loop.time() + self.linger
             while len(batch) < self.max_batch:
                 if self._queue.empty():

@@ -274,3 +274,18 @@ async def test_a_paused_queue_is_not_consumed_until_resumed(
 async def _consumers(control: Lifecycle, n: int) -> bool:
     [queue] = await control.list_queues(["default"])
     return bool(queue["consumers"] == n)
+
+
+async def test_every_state_is_written_before_the_worker_stops(
+    dead_settings: Settings, store: Store
+) -> None:
+    async with Client(dead_settings) as client:
+        await client.declare_queue()
+        ids = await client.enqueue_many(("lc.ok", {"i": i}) for i in range(3000))
+    async with tracking_worker(dead_settings) as worker:
+        await wait_for(lambda: worker.processed >= 500, what="500 jobs")
+    # Stopped while jobs were flowing: every job it finished has its row.
+    succeeded = await store.pool.fetchval(
+        "SELECT count(*) FROM jobs WHERE state = 'succeeded' AND job_id = ANY($1::text[])", ids
+    )
+    assert succeeded == worker.processed
