@@ -160,20 +160,22 @@ class Worker:
 
     async def _control_loop(self) -> None:
         """Every ``control_interval``: apply pauses, stop jobs a person stopped."""
-        assert self.store is not None
         while True:
             await asyncio.sleep(self.control_interval)
-            paused = await self._read_pauses()
-            if paused is not None:
-                await self._apply_pauses(paused)
-            if self._running:
-                try:
-                    stopped = await self.store.stopped_among(list(self._running))
-                except Exception as exc:
-                    log.warning("could not poll stopped jobs: %r", exc)
-                    continue
-                for job_id, generation in stopped.items():
-                    self._interrupt(job_id, generation)
+            try:
+                await self._control_pass()
+            except Exception as exc:  # the broker or database is away: try next time
+                log.warning("control pass failed: %r", exc)
+
+    async def _control_pass(self) -> None:
+        assert self.store is not None
+        paused = await self._read_pauses()
+        if paused is not None:
+            await self._apply_pauses(paused)
+        if self._running:
+            stopped = await self.store.stopped_among(list(self._running))
+            for job_id, generation in stopped.items():
+                self._interrupt(job_id, generation)
 
     async def _apply_pauses(self, paused: set[str]) -> None:
         for name, queue in self._queues.items():
