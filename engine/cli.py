@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from engine.cli_admin import admin
 from engine.cli_common import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
@@ -32,6 +33,7 @@ app = typer.Typer(
 app.add_typer(dead_app, name="dead")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(queues_app, name="queues")
+app.command()(admin)
 
 
 @app.command()

@@ -1,0 +1,482 @@
+"""The admin HTTP API, ``/metrics`` and the dashboard: FastAPI over one :class:`Admin`.
+
+Like the CLI it parses and prints; every rule lives in :mod:`engine.admin` and
+:mod:`engine.lifecycle`. Errors are JSON ``{"error": "..."}``::
+
+    400/422  a bad value (filter, age, body)    404  no such job or dead letter
+    401      missing or wrong bearer token      409  the job is in another state
+    503      RabbitMQ or PostgreSQL is down     500  a bug: logged, never a traceback
+
+When ``LAZARUS_ADMIN_TOKEN`` is set, everything but ``/api/health`` and ``/static``
+needs ``Authorization: Bearer <token>`` or the cookie the dashboard sets from ``/?token=``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, quote
+
+import aiormq
+import asyncpg
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+
+from engine import http_models as m
+from engine.admin import Admin, RequeueMode, default_actor
+from engine.errors import JobNotFound, JobStateConflict, LazarusError, ServiceUnavailable
+from engine.filters import DeadFilter
+from engine.health import check_services
+from engine.lifecycle import Lifecycle
+from engine.message import now_utc
+from engine.settings import Settings
+from engine.states import DeadStatus, JobState
+
+log = logging.getLogger("lazarus.http")
+WEB = Path(__file__).parent / "web"
+TOKEN_COOKIE = "lazarus_token"
+FILTERS = ("type", "queue", "error_type", "error", "since")
+DEAD_LETTERS = Gauge("lazarus_dead_letters", "Dead-letter rows by status.", ["status"])
+STATUS: dict[type[Exception], int] = {
+    LazarusError: 500,  # one not listed below (the most specific class wins): message says what
+    JobNotFound: 404,
+    JobStateConflict: 409,
+    ServiceUnavailable: 503,
+    OSError: 503,
+    asyncpg.PostgresConnectionError: 503,
+    asyncpg.ConnectionDoesNotExistError: 503,
+    aiormq.exceptions.AMQPConnectionError: 503,
+    ValueError: 422,
+    OverflowError: 422,
+    asyncpg.DataError: 422,  # PostgreSQL refused a value: a NUL in text, a number out of range
+}
+Limit = Annotated[int, Query(ge=1, le=10_000, description="Rows per page.")]
+Responses = dict[int | str, dict[str, Any]]
+ERRORS: Responses = {code: {"model": m.Error} for code in (400, 401, 422, 500, 503)}
+NOT_FOUND: Responses = {404: {"model": m.Error}}
+CONFLICT: Responses = {404: {"model": m.Error}, 409: {"model": m.Error}}
+bearer = HTTPBearer(auto_error=False, description="LAZARUS_ADMIN_TOKEN, when it is set.")
+
+
+def explain(errors: Sequence[Any]) -> str:
+    """Pydantic's errors as one line: ``query.limit: Input should be ...; body.mode: ...``."""
+    problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5]]
+    return "; ".join(problems) or "invalid request"
+
+
+def message(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return explain(exc.errors())
+    prefix = "PostgreSQL refused a value: " if isinstance(exc, asyncpg.DataError) else ""
+    return prefix + (str(exc) or type(exc).__name__)
+
+
+def error(status: int, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+
+def check_token(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> None:
+    """Let the request through when no token is configured or it brings the right one."""
+    token: str | None = request.app.state.settings.admin_token
+    if not token:
+        return
+    given = credentials.credentials if credentials else request.cookies.get(TOKEN_COOKIE)
+    if given is None:
+        raise HTTPException(401, "missing bearer token (LAZARUS_ADMIN_TOKEN is set)")
+    if not secrets.compare_digest(given.encode(), token.encode()):
+        raise HTTPException(401, "wrong bearer token")
+
+
+def get_admin(request: Request) -> Admin:
+    admin: Admin = request.app.state.admin
+    return admin
+
+
+AdminDep = Annotated[Admin, Depends(get_admin)]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The API, metrics and dashboard of one namespace; the Admin opens with the app."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with Admin(settings, actor=f"http:{default_actor()}") as admin:
+            app.state.admin = admin
+            yield
+
+    app = FastAPI(
+        title="Lazarus admin API",
+        version="1",
+        description=__doc__,
+        lifespan=lifespan,
+        responses=ERRORS,
+    )
+    app.state.settings = settings
+    add_error_handlers(app)
+    # Only a configured token is documented (and checked): the schema says what is required.
+    guard = [Depends(check_token)] if settings.admin_token else []
+    app.include_router(api_router(), prefix="/api", dependencies=guard)
+    app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
+
+    @app.get("/api/health", tags=["health"], responses={503: {"model": m.Health}})
+    async def health() -> JSONResponse:
+        """Whether RabbitMQ and PostgreSQL answer: 200 if both do, else 503."""
+        report = await check_services(settings)
+        ok = all(problem is None for problem in report.values())
+        body = m.Health(status="ok" if ok else "unavailable", **report)
+        return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False, dependencies=guard)
+    async def metrics(admin: AdminDep) -> Response:
+        for status in DeadStatus:
+            DEAD_LETTERS.labels(status.value).set(await admin.count(DeadFilter(status=status)))
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(dashboard_router(guard), include_in_schema=False)
+    return app
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail), **(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error(422, explain(exc.errors()))
+
+    async def known(request: Request, exc: Exception) -> JSONResponse:
+        status = next(STATUS[kind] for kind in type(exc).__mro__ if kind in STATUS)
+        return error(status, message(exc))
+
+    for kind in STATUS:  # the most specific class registered wins (Starlette walks the MRO)
+        app.add_exception_handler(kind, known)
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette re-raises it after this response, so the server logs the traceback.
+        log.error("bug on %s %s: %r", request.method, request.url.path, exc)
+        return error(500, "internal error: see the server log")
+
+
+def api_router() -> APIRouter:
+    api = APIRouter()
+
+    @api.get("/dead-letters", tags=["dead letters"])
+    async def list_dead(
+        admin: AdminDep,
+        type: str | None = None,
+        queue: str | None = None,
+        error_type: str | None = None,
+        error: Annotated[str | None, Query(description="Substring of the message.")] = None,
+        since: Annotated[
+            str | None, Query(json_schema_extra={"pattern": m.AGE}, description="Age: 2h, 30d.")
+        ] = None,
+        after: m.IsoTime | None = None,
+        before: m.IsoTime | None = None,
+        status: Annotated[str, Query(pattern="^(dead|requeue_pending|requeued|deleted|all)$")] = (
+            "dead"
+        ),
+        limit: Limit = 50,
+        before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    ) -> m.DeadLetterPage:
+        """Dead letters, newest first; page with ``before_id``."""
+        wanted = None if status == "all" else DeadStatus(status)
+        query = m.DeadFilterBody(
+            type=type, queue=queue, error_type=error_type, error=error, since=since,
+            after=after, before=before,
+        )  # fmt: skip
+        selector = query.to_filter(wanted)
+        rows = await admin.list_dead(selector, limit=limit, before_id=before_id)
+        more = rows[-1]["id"] if len(rows) == limit else None
+        return m.DeadLetterPage(items=rows, next_before_id=more)  # type: ignore[arg-type]
+
+    @api.get("/dead-letters/{job_id}", tags=["dead letters"], responses=NOT_FOUND)
+    async def show_dead(admin: AdminDep, job_id: str) -> list[m.DeadLetterDetail]:
+        """Every death of a job, oldest generation first, with tracebacks."""
+        deaths = await admin.show(job_id)
+        return [m.DeadLetterDetail.model_validate(d, from_attributes=True) for d in deaths]
+
+    @api.post("/dead-letters/requeue", tags=["dead letters"])
+    async def requeue(admin: AdminDep, body: m.RequeueBody) -> m.Total:
+        """Move dead jobs back to their queues as a new generation."""
+        selector = body.selector()
+        if body.dry_run:
+            return m.Total(total=await admin.count(selector))
+        return m.Total(total=await admin.requeue(selector, retries=body.retries, mode=body.mode))
+
+    @api.post("/dead-letters/delete", tags=["dead letters"])
+    async def delete(admin: AdminDep, body: m.Selection) -> m.Total:
+        """Mark dead letters deleted (kept as history until purged)."""
+        selector = body.selector()
+        if body.dry_run:
+            return m.Total(total=await admin.count(selector))
+        return m.Total(total=await admin.delete(selector))
+
+    @api.post("/dead-letters/purge", tags=["dead letters"])
+    async def purge(admin: AdminDep, body: m.PurgeBody) -> m.Total:
+        """Remove dead-letter rows that died longer ago than ``older_than``."""
+        return m.Total(total=await admin.purge(body.age()))
+
+    @api.put("/work-items/retry", tags=["compatibility"])
+    async def retry_work_items(
+        admin: AdminDep, body: m.WorkItemsBody, type: RequeueMode = RequeueMode.RESTART
+    ) -> m.Total:
+        """Requeue dead jobs by id; ``total`` counts those actually moved."""
+        if not body.work_item_ids:  # an empty id list must not select every dead letter
+            return m.Total(total=0)
+        selector = DeadFilter(ids=tuple(body.work_item_ids))
+        return m.Total(total=await admin.requeue(selector, mode=type))
+
+    @api.get("/jobs", tags=["jobs"])
+    async def list_jobs(
+        admin: AdminDep,
+        state: JobState | None = None,
+        type: str | None = None,
+        queue: str | None = None,
+        limit: Limit = 50,
+    ) -> m.JobPage:
+        """Jobs, most recently updated first."""
+        rows = await Lifecycle(admin).list_jobs(
+            state=state, job_type=type, queue=queue, limit=limit
+        )
+        return m.JobPage(items=rows)  # type: ignore[arg-type]
+
+    @api.get("/jobs/{job_id}", tags=["jobs"], responses=NOT_FOUND)
+    async def show_job(admin: AdminDep, job_id: str) -> m.JobDetail:
+        return m.JobDetail.model_validate(await Lifecycle(admin).show(job_id))
+
+    @api.post("/jobs/{job_id}/suspend", tags=["jobs"], responses=CONFLICT)
+    async def suspend(admin: AdminDep, job_id: str, body: m.StopBody | None = None) -> m.JobDetail:
+        """Stop a pending, running or retrying job, keeping its checkpoint."""
+        body = body or m.StopBody()
+        row = await Lifecycle(admin).suspend(job_id, body.reason, generation=body.generation)
+        return m.JobDetail.model_validate(row)
+
+    @api.post("/jobs/{job_id}/cancel", tags=["jobs"], responses=CONFLICT)
+    async def cancel(admin: AdminDep, job_id: str, body: m.StopBody | None = None) -> m.JobDetail:
+        """Stop a job for good."""
+        body = body or m.StopBody()
+        row = await Lifecycle(admin).cancel(job_id, body.reason, generation=body.generation)
+        return m.JobDetail.model_validate(row)
+
+    @api.post("/jobs/{job_id}/resume", tags=["jobs"], responses=CONFLICT)
+    async def resume(admin: AdminDep, job_id: str, body: m.ResumeBody | None = None) -> m.JobDetail:
+        """Send a suspended job back to its queue; a ``payload`` given replaces the old one."""
+        body = body or m.ResumeBody()
+        row = await Lifecycle(admin).resume(
+            job_id,
+            mode=body.mode,
+            retries=body.retries,
+            payload=body.payload,
+            replace_payload="payload" in body.model_fields_set,
+            generation=body.generation,
+        )
+        return m.JobDetail.model_validate(row)
+
+    @api.get("/jobs/{job_id}/cause", tags=["jobs"], responses=CONFLICT)
+    async def cause(admin: AdminDep, job_id: str) -> m.Cause:
+        """Why a suspended job stopped: 'Requested by user', or the exception and traceback."""
+        return m.Cause.model_validate(await Lifecycle(admin).cause(job_id))
+
+    @api.get("/queues", tags=["queues"])
+    async def list_queues(admin: AdminDep) -> m.QueuePage:
+        """Depth, consumers and pause of every queue seen."""
+        return m.QueuePage(items=await Lifecycle(admin).list_queues())  # type: ignore[arg-type]
+
+    @api.post("/queues/{queue}/pause", tags=["queues"])
+    async def pause(admin: AdminDep, queue: str, body: m.PauseBody | None = None) -> m.QueueChange:
+        """Stop workers taking jobs from a queue; ``changed`` is false if it was paused."""
+        reason = (body or m.PauseBody()).reason
+        return m.QueueChange(queue=queue, changed=await Lifecycle(admin).pause_queue(queue, reason))
+
+    @api.post("/queues/{queue}/resume", tags=["queues"])
+    async def unpause(admin: AdminDep, queue: str) -> m.QueueChange:
+        """Let workers take jobs from a queue again; ``changed`` is false if it was not paused."""
+        return m.QueueChange(queue=queue, changed=await Lifecycle(admin).resume_queue(queue))
+
+    @api.get("/stats", tags=["stats"])
+    async def stats(admin: AdminDep) -> m.Stats:
+        """Jobs per state and dead letters waiting."""
+        counts = await Lifecycle(admin).counts()
+        return m.Stats(
+            jobs={s.value: counts.get(s.value, 0) for s in JobState},
+            dead_letters=await admin.count(DeadFilter()),
+        )
+
+    return api
+
+
+def age(when: datetime | None) -> str:
+    """'42s', '5m', '3h' or '2d' since ``when``: how long a dead job has waited."""
+    if when is None:
+        return "-"
+    seconds = max(0, int((now_utc() - when).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+async def throughput(admin: Admin, minutes: int = 15) -> list[dict[str, int]]:
+    """Jobs per minute over the last ``minutes``, oldest first, by each job's latest update:
+    succeeded, retrying (a broker retry is pending) and dead (from the dead-letter table)."""
+    start = now_utc().replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
+    lifecycle = Lifecycle(admin)
+    times = {
+        "succeeded": [r["updated_at"] for r in await lifecycle.list_jobs(
+            state=JobState.SUCCEEDED, limit=5000)],
+        "retried": [r["updated_at"] for r in await lifecycle.list_jobs(
+            state=JobState.RETRYING, limit=5000)],
+        "dead": [r["died_at"] for r in await admin.list_dead(
+            DeadFilter(status=None, died_after=start), limit=5000)],
+    }  # fmt: skip
+    buckets = [dict.fromkeys(times, 0) for _ in range(minutes)]
+    for series, stamps in times.items():
+        for stamp in stamps:
+            index = int((stamp - start).total_seconds() // 60)
+            if 0 <= index < minutes:
+                buckets[index][series] += 1
+    return buckets
+
+
+def form_filter(form: dict[str, str]) -> DeadFilter:
+    return m.DeadFilterBody.model_validate({k: form[k] for k in FILTERS if form.get(k)}).to_filter()
+
+
+def dashboard_router(guard: list[Any]) -> APIRouter:
+    ui = APIRouter()
+    templates = Jinja2Templates(directory=WEB / "templates")
+    templates.env.filters |= {"age": age, "quote": lambda text: quote(str(text), safe="")}
+    Form = dict[str, str]
+
+    async def render(request: Request, admin: Admin, form: Form, flash: str = "",
+                     ok: bool = True, page: str = "_panel.html") -> HTMLResponse:  # fmt: skip
+        try:
+            selector = form_filter(form)
+        except ValueError as exc:
+            selector, flash, ok = DeadFilter(), f"filter: {message(exc)}", False
+        lifecycle = Lifecycle(admin)
+        counts = await lifecycle.counts()
+        chart = await throughput(admin)
+        return templates.TemplateResponse(request, page, {
+            "flash": flash, "ok": ok, "filters": form,
+            "queues": await lifecycle.list_queues(),
+            "counts": {s.value: counts.get(s.value, 0) for s in JobState},
+            "dead": await admin.list_dead(selector, limit=50),
+            "matching": await admin.count(selector),
+            "suspended": await lifecycle.list_jobs(state=JobState.SUSPENDED, limit=20),
+            "chart": chart, "top": max([1, *(n for b in chart for n in b.values())]),
+        })  # fmt: skip
+
+    async def act(request: Request, admin: Admin, do: Callable[[Form], Awaitable[str]]) -> Response:
+        form = dict(parse_qsl((await request.body()).decode(errors="replace")))
+        try:
+            return await render(request, admin, form, await do(form))
+        except (LazarusError, ValueError, asyncpg.DataError) as exc:
+            return await render(request, admin, form, message(exc), ok=False)
+
+    def options(form: Form) -> dict[str, Any]:
+        return m.RequeueOptions.model_validate(form, extra="ignore").model_dump()
+
+    @ui.get("/")
+    async def index(request: Request, token: str | None = None) -> Response:
+        if token is not None:  # set once: kept as a cookie, then a clean address
+            response = RedirectResponse("/", status_code=303)
+            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+            return response
+        try:
+            check_token(request, None)
+        except HTTPException as exc:
+            return templates.TemplateResponse(
+                request, "login.html", {"error": exc.detail}, status_code=401
+            )
+        return await render(request, get_admin(request), dict(request.query_params),
+                            page="index.html")  # fmt: skip
+
+    guarded = APIRouter(dependencies=guard)
+
+    @guarded.get("/ui/panel")
+    async def panel(request: Request, admin: AdminDep) -> Response:
+        return await render(request, admin, dict(request.query_params))
+
+    @guarded.get("/ui/dead/{job_id}")
+    async def deaths(request: Request, admin: AdminDep, job_id: str) -> Response:
+        try:
+            history, problem = await admin.show(job_id), ""
+        except JobNotFound as exc:
+            history, problem = [], str(exc)
+        context = {"job_id": job_id, "history": history, "problem": problem}
+        return templates.TemplateResponse(request, "_deaths.html", context)
+
+    @guarded.get("/ui/jobs/{job_id}/cause")
+    async def why(request: Request, admin: AdminDep, job_id: str) -> Response:
+        try:
+            found, problem = await Lifecycle(admin).cause(job_id), ""
+        except (JobNotFound, JobStateConflict) as exc:
+            found, problem = {"job_id": job_id}, str(exc)
+        return templates.TemplateResponse(request, "_cause.html", found | {"problem": problem})
+
+    @guarded.post("/ui/dead/{job_id}/requeue")
+    async def requeue_one(request: Request, admin: AdminDep, job_id: str) -> Response:
+        async def do(form: Form) -> str:
+            await admin.requeue_one(job_id, **options(form))
+            return f"requeued job {job_id}"
+
+        return await act(request, admin, do)
+
+    @guarded.post("/ui/dead/{job_id}/delete")
+    async def delete_one(request: Request, admin: AdminDep, job_id: str) -> Response:
+        async def do(form: Form) -> str:
+            await admin.delete_one(job_id)
+            return f"deleted dead letter of job {job_id}"
+
+        return await act(request, admin, do)
+
+    @guarded.post("/ui/requeue-matching")
+    async def requeue_matching(request: Request, admin: AdminDep) -> Response:
+        async def do(form: Form) -> str:
+            selector = form_filter(form)
+            moved = await admin.requeue(selector, **options(form))
+            return f"requeued {moved} dead jobs matching the filter"
+
+        return await act(request, admin, do)
+
+    @guarded.post("/ui/queues/{queue}/{verb}")
+    async def queue_verb(request: Request, admin: AdminDep, queue: str, verb: str) -> Response:
+        async def do(form: Form) -> str:
+            lifecycle = Lifecycle(admin)
+            if verb == "pause":
+                changed = await lifecycle.pause_queue(queue, form.get("reason") or "Paused")
+            elif verb == "resume":
+                changed = await lifecycle.resume_queue(queue)
+            else:
+                raise ValueError(f"no queue action {verb!r}")
+            return f"queue {queue}: {verb}d" if changed else f"queue {queue}: nothing to {verb}"
+
+        return await act(request, admin, do)
+
+    @guarded.post("/ui/jobs/{job_id}/resume")
+    async def resume(request: Request, admin: AdminDep, job_id: str) -> Response:
+        async def do(form: Form) -> str:
+            row = await Lifecycle(admin).resume(job_id, mode=options(form)["mode"])
+            return f"resumed job {job_id} as generation {row['generation']}"
+
+        return await act(request, admin, do)
+
+    ui.include_router(guarded)
+    return ui

@@ -1,0 +1,297 @@
+"""Request and response bodies of the admin HTTP API; the OpenAPI document is built from them.
+
+They only describe shapes. What a selection means, and what may be requeued, resumed or
+paused, is decided by :mod:`engine.admin` and :mod:`engine.lifecycle`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+import orjson
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
+
+from engine.admin import RequeueMode
+from engine.filters import DeadFilter, parse_age
+from engine.message import now_utc
+from engine.states import DeadStatus, JobState
+
+INT32 = 2**31 - 1  # generations and retry budgets are PostgreSQL integers
+AGE = r"^\s*\d+\s*[smhdw]\s*$"  # documents (only) the format engine.filters.parse_age reads
+
+
+def _iso(value: Any) -> Any:
+    """Refuse numbers: pydantic would read them as Unix times, the schema says ISO 8601."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.match(value)):
+        raise ValueError("use an ISO 8601 time such as 2026-01-31T12:00:00Z")
+    return value
+
+
+_NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
+IsoTime = Annotated[datetime, BeforeValidator(_iso)]
+
+
+class Body(BaseModel):
+    """Request bodies refuse unknown fields: a misspelt filter must not widen a selection."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Error(BaseModel):
+    error: str = Field(description="What went wrong, naming the job, queue or field.")
+
+
+class Total(BaseModel):
+    total: int = Field(description="How many dead letters were (or, on a dry run, would be) hit.")
+
+
+class Health(BaseModel):
+    status: str = Field(description="'ok' when both services answer, else 'unavailable'.")
+    rabbitmq: str | None = Field(description="null when RabbitMQ answers, else the problem.")
+    postgresql: str | None = Field(description="null when PostgreSQL answers, else the problem.")
+
+
+class DeadFilterBody(Body):
+    """The same filters as ``GET /api/dead-letters`` and ``lazarus dead list``."""
+
+    type: str | None = Field(default=None, description="Job type.")
+    queue: str | None = None
+    error_type: str | None = None
+    error: str | None = Field(default=None, description="Substring of the error message.")
+    since: str | None = Field(
+        default=None,
+        json_schema_extra={"pattern": AGE},
+        description="Died within this age: 90s, 15m, 2h, 30d.",
+    )
+    after: IsoTime | None = None
+    before: IsoTime | None = None
+
+    @field_validator("since")
+    @classmethod
+    def _age(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            age(str(info.field_name), value)
+        return value
+
+    def to_filter(self, status: DeadStatus | None = DeadStatus.DEAD) -> DeadFilter:
+        """The engine's filter; ValueError names a bad ``since``."""
+        after = self.after if self.since is None else now_utc() - age("since", self.since)
+        return DeadFilter(
+            job_type=self.type or None,
+            queue=self.queue or None,
+            error_type=self.error_type or None,
+            error_text=self.error or None,
+            died_after=after,
+            died_before=self.before,
+            status=status,
+        )
+
+
+class Selection(Body):
+    """Job ids, a filter, or ``all: true``: never everything by accident."""
+
+    ids: list[str] = Field(default_factory=list, description="Job ids.")
+    filter: DeadFilterBody | None = None
+    all: bool = Field(default=False, description="Every dead letter (needed when nothing else).")
+    dry_run: bool = Field(default=False, description="Only count what would be hit.")
+
+    def selector(self) -> DeadFilter:
+        """The dead letters named, with the same refusals as ``lazarus dead requeue``."""
+        by_filter = (self.filter or DeadFilterBody()).to_filter()
+        if self.ids and not by_filter.is_empty():
+            raise ValueError("give ids or a filter, not both")
+        if self.ids:
+            return DeadFilter(ids=tuple(self.ids))
+        if by_filter.is_empty() and not self.all:
+            raise ValueError("name ids, give a filter, or pass all: true")
+        return by_filter
+
+
+class RequeueBody(Selection):
+    retries: int | None = Field(
+        default=None, ge=0, le=INT32, description="New retry budget (default: the job's own)."
+    )
+    mode: RequeueMode = Field(
+        default=RequeueMode.RESTART,
+        description="restart: from the beginning; recover: from the last checkpoint.",
+    )
+
+
+class RequeueOptions(BaseModel):
+    """Retry budget and mode as the dashboard's form sends them (an empty field is unset)."""
+
+    retries: int | None = Field(default=None, ge=0, le=INT32)
+    mode: RequeueMode = RequeueMode.RESTART
+
+    @field_validator("retries", "mode", mode="before")
+    @classmethod
+    def _blank(cls, value: Any, info: Any) -> Any:
+        if value == "":
+            return None if info.field_name == "retries" else RequeueMode.RESTART
+        return value
+
+
+class PurgeBody(Body):
+    older_than: str = Field(
+        json_schema_extra={"pattern": AGE},
+        description="Remove dead letters that died before this age: 30d.",
+    )
+
+    @field_validator("older_than")
+    @classmethod
+    def _age(cls, value: str, info: ValidationInfo) -> str:
+        age(str(info.field_name), value)
+        return value
+
+    def age(self) -> timedelta:
+        return age("older_than", self.older_than)
+
+
+def age(field: str, text: str) -> timedelta:
+    """parse_age, also refusing ages too large to subtract from now; ValueError names ``field``."""
+    try:
+        value = parse_age(text)
+        now_utc() - value
+    except OverflowError:
+        raise ValueError(f"{field} {text!r}: too long ago") from None
+    except ValueError as exc:
+        raise ValueError(f"{field}: {exc}") from None
+    return value
+
+
+class WorkItemsBody(Body):
+    work_item_ids: list[str] = Field(description="Job ids to move back; unknown ids count 0.")
+
+
+class DeadLetterRow(BaseModel):
+    id: int
+    job_id: str
+    generation: int
+    job_type: str
+    queue: str
+    attempts: int
+    max_retries: int | None
+    reason: str
+    error_type: str
+    error_message: str
+    died_at: datetime
+    status: DeadStatus
+    worker: str
+
+
+class DeadLetterPage(BaseModel):
+    items: list[DeadLetterRow]
+    next_before_id: int | None = Field(description="Pass as before_id for the next page.")
+
+
+class DeadLetterDetail(DeadLetterRow):
+    traceback: str
+    payload: Any
+    checkpoint: Any
+    headers: dict[str, Any]
+    enqueued_at: datetime | None
+    status_changed_at: datetime | None
+    status_changed_by: str | None
+
+
+class JobRow(BaseModel):
+    job_id: str
+    generation: int
+    job_type: str
+    queue: str
+    state: JobState
+    attempt: int
+    max_retries: int | None
+    cause: str | None
+    error_type: str | None
+    error_message: str | None
+    updated_at: datetime
+
+
+class JobPage(BaseModel):
+    items: list[JobRow]
+
+
+class JobDetail(JobRow):
+    payload: Any
+    checkpoint: Any
+    suspend_on_failure: bool | None
+    traceback: str | None
+    stopped_by: str | None
+    worker: str | None
+    created_at: datetime
+    started_at: datetime | None
+
+
+class StopBody(Body):
+    reason: str = Field(default="Requested by user", max_length=10_000, description="Cause.")
+    generation: int | None = Field(
+        default=None, ge=0, le=INT32, description="Fail with 409 unless still this generation."
+    )
+
+
+class ResumeBody(Body):
+    mode: RequeueMode = Field(
+        default=RequeueMode.RECOVER, description="recover: from the checkpoint; restart: afresh."
+    )
+    retries: int | None = Field(default=None, ge=0, le=INT32, description="New retry budget.")
+    payload: Any = Field(default=None, description="Replaces the payload when present.")
+    generation: int | None = Field(
+        default=None, ge=0, le=INT32, description="Fail with 409 unless still this generation."
+    )
+
+    @field_validator("payload")
+    @classmethod
+    def _json(cls, value: Any) -> Any:
+        try:
+            orjson.dumps(value)
+        except orjson.JSONEncodeError as exc:
+            raise ValueError(f"payload cannot be stored as JSON: {exc}") from None
+        return value
+
+
+class Cause(BaseModel):
+    job_id: str
+    cause: str | None
+    error_type: str | None
+    traceback: str | None
+    stopped_by: str | None
+    since: datetime
+
+
+class QueueRow(BaseModel):
+    queue: str
+    exists: bool = Field(description="False when RabbitMQ has no such queue yet.")
+    messages: int
+    consumers: int
+    paused: bool
+    paused_by: str | None
+    paused_at: datetime | None
+    reason: str | None
+
+
+class QueuePage(BaseModel):
+    items: list[QueueRow]
+
+
+class PauseBody(Body):
+    reason: str = Field(default="Requested by user", max_length=10_000)
+
+
+class QueueChange(BaseModel):
+    queue: str
+    changed: bool = Field(description="False when it was already in that state.")
+
+
+class Stats(BaseModel):
+    jobs: dict[str, int] = Field(description="Jobs per state (every state, zeros included).")
+    dead_letters: int = Field(description="Dead letters waiting for a person (status dead).")

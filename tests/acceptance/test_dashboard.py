@@ -1,0 +1,194 @@
+"""The dashboard in headless Chromium: a dead job shows up, one click requeues it, it runs.
+
+A real uvicorn serves the app on a free loopback port; a tracking worker runs the
+jobs. Chromium's network log must show no request leaving that server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from engine import Client, JobContext, Permanent, RetryPolicy, handler
+from engine.settings import Settings
+from engine.store import Store
+from tests.acceptance.test_http import flaky, migrated, ran
+from tests.conftest import wait_for
+from tests.integration.lifecycle.conftest import tracking_worker
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+ARTIFACTS = Path(__file__).parents[1] / "artifacts"
+DOCS = Path(__file__).parents[2] / "docs"
+assert flaky  # registers http.flaky: dies on generation 0, succeeds once requeued
+
+pytestmark = pytest.mark.skipif(
+    not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+    reason="needs Debian's chromium and chromium-driver (.ci/run installs them)",
+)
+
+
+@handler("http.picky", policy=RetryPolicy(attempts=1, max_retries=0), suspend_on_failure=True)
+async def picky(ctx: JobContext) -> None:
+    """Suspends itself on failure, so the dashboard has a suspended job with a cause."""
+    raise Permanent(f"payload {ctx.payload!r} lacks an address")
+
+
+@contextlib.contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """uvicorn on a free loopback port in a thread; yields its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@contextlib.contextmanager
+def chromium(profile: Path) -> Iterator[webdriver.Chrome]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-default-apps",
+        "--window-size=1400,1250",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def wait(driver: webdriver.Chrome) -> WebDriverWait[webdriver.Chrome]:
+    """A wait that retries when the 5 s poll has just swapped the panel under it."""
+    return WebDriverWait(driver, 15, ignored_exceptions=(StaleElementReferenceException,))
+
+
+def click(driver: webdriver.Chrome, css: str) -> None:
+    def clicked(d: webdriver.Chrome) -> bool:
+        d.find_element(By.CSS_SELECTOR, css).click()
+        return True
+
+    wait(driver).until(clicked)
+
+
+def requested_urls(driver: webdriver.Chrome) -> list[str]:
+    """Every network URL Chromium asked for since the last call (its performance log)."""
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            url = message["params"]["request"]["url"]
+            if url.split(":", 1)[0] in ("http", "https", "ws", "wss", "ftp"):
+                urls.append(url)  # chrome:// and data: pages never touch the network
+    return urls
+
+
+@pytest.fixture
+async def ns() -> AsyncIterator[Settings]:
+    async with migrated() as config:
+        yield config
+
+
+async def test_a_dead_job_is_requeued_from_the_dashboard_and_runs_again(
+    ns: Settings, tmp_path: Path
+) -> None:
+    from engine.http import create_app
+
+    store = Store(ns)
+    await store.connect()
+    try:
+        async with tracking_worker(ns), Client(ns) as client:
+            job_id = await client.enqueue("http.flaky", {"order": 17}, job_id="order-17")
+            other = await client.enqueue("http.flaky", {"order": 18}, job_id="order-18")
+            stuck = await client.enqueue("http.picky", {"order": 19}, job_id="order-19")
+
+            async def settled() -> bool:
+                job = await store.get_job(stuck)
+                return bool(await store.history(job_id) and await store.history(other)) and bool(
+                    job and job["state"] == "suspended"
+                )
+
+            await wait_for(settled, what="two dead letters and a suspended job")
+
+            with serving(create_app(ns)) as base_url:
+
+                def open_and_requeue(driver: webdriver.Chrome) -> str:
+                    driver.get(base_url + "/")
+                    row = f'tr[data-job-id="{job_id}"]'
+                    text = wait(driver).until(lambda d: d.find_element(By.CSS_SELECTOR, row).text)
+                    assert "RuntimeError" in text and "cannot process" in text
+                    click(driver, f"{row} button.requeue")
+                    return str(
+                        wait(driver).until(lambda d: d.find_element(By.CSS_SELECTOR, ".flash").text)
+                    )
+
+                def show_result(driver: webdriver.Chrome) -> str:
+                    click(driver, "#filters button")  # refresh now rather than at the next poll
+                    wait(driver).until(
+                        lambda d: (
+                            not d.find_elements(By.CSS_SELECTOR, f'tr[data-job-id="{job_id}"]')
+                        )
+                    )
+                    click(driver, f'tr[data-job-id="{other}"] button.traceback')
+                    wait(driver).until(
+                        lambda d: "Traceback" in d.find_element(By.ID, "detail").text
+                    )
+                    page = str(driver.find_element(By.TAG_NAME, "body").text)
+                    ARTIFACTS.mkdir(exist_ok=True)
+                    driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+                    DOCS.mkdir(exist_ok=True)
+                    shutil.copyfile(ARTIFACTS / "dashboard.png", DOCS / "dashboard.png")
+                    return page
+
+                with chromium(tmp_path / "profile") as driver:
+                    flash = await asyncio.to_thread(open_and_requeue, driver)
+                    assert flash == f"requeued job {job_id}"
+                    await wait_for(lambda: ran.get(job_id) == [1], what="the job to run again")
+
+                    async def succeeded() -> bool:
+                        job = await store.get_job(job_id)
+                        return bool(job and job["state"] == "succeeded")
+
+                    await wait_for(succeeded, what="the job row to say succeeded")
+                    page = await asyncio.to_thread(show_result, driver)
+                    urls = await asyncio.to_thread(requested_urls, driver)
+    finally:
+        await store.close()
+
+    assert "lacks an address" in page  # the suspended job and its cause
+    assert other in page and "Traceback" in page
+    assert urls, "the performance log recorded no requests"
+    assert all(url.startswith(base_url + "/") for url in urls), urls
