@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -12,7 +13,7 @@ from rich.table import Table
 
 from engine.admin import Admin, RequeueMode
 from engine.cli_common import EXIT_FAILED, EXIT_USAGE, fail, print_json, run_async, settings
-from engine.filters import DeadFilter, parse_age
+from engine.filters import DeadFilter, bulk_selection, parse_age
 from engine.message import now_utc
 from engine.states import DeadStatus
 
@@ -67,11 +68,10 @@ def build_filter(
 
 def selection(ids: list[str] | None, all_: bool, selector: DeadFilter) -> DeadFilter:
     """A bulk command needs ids, a filter, or an explicit --all: never everything by accident."""
-    if ids and not selector.is_empty() and len(selector.ids) != len(ids):
-        fail("give job ids or filters, not both", EXIT_USAGE)
-    if selector.is_empty() and not all_:
-        fail("name job ids, give a filter, or pass --all", EXIT_USAGE)
-    return selector
+    try:
+        return bulk_selection(ids or (), replace(selector, ids=()), all_)
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
 
 
 def progress_bar(total: int) -> tuple[Progress, Any]:

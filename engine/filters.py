@@ -44,6 +44,23 @@ class DeadFilter:
         return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in out.items()}
 
 
+def bulk_selection(
+    ids: tuple[str, ...] | list[str], by_filter: DeadFilter, everything: bool
+) -> DeadFilter:
+    """What a bulk operation applies to: ids, or a filter, or everything when asked for.
+
+    Never everything by accident: no ids and an empty filter need ``everything``.
+    Raises ValueError saying what is missing or contradictory.
+    """
+    if ids and not by_filter.is_empty():
+        raise ValueError("give job ids or a filter, not both")
+    if ids:
+        return DeadFilter(ids=tuple(ids))
+    if by_filter.is_empty() and not everything:
+        raise ValueError("name job ids, give a filter, or ask for all (--all / all: true)")
+    return by_filter
+
+
 def parse_age(text: str) -> timedelta:
     """``30d``, ``12h``, ``15m``, ``90s`` or ``2w`` as a timedelta; ValueError names the text."""
     match = _AGE.match(text)

@@ -17,7 +17,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, quote
@@ -332,28 +332,6 @@ def age(when: datetime | None) -> str:
     return f"{seconds}s"
 
 
-async def throughput(admin: Admin, minutes: int = 15) -> list[dict[str, int]]:
-    """Jobs per minute over the last ``minutes``, oldest first, by each job's latest update:
-    succeeded, retrying (a broker retry is pending) and dead (from the dead-letter table)."""
-    start = now_utc().replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
-    lifecycle = Lifecycle(admin)
-    times = {
-        "succeeded": [r["updated_at"] for r in await lifecycle.list_jobs(
-            state=JobState.SUCCEEDED, limit=5000)],
-        "retried": [r["updated_at"] for r in await lifecycle.list_jobs(
-            state=JobState.RETRYING, limit=5000)],
-        "dead": [r["died_at"] for r in await admin.list_dead(
-            DeadFilter(status=None, died_after=start), limit=5000)],
-    }  # fmt: skip
-    buckets = [dict.fromkeys(times, 0) for _ in range(minutes)]
-    for series, stamps in times.items():
-        for stamp in stamps:
-            index = int((stamp - start).total_seconds() // 60)
-            if 0 <= index < minutes:
-                buckets[index][series] += 1
-    return buckets
-
-
 def form_filter(form: dict[str, str]) -> DeadFilter:
     return m.DeadFilterBody.model_validate({k: form[k] for k in FILTERS if form.get(k)}).to_filter()
 
@@ -372,7 +350,7 @@ def dashboard_router(guard: list[Any]) -> APIRouter:
             selector, flash, ok = DeadFilter(), f"filter: {message(exc)}", False
         lifecycle = Lifecycle(admin)
         counts = await lifecycle.counts()
-        chart = await throughput(admin)
+        chart = await Lifecycle(admin).activity()
         return templates.TemplateResponse(request, page, {
             "flash": flash, "ok": ok, "filters": form,
             "queues": await lifecycle.list_queues(),

@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from engine.admin import RequeueMode
-from engine.filters import DeadFilter, parse_age
+from engine.filters import DeadFilter, bulk_selection, parse_age
 from engine.message import now_utc
 from engine.states import DeadStatus, JobState
 
@@ -106,14 +106,7 @@ class Selection(Body):
 
     def selector(self) -> DeadFilter:
         """The dead letters named, with the same refusals as ``lazarus dead requeue``."""
-        by_filter = (self.filter or DeadFilterBody()).to_filter()
-        if self.ids and not by_filter.is_empty():
-            raise ValueError("give ids or a filter, not both")
-        if self.ids:
-            return DeadFilter(ids=tuple(self.ids))
-        if by_filter.is_empty() and not self.all:
-            raise ValueError("name ids, give a filter, or pass all: true")
-        return by_filter
+        return bulk_selection(self.ids, (self.filter or DeadFilterBody()).to_filter(), self.all)
 
 
 class RequeueBody(Selection):

@@ -7,13 +7,14 @@ other is told the job is no longer in the state they expected.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 
 from engine.admin import Admin, RequeueMode, restarted_message
 from engine.errors import JobNotFound, JobStateConflict
-from engine.message import check_queue_name
+from engine.message import check_queue_name, now_utc
 from engine.relay import drain
 from engine.states import JobState
 from engine.topology import work_queue
@@ -59,6 +60,18 @@ class Lifecycle:
         if row is None:
             raise JobNotFound(f"no job {job_id!r} (it never ran on a tracking worker)")
         return dict(row)
+
+    async def activity(self, minutes: int = 15) -> list[dict[str, int]]:
+        """Jobs per minute over the last ``minutes``, oldest first: succeeded and retrying (by
+        each job's latest state) and dead (every death)."""
+        start = now_utc().replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
+        buckets = [{"succeeded": 0, "retried": 0, "dead": 0} for _ in range(minutes)]
+        names = {"succeeded": "succeeded", "retrying": "retried", "dead": "dead"}
+        for row in await self.store.activity(start):
+            index = int((row["minute"] - start).total_seconds() // 60)
+            if 0 <= index < minutes:
+                buckets[index][names[row["series"]]] += row["n"]
+        return buckets
 
     async def counts(self) -> dict[str, int]:
         return await self.store.count_jobs_by_state()

@@ -328,6 +328,10 @@ class Store:
         )
         return [r["queue"] for r in rows]
 
+    async def activity(self, since: datetime) -> list[asyncpg.Record]:
+        """(minute, series, n) rows since ``since``: succeeded, retrying and dead per minute."""
+        return list(await self.pool.fetch(Q["activity_per_minute"], since))
+
     async def count_jobs_by_state(self) -> dict[str, int]:
         rows = await self.pool.fetch("SELECT state, count(*) AS n FROM jobs GROUP BY state")
         return {r["state"]: r["n"] for r in rows}

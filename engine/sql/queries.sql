@@ -154,3 +154,15 @@ SELECT d.id FROM dead_letters d
            AND h.status IN ('requeue_pending', 'requeued')) < $5
  ORDER BY d.id
  LIMIT $6;
+
+-- name: activity_per_minute
+-- Jobs per minute since $1 by their latest state (succeeded, retrying), and deaths.
+SELECT date_trunc('minute', updated_at) AS minute, state AS series, count(*) AS n
+  FROM jobs
+ WHERE state IN ('succeeded', 'retrying') AND updated_at >= $1
+ GROUP BY 1, 2
+UNION ALL
+SELECT date_trunc('minute', died_at), 'dead', count(*)
+  FROM dead_letters
+ WHERE died_at >= $1
+ GROUP BY 1;

@@ -203,9 +203,11 @@ async def test_bulk_requeue_needs_ids_a_filter_or_all(
         url = "/api/dead-letters/requeue"
         nothing = await api.post(url, json={})
         assert nothing.status_code == 422
-        assert nothing.json() == {"error": "name ids, give a filter, or pass all: true"}
+        assert nothing.json() == {
+            "error": "name job ids, give a filter, or ask for all (--all / all: true)"
+        }
         both = await api.post(url, json={"ids": ids[:1], "filter": {"type": "http.flaky"}})
-        assert both.json() == {"error": "give ids or a filter, not both"}
+        assert both.json() == {"error": "give job ids or a filter, not both"}
         typo = await api.post(url, json={"filter": {"kind": "http.flaky"}})
         assert typo.status_code == 422 and "kind" in typo.json()["error"]
         bad_age = await api.post(url, json={"filter": {"since": "soon"}})
