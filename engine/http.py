@@ -124,6 +124,10 @@ def create_app(settings: Settings) -> FastAPI:
         description=__doc__,
         lifespan=lifespan,
         responses=ERRORS,
+        # FastAPI's /docs and /redoc pages load their scripts from a CDN: nothing served
+        # here may depend on a request leaving the machine.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     add_error_handlers(app)
