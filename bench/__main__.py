@@ -97,6 +97,10 @@ async def one_run(args: argparse.Namespace, collector: Collector) -> dict[str, A
                 f"lazarus {qt}",
                 lambda qt=qt: lazarus.throughput(collector, n, qt, args.concurrency),
             )
+        out["lazarus-2proc/classic"] = await attempt(
+            "lazarus classic, 2 worker processes",
+            lambda: lazarus.throughput(collector, n, "classic", args.concurrency, processes=2),
+        )
         out["lazarus-tracked/quorum"] = await attempt(
             "lazarus quorum, tracking on",
             lambda: lazarus.throughput(collector, n, "quorum", args.concurrency, tracked=True),
@@ -185,6 +189,24 @@ def rows_for_table(runs: list[dict[str, Any]], args: argparse.Namespace) -> list
                     ),
                 }
             )
+    key = "lazarus-2proc/classic"
+    if key in merged and not failed(key, "lazarus", "Lazarus", "classic, 2 processes"):
+        m = merged[key]
+        rows.append(
+            {
+                "section": "lazarus",
+                "system": "Lazarus",
+                "setup": f"classic, 2 worker procs, concurrency {m['concurrency']:.0f} each",
+                "process_per_s": m["process_per_s"],
+                "result": outcome(m),
+                "ratio": "Lazarus/peer: dramatiq {}, celery {}, taskiq {}".format(
+                    *(
+                        ratio(m["process_per_s"], merged.get(f"peers/{p}", {}).get("process_per_s"))
+                        for p in ("dramatiq", "celery", "taskiq")
+                    )
+                ),
+            }
+        )
     key = "lazarus-tracked/quorum"
     if key in merged and not failed(key, "lazarus", "Lazarus", "quorum, tracking on"):
         m = merged[key]

@@ -74,7 +74,13 @@ async def start_worker(
 
 
 async def throughput(
-    collector: Collector, n: int, queue_type: str, concurrency: int, *, tracked: bool = False
+    collector: Collector,
+    n: int,
+    queue_type: str,
+    concurrency: int,
+    *,
+    tracked: bool = False,
+    processes: int = 1,
 ) -> dict[str, Any]:
     """Enqueue N noop jobs (no worker running), then time a worker draining them.
 
@@ -98,14 +104,19 @@ async def throughput(
             raise Disturbed(f"lazarus: {queued} messages queued for {n} enqueued")
         collector.reset()
         spawned = time.time()
-        child = await start_worker(collector, ns, queue_type, concurrency, record=tracked)
+        children = [
+            await start_worker(collector, ns, queue_type, concurrency, record=tracked)
+            for _ in range(processes)
+        ]
         try:
-            await collector.wait(n, watch=child)
+            await collector.wait(n, watch=children[0])
         finally:
-            await child.stop()
+            for child in children:
+                await child.stop()
         first, last = collector.span()
         left = await queue_depth(work_queue(ns, QUEUE))
-        check_undisturbed(child, left)
+        for child in children:
+            check_undisturbed(child, left)
         tracked_rows = (
             await store.pool.fetchval("SELECT count(*) FROM jobs WHERE state = 'succeeded'")
             if store is not None
@@ -118,6 +129,7 @@ async def throughput(
             await store.close()
     return {
         "tracked": tracked,
+        "processes": processes,
         "succeeded_rows": tracked_rows,
         "queue_type": queue_type,
         "n": n,

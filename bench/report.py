@@ -15,7 +15,10 @@ def merge_runs(runs: list[Row]) -> Row:
     for key, value in runs[0].items():
         if isinstance(value, int | float) and not isinstance(value, bool):
             values = [r[key] for r in runs if isinstance(r.get(key), int | float)]
-            merged[key] = statistics.median(values)
+            middle = statistics.median(values)
+            # Counts stay whole numbers when every run agrees on their type.
+            whole = all(isinstance(v, int) for v in values) and middle == int(middle)
+            merged[key] = int(middle) if whole else middle
     return merged
 
 

@@ -150,12 +150,13 @@ async def list_queues(
     if as_json:
         print_json(rows)
         return
-    table = Table("queue", "messages", "consumers", "paused", "by", "reason")
+    table = Table("queue", "messages", "consumers", "jobs/min", "paused", "by", "reason")
     for r in rows:
         table.add_row(
             r["queue"],
             str(r["messages"]) if r["exists"] else "(missing)",
             str(r["consumers"]),
+            str(r["per_minute"]),
             "yes" if r["paused"] else "no",
             r["paused_by"] or "",
             r["reason"] or "",

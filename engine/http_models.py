@@ -266,6 +266,7 @@ class QueueRow(BaseModel):
     exists: bool = Field(description="False when RabbitMQ has no such queue yet.")
     messages: int
     consumers: int
+    per_minute: int = Field(description="Tracked jobs that succeeded or died in the last minute.")
     paused: bool
     paused_by: str | None
     paused_at: datetime | None

@@ -154,8 +154,10 @@ class Lifecycle:
         return resumed
 
     async def list_queues(self, names: list[str] | None = None) -> list[dict[str, Any]]:
-        """Depth, consumers and pause of the named queues (default: every queue seen)."""
+        """Depth, consumers, rate (jobs finished in the last minute) and pause of the named
+        queues (default: every queue seen)."""
         pauses = {r["queue"]: dict(r) for r in await self.store.paused_queues()}
+        rates = await self.store.finished_last_minute()
         known = names or sorted({"default", *pauses, *await self.store.known_queues()})
         out = []
         for name in known:
@@ -169,6 +171,7 @@ class Lifecycle:
                     "exists": depth is not None,
                     "messages": depth[0] if depth else 0,
                     "consumers": depth[1] if depth else 0,
+                    "per_minute": rates.get(name, 0),
                     "paused": pause is not None,
                     "paused_by": pause["paused_by"] if pause else None,
                     "paused_at": pause["paused_at"] if pause else None,

@@ -332,6 +332,9 @@ class Store:
         """(minute, series, n) rows since ``since``: succeeded, retrying and dead per minute."""
         return list(await self.pool.fetch(Q["activity_per_minute"], since))
 
+    async def finished_last_minute(self) -> dict[str, int]:
+        return {r["queue"]: r["n"] for r in await self.pool.fetch(Q["finished_last_minute"])}
+
     async def count_jobs_by_state(self) -> dict[str, int]:
         rows = await self.pool.fetch("SELECT state, count(*) AS n FROM jobs GROUP BY state")
         return {r["state"]: r["n"] for r in rows}

@@ -166,3 +166,9 @@ SELECT date_trunc('minute', died_at), 'dead', count(*)
   FROM dead_letters
  WHERE died_at >= $1
  GROUP BY 1;
+
+-- name: finished_last_minute
+-- The rate of each queue: tracked jobs that succeeded or died in the last minute.
+SELECT queue, count(*) AS n FROM jobs
+ WHERE state IN ('succeeded', 'dead') AND updated_at >= now() - interval '1 minute'
+ GROUP BY queue;

@@ -270,6 +270,12 @@ async def test_a_paused_queue_is_not_consumed_until_resumed(
         assert await control.resume_queue("default")
         await wait_for(lambda: all(i in processed for i in ids), what="the jobs after resume")
 
+        async def rate_shows() -> bool:  # the states are written in batches, just after
+            [queue] = await control.list_queues(["default"])
+            return bool(queue["per_minute"] >= 5 and not queue["paused"])
+
+        await wait_for(rate_shows, what="the queue's rate to count the five jobs")
+
 
 async def _consumers(control: Lifecycle, n: int) -> bool:
     [queue] = await control.list_queues(["default"])
