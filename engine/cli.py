@@ -54,7 +54,9 @@ async def check() -> None:
 async def enqueue(
     job_type: Annotated[str, typer.Argument(help="Job type, as registered by a handler.")],
     payload: Annotated[str, typer.Argument(help="Payload as JSON.")] = "null",
-    queue: Annotated[str, typer.Option(help="Queue to publish to.")] = "default",
+    queue: Annotated[
+        str | None, typer.Option(help="Queue to publish to (default: the handler's, or default).")
+    ] = None,
     max_retries: Annotated[int | None, typer.Option(min=0, help="Broker-level retries.")] = None,
     delay: Annotated[float, typer.Option(min=0, help="Seconds before the job may run.")] = 0,
     job_id: Annotated[str | None, typer.Option(help="Job id (default: a new UUID).")] = None,
@@ -75,7 +77,8 @@ async def enqueue(
 def worker(
     modules: Annotated[list[str], typer.Argument(help="Modules whose handlers to register.")],
     queue: Annotated[
-        list[str] | None, typer.Option("--queue", "-q", help="Queue(s) to consume.")
+        list[str] | None,
+        typer.Option("--queue", "-q", help="Queue(s) to consume (default: the handlers' queues)."),
     ] = None,
     concurrency: Annotated[
         int, typer.Option(min=1, max=10_000, help="Jobs at once per queue.")
@@ -92,13 +95,14 @@ def worker(
 ) -> None:
     """Run a worker until SIGTERM or SIGINT; in-flight jobs get a grace period."""
     from engine.message import check_queue_name
-    from engine.registry import load_modules
+    from engine.registry import load_modules, registered
     from engine.runner import run_worker
 
     config = settings()
     try:
         load_modules(modules)
-        queues = [check_queue_name(q) for q in (queue or ["default"])]
+        declared = sorted({h.queue for h in registered().values()}) or ["default"]
+        queues = [check_queue_name(q) for q in (queue or declared)]
     except (ImportError, ValueError) as exc:
         fail(str(exc), EXIT_USAGE)
     configure_logging()

@@ -7,6 +7,7 @@ from typing import Any
 
 from engine.broker import Broker, Outgoing
 from engine.message import JobMessage, check_queue_name, encode, new_job_id
+from engine.registry import registered
 from engine.settings import Settings, load_settings
 from engine.topology import delay_tier_ms, work_exchange
 
@@ -37,7 +38,7 @@ class Client:
         job_type: str,
         payload: Any = None,
         *,
-        queue: str = "default",
+        queue: str | None = None,
         max_retries: int | None = None,
         delay: float = 0,
         job_id: str | None = None,
@@ -45,9 +46,13 @@ class Client:
     ) -> str:
         """Publish one job and return its id once the broker has confirmed it.
 
-        Raises PublishFailed if no queue ``queue`` exists (declare it or start a worker).
+        ``queue`` defaults to the queue its handler declares when that handler is
+        registered in this process, else ``default``. Raises PublishFailed if the queue
+        does not exist (declare it or start a worker).
         """
-        message = build_message(job_type, payload, queue, max_retries, job_id, suspend_on_failure)
+        message = build_message(
+            job_type, payload, queue_for(job_type, queue), max_retries, job_id, suspend_on_failure
+        )
         await self.broker.publish(*await self._route(message, delay))
         return message.id
 
@@ -74,6 +79,14 @@ class Client:
         else:
             exchange, key = work_exchange(self.settings.namespace), message.queue
         return exchange, key, body, None, message.id
+
+
+def queue_for(job_type: str, queue: str | None) -> str:
+    """The queue given, else the one the job type's handler declares here, else ``default``."""
+    if queue is not None:
+        return queue
+    handler = registered().get(job_type)
+    return handler.queue if handler is not None else "default"
 
 
 def build_message(
