@@ -6,6 +6,9 @@ labels with bounded values only (queue, job type, outcome; never a job id).
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 JOBS_STARTED = Counter(
@@ -38,3 +41,9 @@ DEAD_LETTERS_RECORDED = Counter(
 RECONNECTS = Counter(
     "lazarus_broker_reconnects_total", "Times the connection to RabbitMQ was re-established."
 )
+
+
+@functools.lru_cache(maxsize=4096)
+def labelled(metric: Any, *values: str) -> Any:
+    """``metric.labels(*values)``, cached: the lookup costs more than the count itself."""
+    return metric.labels(*values)

@@ -26,6 +26,7 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from engine import metrics
+from engine.acks import AckBatcher
 from engine.broker import Broker
 from engine.deadletter import dead_headers, publish_dead
 from engine.errors import PublishFailed, ServiceUnavailable
@@ -89,6 +90,7 @@ class Worker:
         self._paused: set[str] = set()
         self._running: dict[str, tuple[asyncio.Task[None], JobMessage]] = {}
         self._interrupted: set[str] = set()
+        self._acks = AckBatcher()
         self._diverting = 0
         self._no_divert_pending = asyncio.Event()
         self._no_divert_pending.set()
@@ -137,6 +139,7 @@ class Worker:
             if still_running:
                 log.warning("%d jobs left for redelivery", len(still_running))
                 await asyncio.wait(still_running, timeout=5)
+        await self._acks.drain()
         if self.tracker is not None:
             await self.tracker.stop()
         await self.broker.close()
@@ -195,25 +198,25 @@ class Worker:
             found[0].cancel()
 
     async def _on_message(self, delivery: AbstractIncomingMessage) -> None:
+        self._acks.delivered(delivery)
         task = asyncio.current_task()
-        if task is not None:
-            self._in_flight.add(task)
-        in_flight = metrics.JOBS_IN_FLIGHT.labels(self._queue_of(delivery))
+        assert task is not None  # aio-pika runs every delivery in a task of its own
+        self._in_flight.add(task)
+        in_flight = metrics.labelled(metrics.JOBS_IN_FLIGHT, self._queue_of(delivery))
         in_flight.inc()
         try:
-            await self._handle(delivery)
+            await self._handle(delivery, task)
         except asyncio.CancelledError:
             # Shutdown or suspension: no ack; the broker redelivers the job.
             raise
         except Exception:
             log.exception("unexpected failure handling a delivery; leaving it to redelivery")
-            await _nack(delivery)
+            await self._nack(delivery)
         finally:
             in_flight.dec()
-            if task is not None:
-                self._in_flight.discard(task)
+            self._in_flight.discard(task)
 
-    async def _handle(self, delivery: AbstractIncomingMessage) -> None:
+    async def _handle(self, delivery: AbstractIncomingMessage, task: asyncio.Task[None]) -> None:
         if delivery.redelivered and await self._divert_redelivery(delivery):
             return
         # The copy made by a divert may arrive before the broker has taken the original's
@@ -235,19 +238,19 @@ class Worker:
                 message.id,
                 message.generation,
             )
-            await _ack(delivery)
+            self._ack(delivery)
             return
         labels = (message.queue, message.type)
-        metrics.JOBS_STARTED.labels(*labels).inc()
+        metrics.labelled(metrics.JOBS_STARTED, *labels).inc()
         began = time.perf_counter()
-        outcome = await self._run(handler, message, tracked)
-        metrics.JOB_DURATION.labels(*labels).observe(time.perf_counter() - began)
+        outcome = await self._run(handler, message, tracked, task)
+        metrics.labelled(metrics.JOB_DURATION, *labels).observe(time.perf_counter() - began)
         if outcome is None:  # a person stopped it while it ran
-            metrics.JOBS_FINISHED.labels(*labels, "stopped").inc()
-            await _ack(delivery)
+            metrics.labelled(metrics.JOBS_FINISHED, *labels, "stopped").inc()
+            self._ack(delivery)
             return
         if outcome.error is not None:
-            metrics.JOB_FAILURES.labels(*labels).inc()
+            metrics.labelled(metrics.JOB_FAILURES, *labels).inc()
         if tracked:
             settled = await self._track(delivery, handler, outcome)
             if settled:
@@ -261,10 +264,10 @@ class Worker:
         redeliveries = count if isinstance(count, int) else 0
         return await self.tracker.claim(started(message, self.worker_id, redeliveries))
 
-    async def _run(self, handler: Handler, message: JobMessage, tracked: bool) -> Outcome | None:
+    async def _run(
+        self, handler: Handler, message: JobMessage, tracked: bool, task: asyncio.Task[None]
+    ) -> Outcome | None:
         """Run the handler; None if a person's suspension or cancel interrupted it."""
-        task = asyncio.current_task()
-        assert task is not None
         self._running[message.id] = (task, message)
         try:
             return await self.executor.run(
@@ -311,15 +314,17 @@ class Worker:
         except ServiceUnavailable as exc:
             if suspend:  # the row is the only copy of a suspended job: keep the message
                 log.warning("job %s: cannot record its suspension (%s); retrying", message.id, exc)
-                await _nack(delivery, backoff=NACK_BACKOFF)
+                await self._nack(delivery, backoff=NACK_BACKOFF)
                 return True
             return False  # dead letters do not need the job row: the recorder keeps them
         if not applied:
             log.info("job %s failed after a person stopped it; their state stands", message.id)
         if suspend or not applied:
             outcome_label = "suspended" if applied else "stopped"
-            metrics.JOBS_FINISHED.labels(message.queue, message.type, outcome_label).inc()
-            await _ack(delivery)
+            metrics.labelled(
+                metrics.JOBS_FINISHED, message.queue, message.type, outcome_label
+            ).inc()
+            self._ack(delivery)
             self.processed += 1
             return True
         return False
@@ -370,9 +375,10 @@ class Worker:
             )
         except PublishFailed as exc:
             log.warning("could not republish redelivered job %s: %s", job_id, exc)
-            await _nack(delivery, backoff=NACK_BACKOFF)
+            await self._nack(delivery, backoff=NACK_BACKOFF)
             return
-        await _ack(delivery)
+        self._ack(delivery)
+        await self._acks.drain()  # the ack is written now, not at the end of the tick
         # basic.ack has no reply; a synchronous method on the same channel returns only
         # after the broker has processed every frame sent before it, the ack included.
         try:
@@ -426,9 +432,9 @@ class Worker:
             log.error(
                 "job %s: successor not confirmed, leaving it to redelivery: %s", outcome.job_id, exc
             )
-            await _nack(delivery, backoff=NACK_BACKOFF)
+            await self._nack(delivery, backoff=NACK_BACKOFF)
             return
-        await _ack(delivery)
+        self._ack(delivery)
         self._count_settled(delivery, outcome)
 
     def _count_settled(self, delivery: AbstractIncomingMessage, outcome: Outcome) -> None:
@@ -440,24 +446,22 @@ class Worker:
         label = {Verdict.SUCCEEDED: "succeeded", Verdict.RETRY: "retried"}.get(
             outcome.verdict, "dead"
         )
-        metrics.JOBS_FINISHED.labels(queue, job_type, label).inc()
+        metrics.labelled(metrics.JOBS_FINISHED, queue, job_type, label).inc()
         if outcome.verdict is Verdict.DEAD:
-            metrics.DEAD_LETTERS_PUBLISHED.labels(
-                queue, outcome.reason or DeadReason.EXHAUSTED
+            metrics.labelled(
+                metrics.DEAD_LETTERS_PUBLISHED, queue, outcome.reason or DeadReason.EXHAUSTED
             ).inc()
 
+    def _ack(self, delivery: AbstractIncomingMessage) -> None:
+        """Ack once this tick ends, batched with its neighbours (see engine.acks)."""
+        self._acks.ack(delivery)
 
-async def _ack(delivery: AbstractIncomingMessage) -> None:
-    try:
-        await delivery.ack()
-    except Exception as exc:  # channel gone: the broker redelivers, the redelivery path copes
-        log.warning("ack failed (%r); the message will be redelivered", exc)
-
-
-async def _nack(delivery: AbstractIncomingMessage, backoff: float = 0.0) -> None:
-    if backoff:
-        await asyncio.sleep(backoff)
-    try:
-        await delivery.nack(requeue=True)
-    except Exception as exc:
-        log.warning("nack failed (%r); the message will be redelivered", exc)
+    async def _nack(self, delivery: AbstractIncomingMessage, backoff: float = 0.0) -> None:
+        """Hand a delivery back to the broker (after ``backoff`` seconds)."""
+        if backoff:
+            await asyncio.sleep(backoff)
+        try:
+            await delivery.nack(requeue=True)
+        except Exception as exc:
+            log.warning("nack failed (%r); the message will be redelivered", exc)
+        self._acks.settled(delivery)
