@@ -26,7 +26,8 @@ class AckBatcher:
 
     def __init__(self) -> None:
         self._channel: Any = None  # the aiormq channel the tags below belong to
-        self._unsettled: deque[int] = deque()  # delivered tags, oldest first, not yet passed
+        self._unsettled: deque[int] = deque()  # delivered tags, ascending, not yet passed
+        self._passed = 0  # every tag up to this one is settled (the broker numbers from 1)
         self._settled: set[int] = set()  # tags done (acked here, or settled elsewhere)
         self._to_ack: dict[int, AbstractIncomingMessage] = {}
         self._scheduled = False
@@ -42,8 +43,15 @@ class AckBatcher:
             self._unsettled.clear()
             self._settled.clear()
             self._to_ack.clear()
-        if delivery.delivery_tag is not None:
-            self._unsettled.append(delivery.delivery_tag)
+            self._passed = 0
+        tag = delivery.delivery_tag
+        if tag is None:
+            return
+        if self._unsettled and tag < self._unsettled[-1]:  # out of order: keep it sorted
+            ordered = sorted([*self._unsettled, tag])
+            self._unsettled = deque(ordered)
+        else:
+            self._unsettled.append(tag)
 
     def ack(self, delivery: AbstractIncomingMessage) -> None:
         """Ack at the end of this event-loop tick (with its neighbours)."""
@@ -65,9 +73,15 @@ class AckBatcher:
     def _flush(self) -> None:
         self._scheduled = False
         upto: AbstractIncomingMessage | None = None
-        while self._unsettled and self._unsettled[0] in self._settled:
+        # Only a gapless run of tags: a tag not seen yet may belong to a delivery running now.
+        while (
+            self._unsettled
+            and self._unsettled[0] == self._passed + 1
+            and self._unsettled[0] in self._settled
+        ):
             tag = self._unsettled.popleft()
             self._settled.discard(tag)
+            self._passed = tag
             upto = self._to_ack.pop(tag, upto)
         frames = [(upto, True)] if upto is not None else []
         frames += [(d, False) for d in self._to_ack.values()]  # behind one still running
