@@ -72,22 +72,9 @@ async def quorum_settings() -> AsyncIterator[Settings]:
 
 
 async def delete_namespace(ns: str, queues: list[str]) -> None:
-    connection = await aio_pika.connect(AMQP_URL)
-    try:
-        for name in [work_queue(ns, q) for q in queues] + [retained_queue(ns), recorder_queue(ns)]:
-            channel = await connection.channel()
-            with contextlib.suppress(aiormq.exceptions.AMQPError):
-                await channel.queue_delete(name)
-            if not channel.is_closed:
-                await channel.close()
-        for name in (work_exchange(ns), dead_exchange(ns)):
-            channel = await connection.channel()
-            with contextlib.suppress(aiormq.exceptions.AMQPError):
-                await channel.exchange_delete(name)
-            if not channel.is_closed:
-                await channel.close()
-    finally:
-        await connection.close()
+    """Delete the namespace's work and dead-letter queues and its two exchanges."""
+    names = [work_queue(ns, q) for q in queues] + [retained_queue(ns), recorder_queue(ns)]
+    await delete_queues(names, [work_exchange(ns), dead_exchange(ns)])
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -105,17 +92,8 @@ def sweep_leftover_queues() -> Iterator[None]:
     except (OSError, subprocess.TimeoutExpired):
         return
     leftovers = [name for name in listed if name.startswith(RUN_PREFIX)]
-
-    async def sweep() -> None:
-        connection = await aio_pika.connect(AMQP_URL)
-        for name in leftovers:
-            channel = await connection.channel()
-            with contextlib.suppress(aiormq.exceptions.AMQPError):
-                await channel.queue_delete(name)
-        await connection.close()
-
     if leftovers:
-        asyncio.run(sweep())
+        asyncio.run(delete_queues(leftovers))
 
 
 async def wait_for(
@@ -159,13 +137,22 @@ async def extra_queues() -> AsyncIterator[list[str]]:
         await delete_queues(names)
 
 
-async def delete_queues(names: list[str]) -> None:
+async def delete_queues(names: list[str], exchanges: list[str] | None = None) -> None:
+    """Delete queues (then exchanges), ignoring the ones that do not exist.
+
+    A failed delete closes its channel, so each gets a channel of its own.
+    """
     connection = await aio_pika.connect(AMQP_URL)
     try:
-        for name in names:
+        for name, kind in [(n, "queue") for n in names] + [
+            (e, "exchange") for e in exchanges or []
+        ]:
             channel = await connection.channel()
             with contextlib.suppress(aiormq.exceptions.AMQPError):
-                await channel.queue_delete(name)
+                if kind == "queue":
+                    await channel.queue_delete(name)
+                else:
+                    await channel.exchange_delete(name)
             if not channel.is_closed:
                 await channel.close()
     finally:
