@@ -214,9 +214,6 @@ class Store:
         status = await self.pool.execute(Q["insert_dead_letters"], *[list(c) for c in columns])
         return int(status.rsplit(" ", 1)[-1])
 
-    async def generation_is_dead(self, job_id: str, generation: int) -> bool:
-        return bool(await self.pool.fetchval(Q["generation_is_dead"], job_id, generation))
-
     async def history(self, job_id: str) -> list[asyncpg.Record]:
         return list(await self.pool.fetch(Q["history"], job_id))
 
@@ -293,9 +290,6 @@ class Store:
     async def save_checkpoint(self, job_id: str, generation: int, state: Any) -> bool:
         status = await self.pool.execute(Q["save_checkpoint"], job_id, generation, state)
         return status.endswith(" 1")
-
-    async def job_checkpoint(self, job_id: str, generation: int) -> Any:
-        return await self.pool.fetchval(Q["job_checkpoint"], job_id, generation)
 
     async def get_job(self, job_id: str) -> asyncpg.Record | None:
         return await self.pool.fetchrow(Q["get_job"], job_id)

@@ -14,9 +14,6 @@ SELECT * FROM unnest(
 )
 ON CONFLICT (job_id, generation) DO NOTHING;
 
--- name: generation_is_dead
-SELECT EXISTS (SELECT 1 FROM dead_letters WHERE job_id = $1 AND generation = $2);
-
 -- name: history
 SELECT * FROM dead_letters WHERE job_id = $1 ORDER BY generation;
 
@@ -94,9 +91,6 @@ RETURNING job_id, seq;
 -- name: save_checkpoint
 UPDATE jobs SET checkpoint = $3, updated_at = now()
  WHERE job_id = $1 AND generation = $2 AND state = 'running';
-
--- name: job_checkpoint
-SELECT checkpoint FROM jobs WHERE job_id = $1 AND generation = $2;
 
 -- name: get_job
 SELECT * FROM jobs WHERE job_id = $1;
