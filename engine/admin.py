@@ -242,6 +242,21 @@ class Admin:
                     await asyncio.sleep(ahead)
         return total
 
+    async def unmoved(self, job_ids: list[str]) -> list[str]:
+        """Why each of ``job_ids`` was not moved by this admin: it is unknown, or no longer
+        dead because another caller got there first."""
+        problems = []
+        for job_id in dict.fromkeys(job_ids):
+            history = await self.store.history(job_id)
+            if not history:
+                problems.append(f"no dead letter for job {job_id!r}")
+            elif (
+                history[-1]["status"] != DeadStatus.DEAD
+                and history[-1]["status_changed_by"] != self.actor
+            ):
+                problems.append(f"job {job_id!r} is no longer dead ({history[-1]['status']})")
+        return problems
+
     async def _why_not(self, job_id: str, verb: str) -> Exception:
         rows = await self.store.history(job_id)
         if not rows:

@@ -264,16 +264,7 @@ async def explain_missing(admin: Admin, ids: list[str], done: int) -> None:
     """Name every given id that did not move, with why; exit 1 if any."""
     if done == len(set(ids)):
         return
-    problems = []
-    for job_id in dict.fromkeys(ids):
-        history = await admin.store.history(job_id)
-        if not history:
-            problems.append(f"no dead letter for job {job_id!r}")
-        elif (
-            history[-1]["status"] != DeadStatus.DEAD
-            and history[-1]["status_changed_by"] != admin.actor
-        ):
-            problems.append(f"job {job_id!r} is no longer dead ({history[-1]['status']})")
+    problems = await admin.unmoved(ids)
     for line in problems:
         typer.echo(f"lazarus: {line}", err=True)
     if problems:
