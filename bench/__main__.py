@@ -126,6 +126,10 @@ async def one_run(args: argparse.Namespace, collector: Collector) -> dict[str, A
             lambda: lazarus.memory(collector, args.memory_in_flight, 2.0, 2, "quorum"),
         )
     if "deadletter" in args.sections:
+        out["ceiling-dead/quorum"] = await attempt(
+            "ceiling of the dead-letter path, quorum",
+            lambda: ceiling.run_dead(n, "quorum"),
+        )
         out["deadletter"] = deadletters.not_available() or await attempt(
             "dead-letter burst and bulk requeue",
             lambda: deadletters.burst_and_requeue(collector, n, "quorum", args.concurrency),
@@ -268,10 +272,25 @@ def rows_for_table(runs: list[dict[str, Any]], args: argparse.Namespace) -> list
                 f"~{m['per_job_kib']:.1f} KiB/job)" + retried(m),
             }
         )
+    key = "ceiling-dead/quorum"
+    if key in merged and not failed(key, "deadletter", "aio-pika", "dead-letter path"):
+        m = merged[key]
+        rows.append(
+            {
+                "section": "deadletter",
+                "system": "aio-pika",
+                "setup": "quorum, consume + confirmed fanout publish to 2 queues + ack, "
+                "copy consumed",
+                "process_per_s": m["dead_per_s"],
+                "result": "broker work of a death, 1 process, no database" + retried(m),
+            }
+        )
     if "deadletter" in merged and not failed(
         "deadletter", "deadletter", "Lazarus", "burst and bulk requeue"
     ):
         m = merged["deadletter"]
+        success = merged.get("lazarus/quorum", {}).get("process_per_s")
+        raw_dead = merged.get("ceiling-dead/quorum", {}).get("dead_per_s")
         rows.append(
             {
                 "section": "deadletter",
@@ -280,6 +299,9 @@ def rows_for_table(runs: list[dict[str, Any]], args: argparse.Namespace) -> list
                 "process_per_s": m["die_per_s"],
                 "result": f"recorded in PostgreSQL {m['record_per_s']:,.0f}/s "
                 f"(all N after {m['record_s']:.1f} s)" + retried(m),
+                "ratio": "recorded/s of success {}, of raw death {}".format(
+                    ratio(m["record_per_s"], success), ratio(m["record_per_s"], raw_dead)
+                ),
             }
         )
         rows.append(

@@ -82,3 +82,104 @@ async def run(n: int, queue_type: str) -> dict[str, Any]:
         "process_s": consume_s,
         "process_per_s": rate(n - 1, consume_s),
     }
+
+
+def dead_headers_like_lazarus() -> dict[str, Any]:
+    """Headers of the size a ``bench_die`` dead letter carries (traceback included)."""
+    return {
+        "x-lazarus-reason": "permanent error",
+        "x-lazarus-worker": "bench-host:12345",
+        "x-lazarus-queue": "default",
+        "x-lazarus-died-at": "2026-01-01T00:00:00.000000+00:00",
+        "x-lazarus-attempts": 1,
+        "x-lazarus-error-type": "engine.errors.Permanent",
+        "x-lazarus-error-message": "bench_die dies on purpose",
+        "x-lazarus-traceback": "Traceback (most recent call last):\n"
+        + '  File "/work/engine/executor.py", line 120, in _call\n    await fn(ctx)\n' * 3
+        + "engine.errors.Permanent: bench_die dies on purpose\n",
+    }
+
+
+async def run_dead(n: int, queue_type: str) -> dict[str, Any]:
+    """The broker work of N deaths, done by bare aio-pika in one process, no database.
+
+    Per message, what a Lazarus worker with its recorder asks of RabbitMQ: consume it
+    from a work queue, publish it with dead-letter headers (confirmed, mandatory) to a
+    fanout exchange feeding two queues, ack it; and consume the copy from one of those
+    queues, acked in batches of 500 (multiple) as the recorder does. Timed from the first
+    work delivery until the last copy is acked. The N messages are published first,
+    untimed.
+    """
+    work = unique(f"bench_dead_work_{queue_type}")
+    retained, recorder = f"{work}.retained", f"{work}.recorder"
+    body = body_like_lazarus()
+    headers = dead_headers_like_lazarus()
+    arguments = {"x-queue-type": queue_type}
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        dead = await channel.declare_exchange(work, aio_pika.ExchangeType.FANOUT)
+        for name in (work, retained, recorder):
+            queue = await channel.declare_queue(name, durable=True, arguments=arguments)
+            if name != work:
+                await queue.bind(dead)
+        window = asyncio.Semaphore(IN_FLIGHT)
+
+        async def publish_one() -> None:
+            try:
+                message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+                await channel.default_exchange.publish(message, work)
+            finally:
+                window.release()
+
+        tasks = []
+        for _ in range(n):
+            await window.acquire()
+            tasks.append(asyncio.create_task(publish_one()))
+        await asyncio.gather(*tasks)
+
+        work_channel = await connection.channel()
+        await work_channel.set_qos(prefetch_count=PREFETCH)
+        record_channel = await connection.channel()
+        await record_channel.set_qos(prefetch_count=1000)
+        done = asyncio.Event()
+        first = 0.0
+        recorded = 0
+
+        async def on_work(delivery: AbstractIncomingMessage) -> None:
+            nonlocal first
+            if not first:
+                first = time.perf_counter()
+            message = aio_pika.Message(
+                delivery.body,
+                headers=headers,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                message_id=delivery.message_id,
+            )
+            await dead.publish(message, "", mandatory=True)
+            await delivery.ack()
+
+        async def on_copy(delivery: AbstractIncomingMessage) -> None:
+            nonlocal recorded
+            recorded += 1
+            if recorded % 500 == 0 or recorded == n:
+                await delivery.ack(multiple=True)
+            if recorded == n:
+                done.set()
+
+        work_queue = await work_channel.get_queue(work, ensure=False)
+        record_queue = await record_channel.get_queue(recorder, ensure=False)
+        await record_queue.consume(on_copy)
+        await work_queue.consume(on_work)
+        await asyncio.wait_for(done.wait(), 600)
+        dead_s = time.perf_counter() - first
+    finally:
+        await connection.close()
+        await delete([work, retained, recorder], [work])
+    return {
+        "queue_type": queue_type,
+        "n": n,
+        "header_bytes": sum(len(str(v)) for v in headers.values()),
+        "dead_s": dead_s,
+        "dead_per_s": rate(n, dead_s),
+    }

@@ -23,7 +23,9 @@ from pathlib import Path
 from bench.common import ROOT, child_env, queue_depth
 from bench.lazarus import QUEUE, cleanup, namespace
 from engine.client import Client
+from engine.filters import DeadFilter
 from engine.settings import load_settings
+from engine.store import Store
 from engine.topology import work_queue
 
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*)\)$")
@@ -81,11 +83,22 @@ def analyse(raw: Path, top: int) -> str:
 
 
 async def run(
-    n: int, concurrency: int, queue_type: str, rate: int, out: Path, top: int, job_type: str
+    n: int,
+    concurrency: int,
+    queue_type: str,
+    rate: int,
+    out: Path,
+    top: int,
+    job_type: str,
+    record: bool,
 ) -> None:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     ns = namespace()
     settings = load_settings(namespace=ns, queue_type=queue_type)
+    store = Store(settings) if record else None
+    if store is not None:
+        await store.connect(require_schema=False)
+        await store.migrate()
     try:
         async with Client(settings) as client:
             await client.declare_queue(QUEUE)
@@ -109,6 +122,7 @@ async def run(
             "bench.lazarus_worker",
             "--concurrency",
             str(concurrency),
+            *(["--record"] if record else []),
             cwd=ROOT,
             env=env,
             stdout=asyncio.subprocess.PIPE,
@@ -119,6 +133,8 @@ async def run(
         started = time.perf_counter()
         while (await queue_depth(work_queue(ns, QUEUE))) != 0:  # noqa: ASYNC110 (polls the broker)
             await asyncio.sleep(0.05)
+        while store is not None and await store.count_dead(DeadFilter()) < n:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)  # the last prefetched deliveries
         elapsed = time.perf_counter() - started
         pgrep = await asyncio.create_subprocess_exec(
@@ -128,6 +144,9 @@ async def run(
             os.kill(int(pid), signal.SIGTERM)  # the worker, py-spy's child; py-spy then writes
         await spy.wait()
     finally:
+        if store is not None:
+            await store.drop_schema()
+            await store.close()
         await cleanup(ns)
     print(
         f"{n} {job_type} jobs drained in ~{elapsed:.1f} s ({n / elapsed:,.0f}/s under py-spy at "
@@ -144,12 +163,27 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--job-type", default="noop", help="noop, or bench_die (dead letters)")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="track states and run the recorder in the worker (throw-away schema); "
+        "waits until every dead letter is stored",
+    )
     args = parser.parse_args()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(__file__).resolve().parent / "results" / f"profile-{stamp}.txt"
     out.parent.mkdir(exist_ok=True)
     asyncio.run(
-        run(args.n, args.concurrency, args.queue_type, args.rate, out, args.top, args.job_type)
+        run(
+            args.n,
+            args.concurrency,
+            args.queue_type,
+            args.rate,
+            out,
+            args.top,
+            args.job_type,
+            args.record,
+        )
     )
 
 

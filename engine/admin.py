@@ -23,7 +23,7 @@ from engine.broker import Broker
 from engine.errors import JobNotFound, JobStateConflict
 from engine.filters import DeadFilter
 from engine.message import JobMessage, encode, now_utc
-from engine.relay import drain
+from engine.relay import Follower, drain
 from engine.settings import Settings, load_settings
 from engine.states import DeadStatus
 from engine.store import Store
@@ -166,14 +166,16 @@ class Admin:
             raise ValueError(f"retries must not be negative, got {retries}")
         selector = replace(selector, status=DeadStatus.DEAD)
 
-        async def stage(ids: list[int]) -> int:
-            moved = await self.store.stage_requeue(
-                ids, self.actor, lambda row: requeued_message(row, retries, mode)
-            )
-            await drain(self.store, self.broker)
-            return moved
+        async with Follower(self.store, self.broker) as follower:
 
-        total = await self._each_batch(selector, stage, rate, progress)
+            async def stage(ids: list[int]) -> int:
+                moved = await self.store.stage_requeue(
+                    ids, self.actor, lambda row: requeued_message(row, retries, mode)
+                )
+                follower.staged()
+                return moved
+
+            total = await self._each_batch(selector, stage, rate, progress)
         await self.store.audit(
             self.actor,
             "requeue",

@@ -17,7 +17,6 @@ import aio_pika
 import aiormq
 from aio_pika.abc import (
     AbstractChannel,
-    AbstractExchange,
     AbstractQueue,
     AbstractRobustConnection,
     DeliveryMode,
@@ -27,24 +26,29 @@ from engine import metrics
 from engine.errors import PublishFailed, ServiceUnavailable
 from engine.message import CONTENT_TYPE
 from engine.settings import Settings
-from engine.topology import Topology, passive_queue, work_exchange
+from engine.topology import Topology, passive_queue
 
 log = logging.getLogger("lazarus.broker")
 
 # Seconds between reconnect attempts after RabbitMQ drops the connection.
 RECONNECT_INTERVAL = 1.0
+PERSISTENT = int(DeliveryMode.PERSISTENT)
 
 Outgoing = tuple[str, str, bytes, Mapping[str, Any] | None, str | None]
 """(exchange, routing key, body, headers, message id) of one publish."""
 
 
-def amqp_message(
-    body: bytes, headers: Mapping[str, Any] | None, message_id: str | None
-) -> aio_pika.Message:
-    return aio_pika.Message(
-        body,
+def amqp_properties(
+    headers: Mapping[str, Any] | None, message_id: str | None
+) -> aiormq.spec.Basic.Properties:
+    """Properties of a persistent job message.
+
+    Built directly rather than through ``aio_pika.Message``, whose attribute guards cost
+    more than the rest of a publish (profiled in bench/README.md).
+    """
+    return aiormq.spec.Basic.Properties(
         content_type=CONTENT_TYPE,
-        delivery_mode=DeliveryMode.PERSISTENT,
+        delivery_mode=PERSISTENT,
         headers=dict(headers) if headers else None,
         message_id=message_id,
     )
@@ -60,7 +64,6 @@ class Broker:
         self._name = name
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
-        self._exchanges: dict[str, AbstractExchange] = {}
 
     async def connect(self) -> None:
         try:
@@ -77,8 +80,7 @@ class Broker:
         self._channel = await self._connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
-        self._exchanges[""] = self._channel.default_exchange
-        self._exchanges[work_exchange(self.ns)] = await self.topology.declare_base(self._channel)
+        await self.topology.declare_base(self._channel)
 
     @property
     def connection(self) -> AbstractRobustConnection:
@@ -104,13 +106,6 @@ class Broker:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def exchange(self, name: str) -> AbstractExchange:
-        found = self._exchanges.get(name)
-        if found is None:
-            found = await self.channel.get_exchange(name, ensure=False)
-            self._exchanges[name] = found
-        return found
-
     async def declare_work_queue(self, queue: str) -> AbstractQueue:
         return await self.topology.declare_work_queue(self.channel, queue)
 
@@ -128,10 +123,16 @@ class Broker:
         message_id: str | None = None,
     ) -> None:
         """Publish one persistent message and wait for the broker's confirm."""
-        target = await self.exchange(exchange)
         try:
-            await target.publish(
-                amqp_message(body, headers, message_id), routing_key, mandatory=True
+            if self.channel.is_closed:
+                raise aiormq.exceptions.ChannelInvalidStateError("publish channel closed")
+            channel = await self.channel.get_underlay_channel()
+            await channel.basic_publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=amqp_properties(headers, message_id),
+                mandatory=True,
             )
         except aiormq.exceptions.PublishError:
             raise PublishFailed(
@@ -140,7 +141,7 @@ class Broker:
             ) from None
         except (
             aiormq.exceptions.AMQPError,
-            aio_pika.exceptions.ChannelInvalidStateError,
+            aiormq.exceptions.ChannelInvalidStateError,
             ConnectionError,
         ) as exc:
             raise PublishFailed(

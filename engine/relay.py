@@ -42,6 +42,51 @@ async def drain(store: Store, broker: Broker, *, batch: int = BATCH) -> int:
             sent += len(rows)
 
 
+class Follower:
+    """Drains the outbox while a caller keeps staging into it.
+
+    A bulk requeue stages batch k+1 in PostgreSQL while batch k waits for the broker's
+    confirms, instead of the two taking turns. Use as ``async with Follower(...) as f``
+    and call ``f.staged()`` after each commit; leaving the block publishes the rest and
+    raises what the publishing raised. Whatever is not published stays in the outbox
+    for the relay.
+    """
+
+    def __init__(self, store: Store, broker: Broker) -> None:
+        self._store = store
+        self._broker = broker
+        self._wake = asyncio.Event()
+        self._finished = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Follower:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, exc_type: object, *_: object) -> None:
+        assert self._task is not None
+        if exc_type is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            return
+        self._finished = True
+        self._wake.set()
+        await self._task
+
+    def staged(self) -> None:
+        """A batch was committed to the outbox; raises if publishing already failed."""
+        assert self._task is not None
+        if self._task.done():
+            self._task.result()
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while not self._finished or self._wake.is_set():
+            await self._wake.wait()
+            self._wake.clear()
+            await drain(self._store, self._broker)
+
+
 async def run_relay(store: Store, broker: Broker, *, interval: float = 5.0) -> None:
     """Drain the outbox every ``interval`` seconds: finishes requeues whose caller died."""
     while True:
