@@ -1,4 +1,5 @@
-"""The only module that runs SQL. Queries live in sql/queries.sql, migrations in sql/migrations/.
+"""The store, the only code that runs SQL (with store_jobs.py). Queries: sql/queries.sql.
+Migrations: sql/migrations/.
 
 Every connection's search_path is the namespace schema, so one database can hold
 several namespaces (and every test its own).
@@ -7,7 +8,6 @@ several namespaces (and every test its own).
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,16 +20,11 @@ import orjson
 
 from engine.errors import SchemaMissing, ServiceUnavailable
 from engine.filters import DeadFilter
+from engine.queries import Q
 from engine.settings import Settings
+from engine.store_jobs import JobStateQueries
 
-_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 MIGRATION_LOCK = 0x1A2A_0001  # advisory lock key held while migrating
-
-
-def load_queries() -> dict[str, str]:
-    text = resources.files("engine.sql").joinpath("queries.sql").read_text()
-    parts = _NAME.split(text)[1:]
-    return {name: body.strip() for name, body in zip(parts[::2], parts[1::2], strict=True)}
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -41,9 +36,6 @@ def migrations() -> list[tuple[int, str, str]]:
             version = int(entry.name.split("_", 1)[0])
             found.append((version, entry.name, entry.read_text()))
     return sorted(found)
-
-
-Q = load_queries()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +71,7 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
         )
 
 
-class Store:
+class Store(JobStateQueries):
     """A pool of connections to the namespace schema."""
 
     def __init__(self, settings: Settings, *, min_size: int = 1, max_size: int = 5) -> None:
@@ -275,119 +267,6 @@ class Store:
             yield rows
             if rows:
                 await conn.execute(Q["finish_outbox"], [r["id"] for r in rows])
-
-    # -- job states -------------------------------------------------------------------
-
-    async def report(self, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, int]]:
-        """Apply worker-reported transitions (one row per job, see JobReport); return the
-        (job id, seq) pairs that were applied."""
-        if not rows:
-            return set()
-        columns = [list(c) for c in zip(*rows, strict=True)]
-        applied = await self.pool.fetch(Q["report_transitions"], *columns)
-        return {(r["job_id"], r["seq"]) for r in applied}
-
-    async def save_checkpoint(self, job_id: str, generation: int, state: Any) -> bool:
-        status = await self.pool.execute(Q["save_checkpoint"], job_id, generation, state)
-        return status.endswith(" 1")
-
-    async def get_job(self, job_id: str) -> asyncpg.Record | None:
-        return await self.pool.fetchrow(Q["get_job"], job_id)
-
-    async def list_jobs(
-        self,
-        *,
-        state: str | None = None,
-        job_type: str | None = None,
-        queue: str | None = None,
-        limit: int = 50,
-    ) -> list[asyncpg.Record]:
-        where: list[str] = []
-        args: list[Any] = []
-        for column, value in (("state", state), ("job_type", job_type), ("queue", queue)):
-            if value is not None:
-                args.append(value)
-                where.append(f"{column} = ${len(args)}")
-        args.append(limit)
-        sql = (
-            "SELECT job_id, generation, job_type, queue, state, attempt, max_retries, cause,"
-            " error_type, error_message, updated_at FROM jobs"
-            f" WHERE {' AND '.join(where) or 'true'} ORDER BY updated_at DESC LIMIT ${len(args)}"
-        )
-        return list(await self.pool.fetch(sql, *args))
-
-    async def known_queues(self) -> list[str]:
-        rows = await self.pool.fetch(
-            "SELECT DISTINCT queue FROM jobs UNION SELECT DISTINCT queue FROM dead_letters"
-        )
-        return [r["queue"] for r in rows]
-
-    async def activity(self, since: datetime) -> list[asyncpg.Record]:
-        """(minute, series, n) rows since ``since``: succeeded, retrying and dead per minute."""
-        return list(await self.pool.fetch(Q["activity_per_minute"], since))
-
-    async def finished_last_minute(self) -> dict[str, int]:
-        return {r["queue"]: r["n"] for r in await self.pool.fetch(Q["finished_last_minute"])}
-
-    async def count_jobs_by_state(self) -> dict[str, int]:
-        rows = await self.pool.fetch("SELECT state, count(*) AS n FROM jobs GROUP BY state")
-        return {r["state"]: r["n"] for r in rows}
-
-    async def stop_job(
-        self,
-        job_id: str,
-        state: str,
-        cause: str,
-        actor: str,
-        from_states: Sequence[str],
-        generation: int | None = None,
-    ) -> asyncpg.Record | None:
-        return await self.pool.fetchrow(
-            Q["stop_job"], job_id, state, cause, actor, list(from_states), generation
-        )
-
-    async def resume_job(
-        self,
-        job_id: str,
-        *,
-        retries: int | None,
-        payload: Any,
-        replace_payload: bool,
-        keep_checkpoint: bool,
-        actor: str,
-        build: Any,
-        generation: int | None = None,
-    ) -> asyncpg.Record | None:
-        """Compare-and-set ``suspended`` → ``pending`` (next generation) and stage its message."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                Q["resume_job"],
-                job_id,
-                retries,
-                replace_payload,
-                payload,
-                keep_checkpoint,
-                actor,
-                generation,
-            )
-            if row is not None:
-                await conn.execute(
-                    Q["insert_outbox"], [None], [row["job_id"]], [row["queue"]], [build(row)]
-                )
-            return row
-
-    async def stopped_among(self, job_ids: Sequence[str]) -> dict[str, int]:
-        rows = await self.pool.fetch(Q["stopped_among"], list(job_ids))
-        return {r["job_id"]: r["generation"] for r in rows}
-
-    async def paused_queues(self) -> list[asyncpg.Record]:
-        return list(await self.pool.fetch(Q["paused_queues"]))
-
-    async def pause_queue(self, queue: str, actor: str, reason: str) -> bool:
-        return await self.pool.fetchrow(Q["pause_queue"], queue, actor, reason) is not None
-
-    async def resume_queue(self, queue: str) -> bool:
-        return await self.pool.fetchrow(Q["resume_queue"], queue) is not None
 
     async def reanimation_candidates(
         self,

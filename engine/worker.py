@@ -28,6 +28,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from engine import metrics
 from engine.acks import AckBatcher
 from engine.broker import Broker
+from engine.control import Control
 from engine.deadletter import dead_headers, publish_dead
 from engine.errors import PublishFailed, ServiceUnavailable
 from engine.executor import DeadReason, ErrorInfo, Executor, Outcome, fallback_job_id
@@ -83,13 +84,14 @@ class Worker:
         self._in_flight: set[asyncio.Task[None]] = set()
         self.store = store
         self.tracker = Tracker(store) if store is not None else None
-        self.control_interval = control_interval
-        self._control: asyncio.Task[None] | None = None
+        self.control = (
+            Control(store, self._apply_pauses, interval=control_interval)
+            if store is not None
+            else None
+        )
         self._queues: dict[str, AbstractQueue] = {}
         self._tags: dict[str, str] = {}
         self._paused: set[str] = set()
-        self._running: dict[str, tuple[asyncio.Task[None], JobMessage]] = {}
-        self._interrupted: set[str] = set()
         self._acks = AckBatcher()
         self._diverting = 0
         self._no_divert_pending = asyncio.Event()
@@ -103,7 +105,8 @@ class Worker:
         await self._consume_channel.set_qos(prefetch_count=self.concurrency)
         if self.tracker is not None:
             self.tracker.start()
-            self._paused = await self._read_pauses() or set()
+        if self.control is not None:
+            self._paused = await self.control.read_pauses() or set()
         for name in self.queues:
             await self.broker.declare_work_queue(name)
             # Declared (not just looked up) on this channel: a robust channel restores only
@@ -118,15 +121,14 @@ class Worker:
                 log.info("queue %s is paused: not consuming it", name)
             else:
                 self._tags[name] = await queue.consume(self._on_message)
-        if self.store is not None:
-            self._control = asyncio.create_task(self._control_loop(), name="lazarus-control")
+        if self.control is not None:
+            self.control.start()
         log.info("worker %s consuming %s", self.worker_id, ", ".join(self.queues))
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop taking jobs; give in-flight ones ``grace`` seconds; leave the rest to redelivery."""
-        if self._control is not None:
-            self._control.cancel()
-            await asyncio.gather(self._control, return_exceptions=True)
+        if self.control is not None:
+            await self.control.stop()
         for name in list(self._tags):
             await self._stop_consuming(name)
         pending = set(self._in_flight)
@@ -153,34 +155,8 @@ class Worker:
         except Exception as exc:  # the channel may already be gone
             log.warning("cancel of consumer %s on %s failed: %r", tag, name, exc)
 
-    async def _read_pauses(self) -> set[str] | None:
-        assert self.store is not None
-        try:
-            return {r["queue"] for r in await self.store.paused_queues()}
-        except Exception as exc:  # PostgreSQL down: keep the last known pauses
-            log.warning("could not read queue pauses: %r", exc)
-            return None
-
-    async def _control_loop(self) -> None:
-        """Every ``control_interval``: apply pauses, stop jobs a person stopped."""
-        while True:
-            await asyncio.sleep(self.control_interval)
-            try:
-                await self._control_pass()
-            except Exception as exc:  # the broker or database is away: try next time
-                log.warning("control pass failed: %r", exc)
-
-    async def _control_pass(self) -> None:
-        assert self.store is not None
-        paused = await self._read_pauses()
-        if paused is not None:
-            await self._apply_pauses(paused)
-        if self._running:
-            stopped = await self.store.stopped_among(list(self._running))
-            for job_id, generation in stopped.items():
-                self._interrupt(job_id, generation)
-
     async def _apply_pauses(self, paused: set[str]) -> None:
+        """Stop consuming the queues a person paused, and consume again the ones resumed."""
         for name, queue in self._queues.items():
             if name in paused and name in self._tags:
                 log.info("queue %s paused: no new jobs from it", name)
@@ -189,13 +165,6 @@ class Worker:
                 log.info("queue %s resumed", name)
                 self._tags[name] = await queue.consume(self._on_message)
         self._paused = paused
-
-    def _interrupt(self, job_id: str, generation: int) -> None:
-        found = self._running.get(job_id)
-        if found is not None and found[1].generation == generation:
-            log.info("job %s stopped by a person: cancelling it", job_id)
-            self._interrupted.add(job_id)
-            found[0].cancel()
 
     async def _on_message(self, delivery: AbstractIncomingMessage) -> None:
         self._acks.delivered(delivery)
@@ -268,19 +237,20 @@ class Worker:
         self, handler: Handler, message: JobMessage, tracked: bool, task: asyncio.Task[None]
     ) -> Outcome | None:
         """Run the handler; None if a person's suspension or cancel interrupted it."""
-        self._running[message.id] = (task, message)
+        if self.control is not None:
+            self.control.running(message, task)
         try:
             return await self.executor.run(
                 handler, message, self._save_checkpoint if tracked else None
             )
         except asyncio.CancelledError:
-            if message.id not in self._interrupted:
+            if self.control is None or not self.control.take_interrupt(message.id):
                 raise  # shutdown: no ack, the broker redelivers
-            self._interrupted.discard(message.id)
             task.uncancel()
             return None
         finally:
-            self._running.pop(message.id, None)
+            if self.control is not None:
+                self.control.finished(message.id)
 
     async def _save_checkpoint(self, message: JobMessage, state: object) -> bool:
         assert self.store is not None

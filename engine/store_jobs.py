@@ -1,0 +1,134 @@
+"""Job-state, checkpoint and queue-pause queries: the lifecycle's half of the store.
+
+Mixed into :class:`engine.store.Store`, which owns the pool; kept apart so the dead-letter
+and the lifecycle queries each read as one module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from engine.queries import Q
+
+
+class JobStateQueries:
+    """Queries on ``jobs`` and ``queue_pauses``."""
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        raise NotImplementedError
+
+    async def report(self, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, int]]:
+        """Apply worker-reported transitions (one row per job, see JobReport); return the
+        (job id, seq) pairs that were applied."""
+        if not rows:
+            return set()
+        columns = [list(c) for c in zip(*rows, strict=True)]
+        applied = await self.pool.fetch(Q["report_transitions"], *columns)
+        return {(r["job_id"], r["seq"]) for r in applied}
+
+    async def save_checkpoint(self, job_id: str, generation: int, state: Any) -> bool:
+        status = await self.pool.execute(Q["save_checkpoint"], job_id, generation, state)
+        return status.endswith(" 1")
+
+    async def get_job(self, job_id: str) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(Q["get_job"], job_id)
+
+    async def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        job_type: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+    ) -> list[asyncpg.Record]:
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (("state", state), ("job_type", job_type), ("queue", queue)):
+            if value is not None:
+                args.append(value)
+                where.append(f"{column} = ${len(args)}")
+        args.append(limit)
+        sql = (
+            "SELECT job_id, generation, job_type, queue, state, attempt, max_retries, cause,"
+            " error_type, error_message, updated_at FROM jobs"
+            f" WHERE {' AND '.join(where) or 'true'} ORDER BY updated_at DESC LIMIT ${len(args)}"
+        )
+        return list(await self.pool.fetch(sql, *args))
+
+    async def known_queues(self) -> list[str]:
+        rows = await self.pool.fetch(
+            "SELECT DISTINCT queue FROM jobs UNION SELECT DISTINCT queue FROM dead_letters"
+        )
+        return [r["queue"] for r in rows]
+
+    async def activity(self, since: datetime) -> list[asyncpg.Record]:
+        """(minute, series, n) rows since ``since``: succeeded, retrying and dead per minute."""
+        return list(await self.pool.fetch(Q["activity_per_minute"], since))
+
+    async def finished_last_minute(self) -> dict[str, int]:
+        return {r["queue"]: r["n"] for r in await self.pool.fetch(Q["finished_last_minute"])}
+
+    async def count_jobs_by_state(self) -> dict[str, int]:
+        rows = await self.pool.fetch("SELECT state, count(*) AS n FROM jobs GROUP BY state")
+        return {r["state"]: r["n"] for r in rows}
+
+    async def stop_job(
+        self,
+        job_id: str,
+        state: str,
+        cause: str,
+        actor: str,
+        from_states: Sequence[str],
+        generation: int | None = None,
+    ) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(
+            Q["stop_job"], job_id, state, cause, actor, list(from_states), generation
+        )
+
+    async def resume_job(
+        self,
+        job_id: str,
+        *,
+        retries: int | None,
+        payload: Any,
+        replace_payload: bool,
+        keep_checkpoint: bool,
+        actor: str,
+        build: Any,
+        generation: int | None = None,
+    ) -> asyncpg.Record | None:
+        """Compare-and-set ``suspended`` → ``pending`` (next generation) and stage its message."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                Q["resume_job"],
+                job_id,
+                retries,
+                replace_payload,
+                payload,
+                keep_checkpoint,
+                actor,
+                generation,
+            )
+            if row is not None:
+                await conn.execute(
+                    Q["insert_outbox"], [None], [row["job_id"]], [row["queue"]], [build(row)]
+                )
+            return row
+
+    async def stopped_among(self, job_ids: Sequence[str]) -> dict[str, int]:
+        rows = await self.pool.fetch(Q["stopped_among"], list(job_ids))
+        return {r["job_id"]: r["generation"] for r in rows}
+
+    async def paused_queues(self) -> list[asyncpg.Record]:
+        return list(await self.pool.fetch(Q["paused_queues"]))
+
+    async def pause_queue(self, queue: str, actor: str, reason: str) -> bool:
+        return await self.pool.fetchrow(Q["pause_queue"], queue, actor, reason) is not None
+
+    async def resume_queue(self, queue: str) -> bool:
+        return await self.pool.fetchrow(Q["resume_queue"], queue) is not None
