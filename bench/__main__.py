@@ -27,6 +27,8 @@ import aio_pika
 from bench import ceiling, deadletters, lazarus, peers
 from bench.common import AMQP_URL, Collector
 from bench.report import Row, merge_runs, ratio, table
+from engine import loop as event_loop
+from engine.settings import load_settings
 
 SECTIONS = ("ceiling", "lazarus", "peers", "latency", "memory", "deadletter")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -130,6 +132,11 @@ async def one_run(args: argparse.Namespace, collector: Collector) -> dict[str, A
             "ceiling of the dead-letter path, quorum",
             lambda: ceiling.run_dead(n, "quorum"),
         )
+        dramatiq = next(p for p in peers.PEERS if p.name == "dramatiq")
+        if dramatiq.installed():
+            out["peers-dead/dramatiq"] = await attempt(
+                "dramatiq dead-letter path", lambda: peers.run_dead(dramatiq, collector, n)
+            )
         out["deadletter"] = deadletters.not_available() or await attempt(
             "dead-letter burst and bulk requeue",
             lambda: deadletters.burst_and_requeue(collector, n, "quorum", args.concurrency),
@@ -285,6 +292,18 @@ def rows_for_table(runs: list[dict[str, Any]], args: argparse.Namespace) -> list
                 "result": "broker work of a death, 1 process, no database" + retried(m),
             }
         )
+    key = "peers-dead/dramatiq"
+    if key in merged and not failed(key, "deadletter", "dramatiq", "dead-letter path"):
+        m = merged[key]
+        rows.append(
+            {
+                "section": "deadletter",
+                "system": "dramatiq",
+                "setup": "2 processes x 8 threads, max_retries=0, nack to .XQ queue",
+                "process_per_s": m["dead_per_s"],
+                "result": "until the .XQ queue holds all N (no database)" + retried(m),
+            }
+        )
     if "deadletter" in merged and not failed(
         "deadletter", "deadletter", "Lazarus", "burst and bulk requeue"
     ):
@@ -299,8 +318,12 @@ def rows_for_table(runs: list[dict[str, Any]], args: argparse.Namespace) -> list
                 "process_per_s": m["die_per_s"],
                 "result": f"recorded in PostgreSQL {m['record_per_s']:,.0f}/s "
                 f"(all N after {m['record_s']:.1f} s)" + retried(m),
-                "ratio": "recorded/s of success {}, of raw death {}".format(
-                    ratio(m["record_per_s"], success), ratio(m["record_per_s"], raw_dead)
+                "ratio": "recorded/s: of success {}, of raw death {}, Lazarus/dramatiq {}".format(
+                    ratio(m["record_per_s"], success),
+                    ratio(m["record_per_s"], raw_dead),
+                    ratio(
+                        m["record_per_s"], merged.get("peers-dead/dramatiq", {}).get("dead_per_s")
+                    ),
                 ),
             }
         )
@@ -374,7 +397,8 @@ async def main(argv: list[str] | None = None) -> int:
     rows = rows_for_table(runs, args)
     print(
         f"\nLazarus bench: N={args.n}, runs={args.runs} (medians), persistent + confirms + "
-        f"ack after run, {os.cpu_count()} CPUs"
+        f"ack after run, {os.cpu_count()} CPUs, event loop "
+        f"{type(asyncio.get_running_loop()).__module__.split('.')[0]}"
     )
     print(table(rows))
     RESULTS.mkdir(exist_ok=True)
@@ -384,6 +408,7 @@ async def main(argv: list[str] | None = None) -> int:
         "finished": datetime.now(UTC).isoformat(),
         "args": {k: v for k, v in vars(args).items()},
         "machine": {
+            "event_loop": type(asyncio.get_running_loop()).__module__,
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
@@ -401,4 +426,5 @@ async def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    # The harness (and so the raw aio-pika ceiling) runs on the loop Lazarus runs on.
+    sys.exit(event_loop.run(main(), load_settings().event_loop))

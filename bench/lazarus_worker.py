@@ -16,6 +16,7 @@ import signal
 from pathlib import Path
 
 from bench import jobs, probe  # noqa: F401  (jobs registers the handlers)
+from engine import loop as event_loop
 from engine.runner import DeadLetterService, open_store
 from engine.settings import load_settings
 from engine.store import Store
@@ -60,7 +61,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(run(args.queue, args.concurrency, args.record))
+    # The event loop `lazarus worker` runs on (LAZARUS_EVENT_LOOP, uvloop by default).
+    event_loop.run(run(args.queue, args.concurrency, args.record), load_settings().event_loop)
 
 
 if __name__ == "__main__":

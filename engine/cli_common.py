@@ -20,6 +20,7 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 import orjson
 import typer
 
+from engine import loop as event_loop
 from engine.errors import ConfigError, LazarusError, ServiceUnavailable
 from engine.settings import Settings, load_settings
 
@@ -47,7 +48,8 @@ def run_async(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
-            return asyncio.run(func(*args, **kwargs))
+            choice = load_settings().event_loop
+            return event_loop.run(func(*args, **kwargs), choice)
         except ServiceUnavailable as exc:
             fail(str(exc), EXIT_UNAVAILABLE)
         except ConfigError as exc:

@@ -24,6 +24,14 @@ class QueueType(StrEnum):
     CLASSIC = "classic"  # single-node queue; cheaper, no delivery limit
 
 
+class EventLoop(StrEnum):
+    """Event loop of the ``lazarus`` commands and workers."""
+
+    AUTO = "auto"  # uvloop if installed (it is a dependency on Linux and macOS), else asyncio
+    UVLOOP = "uvloop"
+    ASYNCIO = "asyncio"
+
+
 class Settings(BaseSettings):
     """Everything an engine process needs to find its broker, database and names."""
 
@@ -43,6 +51,7 @@ class Settings(BaseSettings):
     # Seconds a stopping worker waits for in-flight jobs before leaving them to redelivery.
     shutdown_grace: float = Field(default=30.0, ge=0)
     admin_token: str | None = None
+    event_loop: EventLoop = EventLoop.AUTO
 
     @field_validator("namespace")
     @classmethod
