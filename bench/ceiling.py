@@ -114,7 +114,7 @@ async def run_dead(n: int, queue_type: str) -> dict[str, Any]:
     retained, recorder = f"{work}.retained", f"{work}.recorder"
     body = body_like_lazarus()
     headers = dead_headers_like_lazarus()
-    arguments = {"x-queue-type": queue_type}
+    arguments: dict[str, Any] = {"x-queue-type": queue_type}
     connection = await aio_pika.connect(AMQP_URL)
     try:
         channel = await connection.channel(publisher_confirms=True)

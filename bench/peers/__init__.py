@@ -6,6 +6,7 @@ process) and a worker command line.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import sys
@@ -13,6 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import aio_pika
 
 from bench.common import (
     AMQP_URL,
@@ -162,3 +165,52 @@ async def run(peer: Peer, collector: Collector, n: int) -> dict[str, Any]:
         "left_in_queue": left,
         "python": sys.version.split()[0],
     }
+
+
+async def run_dead(peer: Peer, collector: Collector, n: int) -> dict[str, Any]:
+    """Dramatiq's dead-letter path: N ``die`` jobs (no retries) on the backlog, timed from the
+    first death until its ``.XQ`` dead-letter queue holds all N."""
+    queue = unique(f"bench_{peer.name}_dead")
+    env = child_env(collector.address, BENCH_QUEUE=queue, BENCH_AMQP_URL=AMQP_URL, **peer.env)
+    try:
+        await run_json(
+            python("-m", f"bench.peers.{peer.name}_app", str(n), "die"), env, timeout=30 + n / 250
+        )
+        queued = await queue_depth(queue)
+        if queued != n:
+            raise Disturbed(f"{peer.name}: {queued} messages queued for {n} sent")
+        collector.reset()
+        child = await Child.start(peer.name, peer.worker_argv(queue), env)
+        try:
+            await collector.wait(n, watch=child)
+            stored_at = await _when_queue_holds(f"{queue}.XQ", n, child)
+        finally:
+            await child.stop()
+        first, _ = collector.span()
+    finally:
+        await delete(peer.queues(queue), peer.exchanges(queue))
+    return {
+        "peer": peer.name,
+        "config": peer.config,
+        "n": n,
+        "dead_s": stored_at - first,
+        "dead_per_s": rate(n, stored_at - first),
+    }
+
+
+async def _when_queue_holds(name: str, n: int, child: Child) -> float:
+    """Wall-clock time at which ``name`` holds ``n`` messages (polled every 20 ms on one
+    connection, so the polling does not churn connections on the broker)."""
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        channel = await connection.channel()
+        while True:
+            declared = await channel.declare_queue(name, passive=True)
+            held = int(declared.declaration_result.message_count or 0)
+            if held >= n:
+                return time.time()
+            if child.forced_close():
+                raise Disturbed(f"broker forced connections closed; {held} of {n} in {name}")
+            await asyncio.sleep(0.02)
+    finally:
+        await connection.close()

@@ -1,4 +1,8 @@
-"""Dramatiq peer: ``python -m bench.peers.dramatiq_app N`` publishes N no-op messages."""
+"""Dramatiq peer: ``python -m bench.peers.dramatiq_app N [noop|die]`` publishes N messages.
+
+``noop`` finishes at once; ``die`` raises with no retries, so Dramatiq nacks it and
+RabbitMQ moves it to the queue's ``.XQ`` dead-letter queue (Dramatiq's dead-letter path).
+"""
 
 from __future__ import annotations
 
@@ -26,15 +30,21 @@ def noop() -> None:
     probe.finished()
 
 
-def produce(n: int) -> None:
-    noop.send()  # connects and declares; not timed
+@dramatiq.actor(actor_name="die", queue_name=QUEUE, max_retries=0)
+def die() -> None:
+    probe.finished()
+    raise RuntimeError("die dies on purpose")
+
+
+def produce(n: int, actor: dramatiq.Actor[[], None]) -> None:
+    actor.send()  # connects and declares; not timed
     started = time.perf_counter()
     for _ in range(n - 1):
-        noop.send()
+        actor.send()
     publish_s = (time.perf_counter() - started) * n / (n - 1)
     broker.close()
     print(json.dumps({"publish_s": publish_s}))
 
 
 if __name__ == "__main__":
-    produce(int(sys.argv[1]))
+    produce(int(sys.argv[1]), die if sys.argv[2:] == ["die"] else noop)
