@@ -141,6 +141,12 @@ async def one_run(args: argparse.Namespace, collector: Collector) -> dict[str, A
             "dead-letter burst and bulk requeue",
             lambda: deadletters.burst_and_requeue(collector, n, "quorum", args.concurrency),
         )
+        out["deadletter-2proc"] = deadletters.not_available() or await attempt(
+            "dead-letter burst and bulk requeue, 2 worker processes",
+            lambda: deadletters.burst_and_requeue(
+                collector, n, "quorum", args.concurrency, processes=2
+            ),
+        )
     return out
 
 
@@ -304,10 +310,10 @@ def rows_for_table(runs: list[dict[str, Any]], args: argparse.Namespace) -> list
                 "result": "until the .XQ queue holds all N (no database)" + retried(m),
             }
         )
-    if "deadletter" in merged and not failed(
-        "deadletter", "deadletter", "Lazarus", "burst and bulk requeue"
-    ):
-        m = merged["deadletter"]
+    dramatiq_dead = merged.get("peers-dead/dramatiq", {}).get("dead_per_s")
+    key = "deadletter"
+    if key in merged and not failed(key, "deadletter", "Lazarus", "burst and bulk requeue"):
+        m = merged[key]
         success = merged.get("lazarus/quorum", {}).get("process_per_s")
         raw_dead = merged.get("ceiling-dead/quorum", {}).get("dead_per_s")
         rows.append(
@@ -321,9 +327,7 @@ def rows_for_table(runs: list[dict[str, Any]], args: argparse.Namespace) -> list
                 "ratio": "recorded/s: of success {}, of raw death {}, Lazarus/dramatiq {}".format(
                     ratio(m["record_per_s"], success),
                     ratio(m["record_per_s"], raw_dead),
-                    ratio(
-                        m["record_per_s"], merged.get("peers-dead/dramatiq", {}).get("dead_per_s")
-                    ),
+                    ratio(m["record_per_s"], dramatiq_dead),
                 ),
             }
         )
@@ -335,6 +339,20 @@ def rows_for_table(runs: list[dict[str, Any]], args: argparse.Namespace) -> list
                 "publish_per_s": m["requeue_per_s"],
                 "result": f"{m['requeued']} moved in {m['requeue_s']:.1f} s, "
                 f"queue holds {m['queued_after_requeue']}",
+            }
+        )
+    key = "deadletter-2proc"
+    if key in merged and not failed(key, "deadletter", "Lazarus", "burst, 2 processes"):
+        m = merged[key]
+        rows.append(
+            {
+                "section": "deadletter",
+                "system": "Lazarus",
+                "setup": "quorum, bench_die jobs, 2 worker procs, each with its recorder",
+                "process_per_s": m["die_per_s"],
+                "result": f"recorded in PostgreSQL {m['record_per_s']:,.0f}/s "
+                f"(all N after {m['record_s']:.1f} s)" + retried(m),
+                "ratio": f"recorded/s: Lazarus/dramatiq {ratio(m['record_per_s'], dramatiq_dead)}",
             }
         )
     return rows

@@ -50,9 +50,12 @@ def not_available() -> dict[str, Any] | None:
 
 
 async def burst_and_requeue(
-    collector: Collector, n: int, queue_type: str, concurrency: int
+    collector: Collector, n: int, queue_type: str, concurrency: int, *, processes: int = 1
 ) -> dict[str, Any]:
-    """One namespace, one schema: the burst, then the requeue of what it recorded."""
+    """One namespace, one schema: the burst, then the requeue of what it recorded.
+
+    ``processes``: worker processes, each with its own recorder (as ``lazarus worker``).
+    """
     from engine.admin import Admin
     from engine.filters import DeadFilter
     from engine.store import Store
@@ -67,20 +70,26 @@ async def burst_and_requeue(
             await client.declare_queue(QUEUE)
             await client.enqueue_many(("bench_die", None) for _ in range(n))
         collector.reset()
-        child = await start_worker(collector, ns, queue_type, concurrency, record=True)
+        children = [
+            await start_worker(collector, ns, queue_type, concurrency, record=True)
+            for _ in range(processes)
+        ]
         try:
-            await collector.wait(n, what="jobs killed", watch=child)
+            await collector.wait(n, what="jobs killed", watch=children[0])
             deadline = time.monotonic() + RECORD_TIMEOUT
             while (recorded := await store.count_dead(DeadFilter())) < n:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{recorded} of {n} dead letters recorded")
-                if child.forced_close():  # the run now measures a reconnect, not the recorder
+                if any(c.forced_close() for c in children):  # a reconnect, not the recorder
                     raise Disturbed(f"broker forced connections closed; {recorded} of {n} recorded")
                 await asyncio.sleep(0.02)
             stored_at = time.time()
         finally:
-            await child.stop()
-        check_undisturbed(child, await queue_depth(work_queue(ns, QUEUE)))
+            for child in children:
+                await child.stop()
+        left = await queue_depth(work_queue(ns, QUEUE))
+        for child in children:
+            check_undisturbed(child, left)
         first, last = collector.span()
 
         async with Admin(settings, actor="bench") as admin:
@@ -99,6 +108,7 @@ async def burst_and_requeue(
     return {
         "queue_type": queue_type,
         "n": n,
+        "processes": processes,
         "concurrency": concurrency,
         "die_s": last - first,
         "die_per_s": rate(n - 1, last - first),

@@ -133,12 +133,8 @@ async def run(peer: Peer, collector: Collector, n: int) -> dict[str, Any]:
     queue = unique(f"bench_{peer.name}")
     env = child_env(collector.address, BENCH_QUEUE=queue, BENCH_AMQP_URL=AMQP_URL, **peer.env)
     try:
-        produced = await run_json(
-            python("-m", f"bench.peers.{peer.name}_app", str(n)), env, timeout=30 + n / 250
-        )
-        queued = await queue_depth(queue)
-        if queued != n:  # a producer that retried after a forced close sends duplicates
-            raise Disturbed(f"{peer.name}: {queued} messages queued for {n} sent")
+        produced = await _produce(peer, queue, env, n)
+        queued = n
         collector.reset()
         spawned = time.time()
         child = await Child.start(peer.name, peer.worker_argv(queue), env)
@@ -173,12 +169,7 @@ async def run_dead(peer: Peer, collector: Collector, n: int) -> dict[str, Any]:
     queue = unique(f"bench_{peer.name}_dead")
     env = child_env(collector.address, BENCH_QUEUE=queue, BENCH_AMQP_URL=AMQP_URL, **peer.env)
     try:
-        await run_json(
-            python("-m", f"bench.peers.{peer.name}_app", str(n), "die"), env, timeout=30 + n / 250
-        )
-        queued = await queue_depth(queue)
-        if queued != n:
-            raise Disturbed(f"{peer.name}: {queued} messages queued for {n} sent")
+        await _produce(peer, queue, env, n, "die")
         collector.reset()
         child = await Child.start(peer.name, peer.worker_argv(queue), env)
         try:
@@ -196,6 +187,19 @@ async def run_dead(peer: Peer, collector: Collector, n: int) -> dict[str, Any]:
         "dead_s": stored_at - first,
         "dead_per_s": rate(n, stored_at - first),
     }
+
+
+async def _produce(
+    peer: Peer, queue: str, env: dict[str, str], n: int, *extra: str
+) -> dict[str, Any]:
+    """Run the peer's producer for N jobs; the queue must then hold exactly N."""
+    produced: dict[str, Any] = await run_json(
+        python("-m", f"bench.peers.{peer.name}_app", str(n), *extra), env, timeout=30 + n / 250
+    )
+    queued = await queue_depth(queue)
+    if queued != n:  # a producer that retried after a forced close sends duplicates
+        raise Disturbed(f"{peer.name}: {queued} messages queued for {n} sent")
+    return produced
 
 
 async def _when_queue_holds(name: str, n: int, child: Child) -> float:
