@@ -95,11 +95,16 @@ class Collector(asyncio.DatagramProtocol):
     async def wait(
         self,
         count: int,
-        timeout: float = WAIT_TIMEOUT,
+        timeout: float | None = None,
         what: str = "jobs",
         watch: Child | None = None,
     ) -> None:
-        """Until ``count`` jobs are done; gives up early if ``watch`` saw a forced close."""
+        """Until ``count`` jobs are done; gives up early if ``watch`` saw a forced close.
+
+        The default timeout allows at least 100 jobs/s (and WAIT_TIMEOUT at the least).
+        """
+        if timeout is None:
+            timeout = max(WAIT_TIMEOUT, count / 100)
         deadline = time.monotonic() + timeout
         next_look = 0.0
         while self.done < count:

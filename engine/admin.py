@@ -166,13 +166,13 @@ class Admin:
             raise ValueError(f"retries must not be negative, got {retries}")
         selector = replace(selector, status=DeadStatus.DEAD)
 
-        async with Follower(self.store, self.broker) as follower:
+        async with Follower(self.store, self.broker, max_ahead=2 * BATCH) as follower:
 
             async def stage(ids: list[int]) -> int:
                 moved = await self.store.stage_requeue(
                     ids, self.actor, lambda row: requeued_message(row, retries, mode)
                 )
-                follower.staged()
+                await follower.staged(moved)
                 return moved
 
             total = await self._each_batch(selector, stage, rate, progress)

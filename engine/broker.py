@@ -43,8 +43,8 @@ def amqp_properties(
 ) -> aiormq.spec.Basic.Properties:
     """Properties of a persistent job message.
 
-    Built directly rather than through ``aio_pika.Message``, whose attribute guards cost
-    more than the rest of a publish (profiled in bench/README.md).
+    Built directly: ``aio_pika.Message`` checks a lock on every attribute it sets, a cost
+    the profiles showed on every publish (bench/README.md).
     """
     return aiormq.spec.Basic.Properties(
         content_type=CONTENT_TYPE,

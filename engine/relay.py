@@ -47,15 +47,19 @@ class Follower:
 
     A bulk requeue stages batch k+1 in PostgreSQL while batch k waits for the broker's
     confirms, instead of the two taking turns. Use as ``async with Follower(...) as f``
-    and call ``f.staged()`` after each commit; leaving the block publishes the rest and
-    raises what the publishing raised. Whatever is not published stays in the outbox
-    for the relay.
+    and ``await f.staged(n)`` after each commit of n rows: it returns at once while
+    publishing is at most ``max_ahead`` rows behind, else waits, so the outbox stays
+    small. Leaving the block publishes the rest and raises what the publishing raised;
+    whatever is not published stays in the outbox for the relay.
     """
 
-    def __init__(self, store: Store, broker: Broker) -> None:
+    def __init__(self, store: Store, broker: Broker, *, max_ahead: int = 2 * BATCH) -> None:
         self._store = store
         self._broker = broker
+        self._max_ahead = max_ahead
+        self._ahead = 0  # rows staged and not yet seen leave the outbox
         self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
         self._finished = False
         self._task: asyncio.Task[None] | None = None
 
@@ -73,18 +77,34 @@ class Follower:
         self._wake.set()
         await self._task
 
-    def staged(self) -> None:
-        """A batch was committed to the outbox; raises if publishing already failed."""
+    async def staged(self, rows: int) -> None:
+        """``rows`` were committed to the outbox; raises if publishing already failed."""
+        self._ahead += rows
+        self._wake.set()
+        while self._ahead > self._max_ahead:
+            self._raise_failure()
+            self._progress.clear()
+            await self._progress.wait()
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
         assert self._task is not None
         if self._task.done():
             self._task.result()
-        self._wake.set()
 
     async def _run(self) -> None:
-        while not self._finished or self._wake.is_set():
-            await self._wake.wait()
-            self._wake.clear()
-            await drain(self._store, self._broker)
+        try:
+            while not self._finished or self._wake.is_set():
+                await self._wake.wait()
+                self._wake.clear()
+                before = self._ahead
+                await drain(self._store, self._broker)
+                # drain() returns once it finds the outbox empty: every row staged before
+                # it started is published, by it or by another relay that holds it.
+                self._ahead -= before
+                self._progress.set()
+        finally:
+            self._progress.set()  # a waiting staged() sees the failure
 
 
 async def run_relay(store: Store, broker: Broker, *, interval: float = 5.0) -> None:

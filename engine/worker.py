@@ -8,8 +8,8 @@ Rules the loop keeps:
   dead-lettered as a crash loop past ``max_redeliveries``;
 - with a store, a tracked job runs only if its RUNNING claim is granted (no duplicate
   copy, no stale generation, no job a person stopped), and a worker-side failure never
-  overwrites a person's suspension. A control loop applies queue pauses and stops
-  running jobs a person suspended or cancelled.
+  overwrites a person's suspension. A control loop (engine.control) applies queue
+  pauses and stops running jobs a person suspended or cancelled.
 """
 
 from __future__ import annotations
