@@ -317,19 +317,15 @@ def rows_for_table(runs: list[dict[str, Any]], args: argparse.Namespace) -> list
         success = merged.get("lazarus/quorum", {}).get("process_per_s")
         raw_dead = merged.get("ceiling-dead/quorum", {}).get("dead_per_s")
         rows.append(
-            {
-                "section": "deadletter",
-                "system": "Lazarus",
-                "setup": f"quorum, bench_die jobs, worker + recorder, conc. {m['concurrency']}",
-                "process_per_s": m["die_per_s"],
-                "result": f"recorded in PostgreSQL {m['record_per_s']:,.0f}/s "
-                f"(all N after {m['record_s']:.1f} s)" + retried(m),
-                "ratio": "recorded/s: of success {}, of raw death {}, Lazarus/dramatiq {}".format(
+            burst_row(
+                m,
+                f"quorum, bench_die jobs, worker + recorder, conc. {m['concurrency']}",
+                "recorded/s: of success {}, of raw death {}, Lazarus/dramatiq {}".format(
                     ratio(m["record_per_s"], success),
                     ratio(m["record_per_s"], raw_dead),
                     ratio(m["record_per_s"], dramatiq_dead),
                 ),
-            }
+            )
         )
         rows.append(
             {
@@ -345,17 +341,26 @@ def rows_for_table(runs: list[dict[str, Any]], args: argparse.Namespace) -> list
     if key in merged and not failed(key, "deadletter", "Lazarus", "burst, 2 processes"):
         m = merged[key]
         rows.append(
-            {
-                "section": "deadletter",
-                "system": "Lazarus",
-                "setup": "quorum, bench_die jobs, 2 worker procs, each with its recorder",
-                "process_per_s": m["die_per_s"],
-                "result": f"recorded in PostgreSQL {m['record_per_s']:,.0f}/s "
-                f"(all N after {m['record_s']:.1f} s)" + retried(m),
-                "ratio": f"recorded/s: Lazarus/dramatiq {ratio(m['record_per_s'], dramatiq_dead)}",
-            }
+            burst_row(
+                m,
+                "quorum, bench_die jobs, 2 worker procs, each with its recorder",
+                f"recorded/s: Lazarus/dramatiq {ratio(m['record_per_s'], dramatiq_dead)}",
+            )
         )
     return rows
+
+
+def burst_row(m: dict[str, Any], setup: str, ratios: str) -> Row:
+    """A Lazarus dead-letter burst: deaths per second, and when all N were stored."""
+    return {
+        "section": "deadletter",
+        "system": "Lazarus",
+        "setup": setup,
+        "process_per_s": m["die_per_s"],
+        "result": f"recorded in PostgreSQL {m['record_per_s']:,.0f}/s "
+        f"(all N after {m['record_s']:.1f} s)" + retried(m),
+        "ratio": ratios,
+    }
 
 
 def versions() -> dict[str, str]:

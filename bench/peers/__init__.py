@@ -147,20 +147,18 @@ async def run(peer: Peer, collector: Collector, n: int) -> dict[str, Any]:
         check_undisturbed(child, left)
     finally:
         await delete(peer.queues(queue), peer.exchanges(queue))
-    return {
-        "peer": peer.name,
-        "config": peer.config,
-        "n": n,
-        "publish_s": produced["publish_s"],
-        "publish_per_s": rate(n, produced["publish_s"]),
-        "queued_before_worker": queued,
-        "process_s": last - first,
-        "process_per_s": rate(n - 1, last - first),
-        "wall_from_spawn_s": last - spawned,
-        "processed": collector.done,
-        "left_in_queue": left,
-        "python": sys.version.split()[0],
-    }
+    return _figures(
+        peer,
+        n,
+        publish_s=produced["publish_s"],
+        publish_per_s=rate(n, produced["publish_s"]),
+        queued_before_worker=queued,
+        process_s=last - first,
+        process_per_s=rate(n - 1, last - first),
+        wall_from_spawn_s=last - spawned,
+        processed=collector.done,
+        left_in_queue=left,
+    )
 
 
 async def run_dead(peer: Peer, collector: Collector, n: int) -> dict[str, Any]:
@@ -180,12 +178,16 @@ async def run_dead(peer: Peer, collector: Collector, n: int) -> dict[str, Any]:
         first, _ = collector.span()
     finally:
         await delete(peer.queues(queue), peer.exchanges(queue))
+    return _figures(peer, n, dead_s=stored_at - first, dead_per_s=rate(n, stored_at - first))
+
+
+def _figures(peer: Peer, n: int, **measured: Any) -> dict[str, Any]:
     return {
         "peer": peer.name,
         "config": peer.config,
         "n": n,
-        "dead_s": stored_at - first,
-        "dead_per_s": rate(n, stored_at - first),
+        **measured,
+        "python": sys.version.split()[0],
     }
 
 
