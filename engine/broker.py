@@ -155,27 +155,32 @@ class Broker:
         callers must treat every message of the batch as possibly unsent.
         """
         window = asyncio.Semaphore(in_flight)
-        failures: list[BaseException] = []
+        failures: list[Exception] = []
 
         async def one(item: Outgoing) -> None:
             try:
                 await self.publish(*item)
-            except PublishFailed as exc:
+            except Exception as exc:  # kept, not lost with a task nobody awaits any more
                 failures.append(exc)
             finally:
                 window.release()
 
-        tasks: list[asyncio.Task[None]] = []
+        # Only unconfirmed publishes are held: memory stays flat however long ``outgoing`` is.
+        unconfirmed: set[asyncio.Task[None]] = set()
+        started = 0
         for item in outgoing:
             await window.acquire()
             if failures:
                 window.release()
                 break
-            tasks.append(asyncio.create_task(one(item)))
-        await asyncio.gather(*tasks)
+            task = asyncio.create_task(one(item))
+            unconfirmed.add(task)
+            task.add_done_callback(unconfirmed.discard)
+            started += 1
+        await asyncio.gather(*unconfirmed)
         if failures:
-            raise PublishFailed(str(failures[0]))
-        return len(tasks)
+            raise failures[0]
+        return started
 
     async def queue_depth(self, name: str) -> tuple[int, int] | None:
         """(messages ready, consumers) of a queue, or None if it does not exist.
