@@ -21,9 +21,8 @@ import time
 from typing import Any
 
 from bench.common import Collector, Disturbed, check_undisturbed, queue_depth, rate
-from bench.lazarus import QUEUE, cleanup, namespace, start_worker
+from bench.lazarus import QUEUE, migrated_namespace, start_worker
 from engine.client import Client
-from engine.settings import load_settings
 from engine.topology import work_queue
 
 NEEDS = ("engine.recorder", "engine.admin", "engine.store", "engine.filters", "engine.runner")
@@ -58,16 +57,10 @@ async def burst_and_requeue(
     """
     from engine.admin import Admin
     from engine.filters import DeadFilter
-    from engine.store import Store
 
-    ns = namespace()
-    settings = load_settings(namespace=ns, queue_type=queue_type)
-    store = Store(settings)
-    await store.connect(require_schema=False)
-    try:
-        await store.migrate()
+    async with migrated_namespace(queue_type) as (settings, store):
+        ns = settings.namespace
         async with Client(settings) as client:
-            await client.declare_queue(QUEUE)
             await client.enqueue_many(("bench_die", None) for _ in range(n))
         collector.reset()
         children = [
@@ -99,12 +92,6 @@ async def burst_and_requeue(
         queued = await queue_depth(work_queue(ns, QUEUE))
         if moved != n or queued != n:
             raise Disturbed(f"requeue moved {moved}, queue holds {queued}, expected {n}")
-    finally:
-        try:
-            await store.drop_schema()
-        finally:
-            await store.close()
-            await cleanup(ns)
     return {
         "queue_type": queue_type,
         "n": n,

@@ -11,6 +11,8 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from bench.common import (
 )
 from bench.common import unique as unique_name
 from engine.client import Client
-from engine.settings import load_settings
+from engine.settings import Settings, load_settings
 from engine.store import Store
 from engine.topology import (
     dead_exchange,
@@ -52,6 +54,26 @@ async def cleanup(ns: str) -> None:
         [work_queue(ns, QUEUE), retained_queue(ns), recorder_queue(ns)],
         [work_exchange(ns), dead_exchange(ns)],
     )
+
+
+@asynccontextmanager
+async def migrated_namespace(queue_type: str = "quorum") -> AsyncIterator[tuple[Settings, Store]]:
+    """A fresh namespace with its schema migrated and its work queue declared; both are
+    deleted on the way out."""
+    settings = load_settings(namespace=namespace(), queue_type=queue_type)
+    store = Store(settings)
+    await store.connect(require_schema=False)
+    try:
+        await store.migrate()
+        async with Client(settings) as client:
+            await client.declare_queue(QUEUE)
+        yield settings, store
+    finally:
+        try:
+            await store.drop_schema()
+        finally:
+            await store.close()
+            await cleanup(settings.namespace)
 
 
 async def start_worker(

@@ -17,11 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import child_env, queue_depth
-from bench.lazarus import QUEUE, cleanup, namespace
-from engine.client import Client, build_message
+from bench.lazarus import QUEUE, migrated_namespace
+from engine.client import build_message
 from engine.message import encode
-from engine.settings import load_settings
-from engine.store import DeadRecord, Store
+from engine.store import DeadRecord
 from engine.topology import work_queue
 
 INSERT_BATCH = 5_000
@@ -51,14 +50,8 @@ def record(i: int) -> DeadRecord:
 
 
 async def measure(size: int) -> dict[str, object]:
-    ns = namespace()
-    settings = load_settings(namespace=ns)
-    store = Store(settings)
-    await store.connect(require_schema=False)
-    try:
-        await store.migrate()
-        async with Client(settings) as client:
-            await client.declare_queue(QUEUE)
+    async with migrated_namespace() as (settings, store):
+        ns = settings.namespace
         for start in range(0, size, INSERT_BATCH):
             await store.insert_dead(
                 [record(i) for i in range(start, min(size, start + INSERT_BATCH))]
@@ -84,10 +77,6 @@ async def measure(size: int) -> dict[str, object]:
         peak_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", stats)[1])  # type: ignore[index]
         wall = re.search(r"Elapsed \(wall clock\) time.*: (\S+)", stats)[1]  # type: ignore[index]
         queued = await queue_depth(work_queue(ns, QUEUE))
-    finally:
-        await store.drop_schema()
-        await store.close()
-        await cleanup(ns)
     return {
         "dead_letters": size,
         "cli_output": out.decode().strip(),
