@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
@@ -73,6 +74,11 @@ async def show(job_id: JobIdArg, as_json: JsonOpt = False) -> None:
         show_row(await Lifecycle(admin).show(job_id), as_json)
 
 
+def show_stopped(row: Mapping[str, Any], as_json: bool) -> None:
+    """What a person's suspend or cancel left: the job, its state and the recorded cause."""
+    show_row({"job_id": row["job_id"], "state": row["state"], "cause": row["cause"]}, as_json)
+
+
 @jobs_app.command()
 @run_async
 async def suspend(
@@ -83,7 +89,7 @@ async def suspend(
     """Stop a pending, running or retrying job, keeping its checkpoint."""
     async with Admin(settings()) as admin:
         row = await Lifecycle(admin).suspend(job_id, reason)
-    show_row({"job_id": row["job_id"], "state": row["state"], "cause": row["cause"]}, as_json)
+    show_stopped(row, as_json)
 
 
 @jobs_app.command()
@@ -92,7 +98,7 @@ async def cancel(job_id: JobIdArg, as_json: JsonOpt = False) -> None:
     """Stop a job for good."""
     async with Admin(settings()) as admin:
         row = await Lifecycle(admin).cancel(job_id)
-    show_row({"job_id": row["job_id"], "state": row["state"], "cause": row["cause"]}, as_json)
+    show_stopped(row, as_json)
 
 
 @jobs_app.command()

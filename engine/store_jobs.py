@@ -6,6 +6,7 @@ and the lifecycle queries each read as one module.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -15,12 +16,13 @@ import asyncpg
 from engine.queries import Q
 
 
-class JobStateQueries:
+class JobStateQueries(ABC):
     """Queries on ``jobs`` and ``queue_pauses``."""
 
     @property
+    @abstractmethod
     def pool(self) -> asyncpg.Pool:
-        raise NotImplementedError
+        """The connection pool of the store these queries are mixed into."""
 
     async def report(self, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, int]]:
         """Apply worker-reported transitions (one row per job, see JobReport); return the
