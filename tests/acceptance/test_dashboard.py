@@ -11,14 +11,10 @@ import contextlib
 import json
 import os
 import shutil
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
@@ -28,6 +24,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from engine import Client, JobContext, Permanent, RetryPolicy, handler
 from engine.settings import Settings
 from engine.store import Store
+from tests.acceptance.conftest import serving
 from tests.acceptance.test_http import flaky, migrated, ran
 from tests.conftest import wait_for
 from tests.integration.lifecycle.conftest import tracking_worker
@@ -47,23 +44,6 @@ pytestmark = pytest.mark.skipif(
 async def picky(ctx: JobContext) -> None:
     """Suspends itself on failure, so the dashboard has a suspended job with a cause."""
     raise Permanent(f"payload {ctx.payload!r} lacks an address")
-
-
-@contextlib.contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """uvicorn on a free loopback port in a thread; yields its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -22,7 +21,6 @@ import hypothesis
 import pytest
 import requests
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, Phase
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -37,6 +35,7 @@ from engine import Client
 from engine.http import create_app
 from engine.settings import Settings
 from engine.store import Store
+from tests.acceptance.conftest import serving
 from tests.acceptance.test_http import flaky
 from tests.conftest import delete_namespace, make_settings, unique_namespace, wait_for
 from tests.integration.lifecycle.conftest import tracking_worker
@@ -92,21 +91,10 @@ def served() -> Iterator[tuple[str, list[str]]]:
     """A uvicorn on a free loopback port in a thread, over a seeded namespace."""
     config = make_settings(unique_namespace())
     ids = asyncio.run(seed(config))
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(config), host="127.0.0.1", port=0, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}", ids
+        with serving(create_app(config)) as base_url:
+            yield base_url, ids
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
         asyncio.run(drop(config))
 
 

@@ -99,6 +99,16 @@ def broker_delay_queues(config: Settings, policy: RetryPolicy, runs: int) -> lis
     ]
 
 
+def assert_runs(
+    runs: list[tuple[int, int, float]], tries: list[tuple[int, int]], min_gaps: list[float]
+) -> None:
+    """The runs were these (attempt, try) pairs, each at least its backoff after the last."""
+    assert [(attempt, try_number) for attempt, try_number, _ in runs] == tries
+    gaps = [b[2] - a[2] for a, b in itertools.pairwise(runs)]
+    for gap, least in zip(gaps, min_gaps, strict=True):
+        assert gap >= least - 0.01, (gaps, "shorter than the backoff")
+
+
 async def test_transient_failures_are_retried_in_process_with_backoff(
     settings: Settings, start_worker: StartWorker
 ) -> None:
@@ -107,16 +117,7 @@ async def test_transient_failures_are_retried_in_process_with_backoff(
         job_id = await client.enqueue("retries.flaky_in_process", {"failures": 3})
     await wait_for(lambda: job_id in succeeded, what="the flaky job to succeed")
 
-    runs = calls[job_id]
-    assert [(attempt, try_number) for attempt, try_number, _ in runs] == [
-        (0, 1),
-        (0, 2),
-        (0, 3),
-        (0, 4),
-    ]
-    gaps = [b[2] - a[2] for a, b in itertools.pairwise(runs)]
-    for gap, backoff in zip(gaps, [0.1, 0.2, 0.4], strict=True):
-        assert gap >= backoff - 0.01, (gaps, "shorter than the backoff")
+    assert_runs(calls[job_id], [(0, 1), (0, 2), (0, 3), (0, 4)], min_gaps=[0.1, 0.2, 0.4])
 
 
 async def test_transient_failures_beyond_the_in_process_attempts_go_to_the_broker(
@@ -141,16 +142,7 @@ async def test_broker_retries_run_again_with_growing_attempt_and_delay(
         job_id = await client.enqueue("retries.flaky_at_broker", {"failures": 3})
     await wait_for(lambda: job_id in succeeded, what="the job to succeed on its 4th run")
 
-    runs = calls[job_id]
-    assert [(attempt, try_number) for attempt, try_number, _ in runs] == [
-        (0, 1),
-        (1, 1),
-        (2, 1),
-        (3, 1),
-    ]
-    gaps = [b[2] - a[2] for a, b in itertools.pairwise(runs)]
-    for gap, delay in zip(gaps, [0.3, 0.6, 1.2], strict=True):
-        assert gap >= delay - 0.01, (gaps, "shorter than the broker delay")
+    assert_runs(calls[job_id], [(0, 1), (1, 1), (2, 1), (3, 1)], min_gaps=[0.3, 0.6, 1.2])
 
 
 async def test_attempt_count_survives_a_worker_restart(
