@@ -12,9 +12,9 @@ import time
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from bench.common import AMQP_URL, delete, rate, unique
+from bench.common import AMQP_URL, delete, pipelined, rate, unique
 from engine.client import build_message
 from engine.message import encode
 
@@ -26,6 +26,11 @@ def body_like_lazarus() -> bytes:
     return encode(build_message("noop", None, "default", None, None, None))
 
 
+async def publish_persistent(channel: AbstractChannel, body: bytes, queue: str) -> None:
+    message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+    await channel.default_exchange.publish(message, queue)
+
+
 async def run(n: int, queue_type: str) -> dict[str, Any]:
     name = unique(f"bench_ceiling_{queue_type}")
     body = body_like_lazarus()
@@ -33,23 +38,7 @@ async def run(n: int, queue_type: str) -> dict[str, Any]:
     try:
         channel = await connection.channel(publisher_confirms=True)
         await channel.declare_queue(name, durable=True, arguments={"x-queue-type": queue_type})
-        exchange = channel.default_exchange
-        window = asyncio.Semaphore(IN_FLIGHT)
-
-        async def one() -> None:
-            try:
-                message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
-                await exchange.publish(message, name)
-            finally:
-                window.release()
-
-        tasks = []
-        started = time.perf_counter()
-        for _ in range(n):
-            await window.acquire()
-            tasks.append(asyncio.create_task(one()))
-        await asyncio.gather(*tasks)
-        publish_s = time.perf_counter() - started
+        publish_s = await pipelined(n, lambda: publish_persistent(channel, body, name), IN_FLIGHT)
 
         consume_channel = await connection.channel()
         await consume_channel.set_qos(prefetch_count=PREFETCH)
@@ -123,20 +112,7 @@ async def run_dead(n: int, queue_type: str) -> dict[str, Any]:
             queue = await channel.declare_queue(name, durable=True, arguments=arguments)
             if name != work:
                 await queue.bind(dead)
-        window = asyncio.Semaphore(IN_FLIGHT)
-
-        async def publish_one() -> None:
-            try:
-                message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
-                await channel.default_exchange.publish(message, work)
-            finally:
-                window.release()
-
-        tasks = []
-        for _ in range(n):
-            await window.acquire()
-            tasks.append(asyncio.create_task(publish_one()))
-        await asyncio.gather(*tasks)
+        await pipelined(n, lambda: publish_persistent(channel, body, work), IN_FLIGHT)
 
         work_channel = await connection.channel()
         await work_channel.set_qos(prefetch_count=PREFETCH)

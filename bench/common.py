@@ -11,6 +11,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,28 @@ WAIT_TIMEOUT = 180.0
 def unique(prefix: str) -> str:
     """A fresh name (queue, namespace) for one measurement: lower-case, no dots."""
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+async def pipelined(n: int, send: Callable[[], Awaitable[object]], in_flight: int = 1000) -> float:
+    """Call ``send`` n times with at most ``in_flight`` unfinished at once; seconds it took.
+
+    How every raw producer of the bench publishes: confirms in flight, never one at a time.
+    """
+    window = asyncio.Semaphore(in_flight)
+
+    async def one() -> None:
+        try:
+            await send()
+        finally:
+            window.release()
+
+    tasks = []
+    started = time.perf_counter()
+    for _ in range(n):
+        await window.acquire()
+        tasks.append(asyncio.create_task(one()))
+    await asyncio.gather(*tasks)
+    return time.perf_counter() - started
 
 
 def rate(count: int, seconds: float) -> float:

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from bench.common import Collector, Disturbed, check_undisturbed, queue_depth, rate
-from bench.lazarus import QUEUE, migrated_namespace, start_worker
+from bench.lazarus import QUEUE, fresh_namespace, start_worker
 from engine.client import Client
 from engine.topology import work_queue
 
@@ -58,7 +58,8 @@ async def burst_and_requeue(
     from engine.admin import Admin
     from engine.filters import DeadFilter
 
-    async with migrated_namespace(queue_type) as (settings, store):
+    async with fresh_namespace(queue_type) as (settings, store):
+        assert store is not None
         ns = settings.namespace
         async with Client(settings) as client:
             await client.enqueue_many(("bench_die", None) for _ in range(n))

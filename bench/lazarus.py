@@ -57,22 +57,27 @@ async def cleanup(ns: str) -> None:
 
 
 @asynccontextmanager
-async def migrated_namespace(queue_type: str = "quorum") -> AsyncIterator[tuple[Settings, Store]]:
-    """A fresh namespace with its schema migrated and its work queue declared; both are
-    deleted on the way out."""
+async def fresh_namespace(
+    queue_type: str = "quorum", *, database: bool = True
+) -> AsyncIterator[tuple[Settings, Store | None]]:
+    """A fresh namespace with its work queue declared and, with ``database``, its schema
+    migrated (the store is None without); all of it is deleted on the way out."""
     settings = load_settings(namespace=namespace(), queue_type=queue_type)
-    store = Store(settings)
-    await store.connect(require_schema=False)
+    store = Store(settings) if database else None
     try:
-        await store.migrate()
+        if store is not None:
+            await store.connect(require_schema=False)
+            await store.migrate()
         async with Client(settings) as client:
             await client.declare_queue(QUEUE)
         yield settings, store
     finally:
         try:
-            await store.drop_schema()
+            if store is not None:
+                await store.drop_schema()
         finally:
-            await store.close()
+            if store is not None:
+                await store.close()
             await cleanup(settings.namespace)
 
 
@@ -109,15 +114,9 @@ async def throughput(
     ``tracked``: the worker records every job's states in PostgreSQL (as `lazarus worker`
     does by default); otherwise it runs without a database.
     """
-    ns = namespace()
-    settings = load_settings(namespace=ns, queue_type=queue_type)
-    store = Store(settings) if tracked else None
-    if store is not None:
-        await store.connect(require_schema=False)
-        await store.migrate()
-    try:
+    async with fresh_namespace(queue_type, database=tracked) as (settings, store):
+        ns = settings.namespace
         async with Client(settings) as client:
-            await client.declare_queue(QUEUE)
             started = time.perf_counter()
             await client.enqueue_many(("noop", None) for _ in range(n))
             enqueue_s = time.perf_counter() - started
@@ -144,11 +143,6 @@ async def throughput(
             if store is not None
             else None
         )
-    finally:
-        await cleanup(ns)
-        if store is not None:
-            await store.drop_schema()
-            await store.close()
     return {
         "tracked": tracked,
         "processes": processes,

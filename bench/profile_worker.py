@@ -21,11 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import ROOT, child_env, queue_depth
-from bench.lazarus import QUEUE, cleanup, namespace
+from bench.lazarus import QUEUE, fresh_namespace
 from engine.client import Client
 from engine.filters import DeadFilter
-from engine.settings import load_settings
-from engine.store import Store
 from engine.topology import work_queue
 
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*)\)$")
@@ -93,15 +91,9 @@ async def run(
     record: bool,
 ) -> None:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    ns = namespace()
-    settings = load_settings(namespace=ns, queue_type=queue_type)
-    store = Store(settings) if record else None
-    if store is not None:
-        await store.connect(require_schema=False)
-        await store.migrate()
-    try:
+    async with fresh_namespace(queue_type, database=record) as (settings, store):
+        ns = settings.namespace
         async with Client(settings) as client:
-            await client.declare_queue(QUEUE)
             await client.enqueue_many((job_type, None) for _ in range(n))
         env = child_env("", LAZARUS_NAMESPACE=ns, LAZARUS_QUEUE_TYPE=queue_type)
         env.pop("BENCH_REPORT_ADDR")
@@ -143,11 +135,6 @@ async def run(
         for pid in (await pgrep.communicate())[0].split():
             os.kill(int(pid), signal.SIGTERM)  # the worker, py-spy's child; py-spy then writes
         await spy.wait()
-    finally:
-        if store is not None:
-            await store.drop_schema()
-            await store.close()
-        await cleanup(ns)
     print(
         f"{n} {job_type} jobs drained in ~{elapsed:.1f} s ({n / elapsed:,.0f}/s under py-spy at "
         f"{rate} Hz), {queue_type} queue, concurrency {concurrency}; raw stacks: {out}"

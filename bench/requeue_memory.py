@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import child_env, queue_depth
-from bench.lazarus import QUEUE, migrated_namespace
+from bench.lazarus import QUEUE, fresh_namespace
 from engine.client import build_message
 from engine.message import encode
 from engine.store import DeadRecord
@@ -50,7 +50,8 @@ def record(i: int) -> DeadRecord:
 
 
 async def measure(size: int) -> dict[str, object]:
-    async with migrated_namespace() as (settings, store):
+    async with fresh_namespace() as (settings, store):
+        assert store is not None
         ns = settings.namespace
         for start in range(0, size, INSERT_BATCH):
             await store.insert_dead(

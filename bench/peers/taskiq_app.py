@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import sys
-import time
 
 from aio_pika import ExchangeType
 from taskiq_aio_pika import AioPikaBroker
@@ -14,6 +13,7 @@ from taskiq_aio_pika.exchange import Exchange
 from taskiq_aio_pika.queue import Queue, QueueType
 
 from bench import probe
+from bench.common import pipelined
 
 QUEUE = os.environ.get("BENCH_QUEUE", "bench_taskiq")
 IN_FLIGHT = 1000
@@ -34,21 +34,7 @@ async def noop() -> None:
 
 async def produce(n: int) -> None:
     await broker.startup()
-    window = asyncio.Semaphore(IN_FLIGHT)
-
-    async def one() -> None:
-        try:
-            await noop.kiq()
-        finally:
-            window.release()
-
-    tasks = []
-    started = time.perf_counter()
-    for _ in range(n):
-        await window.acquire()
-        tasks.append(asyncio.create_task(one()))
-    await asyncio.gather(*tasks)
-    publish_s = time.perf_counter() - started
+    publish_s = await pipelined(n, noop.kiq, IN_FLIGHT)
     await broker.shutdown()
     print(json.dumps({"publish_s": publish_s}))
 
