@@ -89,14 +89,16 @@ def dead_headers_like_lazarus() -> dict[str, Any]:
     }
 
 
-async def run_dead(n: int, queue_type: str) -> dict[str, Any]:
+async def run_dead(n: int, queue_type: str, *, via_recorder: bool = False) -> dict[str, Any]:
     """The broker work of N deaths, done by bare aio-pika in one process, no database.
 
-    Per message, what a Lazarus worker with its recorder asks of RabbitMQ: consume it
-    from a work queue, publish it with dead-letter headers (confirmed, mandatory) to a
-    fanout exchange feeding two queues, ack it; and consume the copy from one of those
-    queues, acked in batches of 500 (multiple) as the recorder does. Timed from the first
-    work delivery until the last copy is acked. The N messages are published first,
+    Per message, what a Lazarus worker that stores the row itself asks of RabbitMQ:
+    consume it from a work queue, publish it with dead-letter headers (confirmed,
+    mandatory) to a fanout exchange feeding one queue, ack it. With ``via_recorder``,
+    the path a death takes when the worker cannot write the row: the exchange feeds a
+    second queue, whose copies are consumed and acked in batches of 500 (multiple) as
+    the recorder does. Timed from the first work delivery until the last original (or,
+    via the recorder, the last copy) is acked. The N messages are published first,
     untimed.
     """
     work = unique(f"bench_dead_work_{queue_type}")
@@ -108,7 +110,8 @@ async def run_dead(n: int, queue_type: str) -> dict[str, Any]:
     try:
         channel = await connection.channel(publisher_confirms=True)
         dead = await channel.declare_exchange(work, aio_pika.ExchangeType.FANOUT)
-        for name in (work, retained, recorder):
+        copies = (retained, recorder) if via_recorder else (retained,)
+        for name in (work, *copies):
             queue = await channel.declare_queue(name, durable=True, arguments=arguments)
             if name != work:
                 await queue.bind(dead)
@@ -121,9 +124,10 @@ async def run_dead(n: int, queue_type: str) -> dict[str, Any]:
         done = asyncio.Event()
         first = 0.0
         recorded = 0
+        killed = 0
 
         async def on_work(delivery: AbstractIncomingMessage) -> None:
-            nonlocal first
+            nonlocal first, killed
             if not first:
                 first = time.perf_counter()
             message = aio_pika.Message(
@@ -134,6 +138,9 @@ async def run_dead(n: int, queue_type: str) -> dict[str, Any]:
             )
             await dead.publish(message, "", mandatory=True)
             await delivery.ack()
+            killed += 1
+            if killed == n and not via_recorder:
+                done.set()
 
         async def on_copy(delivery: AbstractIncomingMessage) -> None:
             nonlocal recorded
@@ -144,8 +151,9 @@ async def run_dead(n: int, queue_type: str) -> dict[str, Any]:
                 done.set()
 
         work_queue = await work_channel.get_queue(work, ensure=False)
-        record_queue = await record_channel.get_queue(recorder, ensure=False)
-        await record_queue.consume(on_copy)
+        if via_recorder:
+            record_queue = await record_channel.get_queue(recorder, ensure=False)
+            await record_queue.consume(on_copy)
         await work_queue.consume(on_work)
         await asyncio.wait_for(done.wait(), 600)
         dead_s = time.perf_counter() - first
@@ -155,6 +163,7 @@ async def run_dead(n: int, queue_type: str) -> dict[str, Any]:
     return {
         "queue_type": queue_type,
         "n": n,
+        "via_recorder": via_recorder,
         "header_bytes": sum(len(str(v)) for v in headers.values()),
         "dead_s": dead_s,
         "dead_per_s": rate(n, dead_s),

@@ -16,12 +16,10 @@ from engine import Client, JobContext, Worker, handler
 from engine.broker import Broker
 from engine.settings import load_settings
 from engine.topology import (
-    dead_exchange,
+    dead_letter_queues,
     delay_queue,
     delay_tier_ms,
-    recorder_queue,
-    retained_queue,
-    work_exchange,
+    namespace_exchanges,
     work_queue,
 )
 
@@ -60,9 +58,9 @@ async def measure(delays: list[float], per_delay: int) -> list[tuple[float, list
     async with Broker(settings) as broker:  # delay queues expire by themselves; not the rest
         ns = settings.namespace
         names = [delay_queue(ns, "default", delay_tier_ms(d)) for d in delays]
-        for name in [*names, work_queue(ns, "default"), retained_queue(ns), recorder_queue(ns)]:
+        for name in [*names, work_queue(ns, "default"), *dead_letter_queues(ns)]:
             await broker.channel.queue_delete(name)
-        for exchange in (work_exchange(ns), dead_exchange(ns)):
+        for exchange in namespace_exchanges(ns):
             await broker.channel.exchange_delete(exchange)
     return results
 

@@ -35,10 +35,8 @@ from engine.client import Client
 from engine.settings import Settings, load_settings
 from engine.store import Store
 from engine.topology import (
-    dead_exchange,
-    recorder_queue,
-    retained_queue,
-    work_exchange,
+    dead_letter_queues,
+    namespace_exchanges,
     work_queue,
 )
 
@@ -50,10 +48,7 @@ def namespace() -> str:
 
 
 async def cleanup(ns: str) -> None:
-    await delete(
-        [work_queue(ns, QUEUE), retained_queue(ns), recorder_queue(ns)],
-        [work_exchange(ns), dead_exchange(ns)],
-    )
+    await delete([work_queue(ns, QUEUE), *dead_letter_queues(ns)], namespace_exchanges(ns))
 
 
 @asynccontextmanager

@@ -1,10 +1,12 @@
 """The dead-letter protocol, with its crash points in one place.
 
-A dying job is published, with a confirm, to the fanout exchange ``<ns>.dead``
-(the original body untouched, the error in ``x-lazarus-*`` headers, the job id
-as message id) and only then acked. The exchange feeds a retained queue and
-the recorder's queue; the recorder stores each death once, keyed by job id and
-generation. See docs/dead-letters.md for what a crash at each step leaves.
+A dying job is stored (by a worker with a database), then published with a confirm
+(the original body untouched, the error in ``x-lazarus-*`` headers, the job id as
+message id), and only then acked. A stored death goes to ``<ns>.dead`` and its
+retained queue; one not stored goes to ``<ns>.dead.record``, which feeds the
+recorder's queue and ``<ns>.dead`` both. Rows are keyed by job id and generation,
+so a death stored twice is one row. See docs/dead-letters.md for what a crash at
+each step leaves.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from engine.broker import Broker
 from engine.executor import ErrorInfo
 from engine.message import JobMessage
-from engine.topology import dead_exchange
+from engine.topology import dead_exchange, record_exchange
 
 H_REASON = "x-lazarus-reason"
 H_ERROR_TYPE = "x-lazarus-error-type"
@@ -51,10 +53,15 @@ def dead_headers(
     return headers
 
 
-async def publish_dead(broker: Broker, body: bytes, job_id: str, headers: dict[str, Any]) -> None:
+async def publish_dead(
+    broker: Broker, body: bytes, job_id: str, headers: dict[str, Any], *, stored: bool
+) -> None:
     """Publish a dead letter and wait for its confirm; the caller acks the original after.
 
-    Crash here (before the confirm): the original is redelivered and dies again; the
-    recorder's key (job id, generation) keeps one row however many copies arrive.
+    ``stored``: the row is committed already, so the recorder need not see this copy.
+    Crash here (before the confirm): the original is redelivered; a stored generation is
+    published again without running (engine.worker), an unstored one dies again, and
+    the key (job id, generation) keeps one row however many copies arrive.
     """
-    await broker.publish(dead_exchange(broker.ns), "", body, headers, job_id)
+    exchange = dead_exchange(broker.ns) if stored else record_exchange(broker.ns)
+    await broker.publish(exchange, "", body, headers, job_id)

@@ -206,6 +206,11 @@ class Store(JobStateQueries):
         status = await self.pool.execute(Q["insert_dead_letters"], *[list(c) for c in columns])
         return int(status.rsplit(" ", 1)[-1])
 
+    async def stored_death(self, job_id: str, generation: int) -> asyncpg.Record | None:
+        """The stored dead letter of this generation (body, headers, traceback), if any."""
+        row: asyncpg.Record | None = await self.pool.fetchrow(Q["stored_death"], job_id, generation)
+        return row
+
     async def history(self, job_id: str) -> list[asyncpg.Record]:
         return list(await self.pool.fetch(Q["history"], job_id))
 

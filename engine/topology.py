@@ -6,9 +6,15 @@ Names come from pure functions so tests, the README and other services agree::
     <ns>.q.<queue>            work queue of <queue>
     <ns>.delay.<queue>.<ms>   holds retries of <queue> for <ms>, then dead-letters them
                               back to <ns>.work with routing key <queue>
-    <ns>.dead                 fanout exchange of dead letters
-    <ns>.dead.retained        keeps a copy of every dead letter for whoever watches
-    <ns>.dead.recorder        read by the recorder into PostgreSQL
+    <ns>.dead                 fanout exchange of every dead letter
+    <ns>.dead.retained        bound to <ns>.dead: a copy of every dead letter for whoever watches
+    <ns>.dead.record          fanout exchange of dead letters not yet in PostgreSQL; bound
+                              to <ns>.dead (exchange to exchange), so they reach it too
+    <ns>.dead.recorder        bound to <ns>.dead.record; read by the recorder into PostgreSQL
+
+A worker that stored a death itself publishes its copy to <ns>.dead: one queue.
+A death not stored yet (no database, or PostgreSQL down) and whatever the broker
+dead-letters by itself (the work queues' dead-letter exchange) go to <ns>.dead.record.
 """
 
 from __future__ import annotations
@@ -40,12 +46,25 @@ def dead_exchange(ns: str) -> str:
     return f"{ns}.dead"
 
 
+def record_exchange(ns: str) -> str:
+    return f"{ns}.dead.record"
+
+
 def retained_queue(ns: str) -> str:
     return f"{ns}.dead.retained"
 
 
 def recorder_queue(ns: str) -> str:
     return f"{ns}.dead.recorder"
+
+
+def namespace_exchanges(ns: str) -> list[str]:
+    """Every exchange of a namespace (to remove one whole)."""
+    return [work_exchange(ns), dead_exchange(ns), record_exchange(ns)]
+
+
+def dead_letter_queues(ns: str) -> list[str]:
+    return [retained_queue(ns), recorder_queue(ns)]
 
 
 def delay_tier_ms(seconds: float) -> int:
@@ -71,7 +90,7 @@ def queue_type_arguments(queue_type: QueueType) -> dict[str, Any]:
 
 
 def work_queue_arguments(ns: str, queue_type: QueueType) -> dict[str, Any]:
-    args = queue_type_arguments(queue_type) | {"x-dead-letter-exchange": dead_exchange(ns)}
+    args = queue_type_arguments(queue_type) | {"x-dead-letter-exchange": record_exchange(ns)}
     if queue_type is QueueType.QUORUM:
         args["x-delivery-limit"] = BROKER_DELIVERY_LIMIT
     return args
@@ -136,9 +155,16 @@ class Topology:
             dead = await channel.declare_exchange(
                 dead_exchange(self.ns), ExchangeType.FANOUT, durable=True
             )
-            for name in (retained_queue(self.ns), recorder_queue(self.ns)):
-                q = await declare_queue(channel, name, queue_type_arguments(self.queue_type))
-                await q.bind(dead, routing_key="")
+            record = await channel.declare_exchange(
+                record_exchange(self.ns), ExchangeType.FANOUT, durable=True
+            )
+            await dead.bind(record, routing_key="")
+            arguments = queue_type_arguments(self.queue_type)
+            retained = await declare_queue(channel, retained_queue(self.ns), arguments)
+            await retained.bind(dead, routing_key="")
+            recorder = await declare_queue(channel, recorder_queue(self.ns), arguments)
+            await recorder.bind(record, routing_key="")
+            await recorder.unbind(dead, routing_key="")  # an earlier layout bound it there
             self._base_done = True
         return work
 

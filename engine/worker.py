@@ -4,6 +4,9 @@ Rules the loop keeps:
 - an original is acked only after its successor (retry copy, dead letter,
   redelivery copy) is confirmed by the broker; a failed publish means no ack;
 - a broker retry waits in a delay queue, never in this process: the job holds no slot;
+- with a store, a death is stored before its copy is published (engine.dead_writer),
+  and a redelivered copy of a generation whose death is stored never runs again: its
+  dead letter is published once more and it is acked;
 - a message delivered again after its worker died is counted in a header, and
   dead-lettered as a crash loop past ``max_redeliveries``;
 - with a store, a tracked job runs only if its RUNNING claim is granted (no duplicate
@@ -29,7 +32,9 @@ from engine import metrics
 from engine.acks import AckBatcher
 from engine.broker import Broker
 from engine.control import Control
-from engine.deadletter import dead_headers, publish_dead
+from engine.dead_records import dead_record
+from engine.dead_writer import DeadLetterWriter
+from engine.deadletter import H_TRACEBACK, dead_headers, publish_dead
 from engine.errors import PublishFailed, ServiceUnavailable
 from engine.executor import DeadReason, ErrorInfo, Executor, Outcome, fallback_job_id
 from engine.message import JobMessage, encode
@@ -84,6 +89,7 @@ class Worker:
         self._in_flight: set[asyncio.Task[None]] = set()
         self.store = store
         self.tracker = Tracker(store) if store is not None else None
+        self.dead_writer = DeadLetterWriter(store) if store is not None else None
         self.control = (
             Control(store, self._apply_pauses, interval=control_interval)
             if store is not None
@@ -105,6 +111,8 @@ class Worker:
         await self._consume_channel.set_qos(prefetch_count=self.concurrency)
         if self.tracker is not None:
             self.tracker.start()
+        if self.dead_writer is not None:
+            self.dead_writer.start()
         if self.control is not None:
             self._paused = await self.control.read_pauses() or set()
         for name in self.queues:
@@ -142,6 +150,8 @@ class Worker:
                 log.warning("%d jobs left for redelivery", len(still_running))
                 await asyncio.wait(still_running, timeout=5)
         await self._acks.drain()
+        if self.dead_writer is not None:
+            await self.dead_writer.stop()
         if self.tracker is not None:
             await self.tracker.stop()
         await self.broker.close()
@@ -200,6 +210,8 @@ class Worker:
         structlog.contextvars.bind_contextvars(
             job_id=message.id, job_type=message.type, attempt=message.attempt, queue=message.queue
         )
+        if redeliveries(delivery) and await self._death_stored(delivery, message):
+            return
         tracked = self.tracker is not None and handler.track
         if tracked and not await self._claim(delivery, message):
             log.info(
@@ -229,9 +241,40 @@ class Worker:
 
     async def _claim(self, delivery: AbstractIncomingMessage, message: JobMessage) -> bool:
         assert self.tracker is not None
-        count = (delivery.headers or {}).get(H_REDELIVERIES, 0)
-        redeliveries = count if isinstance(count, int) else 0
-        return await self.tracker.claim(started(message, self.worker_id, redeliveries))
+        return await self.tracker.claim(started(message, self.worker_id, redeliveries(delivery)))
+
+    async def _death_stored(self, delivery: AbstractIncomingMessage, message: JobMessage) -> bool:
+        """If this generation's death is stored, publish its dead letter again and ack; True.
+
+        The crash point between the row's commit and the copy's confirm: the copy may be
+        missing, and the job must not run again. If PostgreSQL cannot say, the job runs
+        (availability first, as a claim does).
+        """
+        if self.store is None:
+            return False
+        try:
+            row = await self.store.stored_death(message.id, message.generation)
+        except Exception as exc:
+            log.warning("job %s: cannot check for a stored death (%r); running it", message.id, exc)
+            return False
+        if row is None:
+            return False
+        headers = dict(row["headers"] or {}) | {H_TRACEBACK: row["traceback"]}
+        try:
+            await publish_dead(self.broker, bytes(row["body"]), message.id, headers, stored=True)
+        except PublishFailed as exc:
+            log.warning(
+                "job %s: dead letter not confirmed, leaving it to redelivery: %s", message.id, exc
+            )
+            await self._nack(delivery, backoff=NACK_BACKOFF)
+            return True
+        log.info(
+            "job %s generation %d died before: dead letter published again",
+            message.id,
+            message.generation,
+        )
+        self._ack(delivery)
+        return True
 
     async def _run(
         self, handler: Handler, message: JobMessage, tracked: bool, task: asyncio.Task[None]
@@ -391,7 +434,10 @@ class Worker:
                     queue=message.queue if message else self._queue_of(delivery),
                     message=message,
                 )
-                await publish_dead(self.broker, delivery.body, outcome.job_id, headers)
+                stored = await self._store_death(delivery.body, outcome.job_id, headers)
+                await publish_dead(
+                    self.broker, delivery.body, outcome.job_id, headers, stored=stored
+                )
                 log.warning(
                     "job %s dead (%s): %s",
                     outcome.job_id,
@@ -406,6 +452,16 @@ class Worker:
             return
         self._ack(delivery)
         self._count_settled(delivery, outcome)
+
+    async def _store_death(self, body: bytes, job_id: str, headers: dict[str, Any]) -> bool:
+        """Store the death's row; False if there is no store or it failed (the recorder will)."""
+        if self.dead_writer is None:
+            return False
+        try:
+            await self.dead_writer.write(dead_record(body, job_id, headers))
+        except ServiceUnavailable:
+            return False
+        return True
 
     def _count_settled(self, delivery: AbstractIncomingMessage, outcome: Outcome) -> None:
         message = outcome.message
@@ -435,3 +491,9 @@ class Worker:
         except Exception as exc:
             log.warning("nack failed (%r); the message will be redelivered", exc)
         self._acks.settled(delivery)
+
+
+def redeliveries(delivery: AbstractIncomingMessage) -> int:
+    """How many times this job's message came back after a worker died or lost it."""
+    count = (delivery.headers or {}).get(H_REDELIVERIES, 0)
+    return count if isinstance(count, int) else 0

@@ -20,8 +20,8 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from engine.settings import QueueType, Settings
 from engine.topology import (
-    dead_exchange,
-    recorder_queue,
+    dead_letter_queues,
+    namespace_exchanges,
     retained_queue,
     work_exchange,
     work_queue,
@@ -72,9 +72,9 @@ async def quorum_settings() -> AsyncIterator[Settings]:
 
 
 async def delete_namespace(ns: str, queues: list[str]) -> None:
-    """Delete the namespace's work and dead-letter queues and its two exchanges."""
-    names = [work_queue(ns, q) for q in queues] + [retained_queue(ns), recorder_queue(ns)]
-    await delete_queues(names, [work_exchange(ns), dead_exchange(ns)])
+    """Delete the namespace's work and dead-letter queues and its exchanges."""
+    names = [work_queue(ns, q) for q in queues] + dead_letter_queues(ns)
+    await delete_queues(names, namespace_exchanges(ns))
 
 
 @pytest.fixture(scope="session", autouse=True)

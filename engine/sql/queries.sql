@@ -14,6 +14,10 @@ SELECT * FROM unnest(
 )
 ON CONFLICT (job_id, generation) DO NOTHING;
 
+-- name: stored_death
+-- A redelivered copy of a job whose death is stored: what its dead letter carried.
+SELECT body, headers, traceback FROM dead_letters WHERE job_id = $1 AND generation = $2;
+
 -- name: history
 SELECT * FROM dead_letters WHERE job_id = $1 ORDER BY generation;
 

@@ -10,6 +10,8 @@ from engine.topology import (
     delay_queue,
     delay_queue_arguments,
     delay_tier_ms,
+    namespace_exchanges,
+    record_exchange,
     recorder_queue,
     retained_queue,
     work_exchange,
@@ -24,6 +26,8 @@ def test_names_of_a_namespace() -> None:
     assert dead_exchange("ns") == "ns.dead"
     assert retained_queue("ns") == "ns.dead.retained"
     assert recorder_queue("ns") == "ns.dead.recorder"
+    assert record_exchange("ns") == "ns.dead.record"
+    assert namespace_exchanges("ns") == ["ns.work", "ns.dead", "ns.dead.record"]
     assert delay_queue("ns", "mail", 1200) == "ns.delay.mail.1200"
 
 
@@ -67,8 +71,8 @@ def test_delay_queue_dead_letters_back_to_its_work_queue(queue_type: QueueType) 
     assert args["x-queue-type"] == queue_type.value
 
 
-def test_work_queue_dead_letters_to_the_dead_exchange() -> None:
+def test_work_queue_dead_letters_to_the_recorders_exchange() -> None:
     quorum = work_queue_arguments("ns", QueueType.QUORUM)
     classic = work_queue_arguments("ns", QueueType.CLASSIC)
-    assert quorum["x-dead-letter-exchange"] == classic["x-dead-letter-exchange"] == "ns.dead"
+    assert quorum["x-dead-letter-exchange"] == classic["x-dead-letter-exchange"] == "ns.dead.record"
     assert "x-delivery-limit" in quorum and "x-delivery-limit" not in classic

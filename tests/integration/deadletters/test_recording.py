@@ -15,7 +15,7 @@ from engine.recorder import Recorder
 from engine.runner import DeadLetterService
 from engine.settings import Settings
 from engine.store import Store
-from engine.topology import dead_exchange, retained_queue
+from engine.topology import record_exchange, retained_queue
 from tests.conftest import AMQP_URL, wait_for
 from tests.integration.conftest import TcpProxy
 
@@ -156,7 +156,7 @@ async def test_a_message_dead_lettered_by_the_broker_is_recorded(
     """What RabbitMQ dead-letters by itself (say, a delivery limit) is recorded too."""
     async with running(dead_settings, record=True) as worker:
         channel = await worker.broker.connection.channel()
-        exchange = await channel.get_exchange(dead_exchange(dead_settings.namespace))
+        exchange = await channel.get_exchange(record_exchange(dead_settings.namespace))
         await exchange.publish(
             aio_pika.Message(
                 b'{"type": "dl.doomed", "id": "broker-dead-1"}',

@@ -1,0 +1,128 @@
+"""What a dead letter is stored as, built the same way whoever stores it.
+
+A worker stores the deaths it decides; the recorder stores what reaches the broker
+unstored (the broker's own dead letters, deaths while PostgreSQL was down). Both
+build the row from the same body and headers, so a row does not depend on its path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from engine.deadletter import (
+    H_ATTEMPTS,
+    H_DIED_AT,
+    H_ERROR_MESSAGE,
+    H_ERROR_TYPE,
+    H_QUEUE,
+    H_REASON,
+    H_TRACEBACK,
+    H_WORKER,
+)
+from engine.errors import MessageError
+from engine.executor import fallback_job_id
+from engine.message import decode
+from engine.store import DeadRecord, Store
+
+log = logging.getLogger("lazarus.deadletters")
+
+
+def dead_record(body: bytes, message_id: str | None, headers: Mapping[str, Any]) -> DeadRecord:
+    """What to store for one dead letter, whether a worker or the broker killed it."""
+    job_id = fallback_job_id(body, message_id)
+    try:
+        message = decode(body, max_bytes=len(body) + 1, fallback_id=job_id)
+    except MessageError:
+        message = None
+    reason = _text(headers.get(H_REASON))
+    error_type = _text(headers.get(H_ERROR_TYPE))
+    error_message = _text(headers.get(H_ERROR_MESSAGE))
+    if not reason:  # dead-lettered by the broker itself (e.g. quorum delivery limit)
+        death = _first_death(headers)
+        reason = f"broker: {death.get('reason', 'unknown')}"
+        error_type = "BrokerDeadLetter"
+        error_message = (
+            f"RabbitMQ dead-lettered the message from queue {death.get('queue', '?')!r} "
+            f"({death.get('reason', 'unknown')}, count {death.get('count', '?')})"
+        )
+    died_at = _time(headers.get(H_DIED_AT)) or datetime.now(UTC)
+    attempts = headers.get(H_ATTEMPTS)
+    return DeadRecord(
+        job_id=message.id if message else job_id,
+        generation=message.generation if message else 0,
+        job_type=message.type if message else "",
+        queue=message.queue if message else _text(headers.get(H_QUEUE)),
+        payload=message.payload if message else None,
+        body=body,
+        headers=_plain({k: v for k, v in headers.items() if k != H_TRACEBACK}),
+        attempts=attempts if isinstance(attempts, int) else (message.attempt + 1 if message else 0),
+        max_retries=message.max_retries if message else None,
+        reason=reason,
+        error_type=error_type or "Unknown",
+        error_message=error_message,
+        traceback=_text(headers.get(H_TRACEBACK)),
+        checkpoint=message.checkpoint if message else None,
+        enqueued_at=message.created_at if message else None,
+        died_at=died_at,
+        worker=_text(headers.get(H_WORKER)),
+    )
+
+
+async def store_dead(store: Store, records: Sequence[DeadRecord]) -> int:
+    """Insert a batch; if PostgreSQL rejects a value (say a NUL in a JSON string), store the
+    rows one by one and keep a rejected one with its raw body only. Returns rows added."""
+    try:
+        return await store.insert_dead(records)
+    except asyncpg.DataError as exc:
+        log.warning("a batch of dead letters was rejected (%r); storing them one by one", exc)
+    stored = 0
+    for record in records:
+        try:
+            stored += await store.insert_dead([record])
+        except asyncpg.DataError:
+            bare = replace(record, payload=None, headers={}, checkpoint=None)
+            stored += await store.insert_dead([bare])
+    return stored
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes | bytearray) else str(value)
+
+
+def _time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        return datetime.fromisoformat(_text(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _first_death(headers: Mapping[str, Any]) -> dict[str, Any]:
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        return {k: _text(v) if isinstance(v, bytes) else v for k, v in deaths[0].items()}
+    return {}
+
+
+def _plain(value: Any) -> Any:
+    """AMQP header values as JSON: bytes to text, datetimes to ISO strings."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return value.decode(errors="replace")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, int | float | str | bool) or value is None:
+        return value
+    return str(value)
