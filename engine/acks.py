@@ -16,7 +16,7 @@ import logging
 from collections import deque
 from typing import Any
 
-from aio_pika.abc import AbstractIncomingMessage
+from engine.consumer import Delivery
 
 log = logging.getLogger("lazarus.acks")
 
@@ -29,14 +29,14 @@ class AckBatcher:
         self._unsettled: deque[int] = deque()  # delivered tags, ascending, not yet passed
         self._passed = 0  # every tag up to this one is settled (the broker numbers from 1)
         self._settled: set[int] = set()  # tags done (acked here, or settled elsewhere)
-        self._to_ack: dict[int, AbstractIncomingMessage] = {}
+        self._to_ack: dict[int, Delivery] = {}
         self._scheduled = False
         # Frames go out in the order they were decided: a single ack of a tag must never
         # follow a multiple ack that already covered it (the broker would close the channel).
         self._sending = asyncio.Lock()
         self._senders: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak refs
 
-    def delivered(self, delivery: AbstractIncomingMessage) -> None:
+    def delivered(self, delivery: Delivery) -> None:
         """Record a delivery; call before anything else happens to it, in delivery order."""
         if delivery.channel is not self._channel:  # a new channel after a reconnect
             self._channel = delivery.channel
@@ -53,7 +53,7 @@ class AckBatcher:
         else:
             self._unsettled.append(tag)
 
-    def ack(self, delivery: AbstractIncomingMessage) -> None:
+    def ack(self, delivery: Delivery) -> None:
         """Ack at the end of this event-loop tick (with its neighbours)."""
         tag = delivery.delivery_tag
         if delivery.channel is not self._channel or tag is None:
@@ -65,14 +65,14 @@ class AckBatcher:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
-    def settled(self, delivery: AbstractIncomingMessage) -> None:
+    def settled(self, delivery: Delivery) -> None:
         """Note a delivery acked or nacked directly, so batches may pass over it."""
         if delivery.channel is self._channel and delivery.delivery_tag is not None:
             self._settled.add(delivery.delivery_tag)
 
     def _flush(self) -> None:
         self._scheduled = False
-        upto: AbstractIncomingMessage | None = None
+        upto: Delivery | None = None
         # Only a gapless run of tags: a tag not seen yet may belong to a delivery running now.
         while (
             self._unsettled
@@ -89,12 +89,12 @@ class AckBatcher:
         if frames:
             self._send(frames)
 
-    def _send(self, frames: list[tuple[AbstractIncomingMessage, bool]]) -> None:
+    def _send(self, frames: list[tuple[Delivery, bool]]) -> None:
         task = asyncio.get_running_loop().create_task(self._send_in_order(frames))
         self._senders.add(task)
         task.add_done_callback(self._senders.discard)
 
-    async def _send_in_order(self, frames: list[tuple[AbstractIncomingMessage, bool]]) -> None:
+    async def _send_in_order(self, frames: list[tuple[Delivery, bool]]) -> None:
         async with self._sending:
             for delivery, multiple in frames:
                 try:

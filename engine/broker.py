@@ -23,6 +23,7 @@ from aio_pika.abc import (
 )
 
 from engine import metrics
+from engine.consumer import LazarusConnection
 from engine.errors import PublishFailed, ServiceUnavailable
 from engine.message import CONTENT_TYPE
 from engine.settings import Settings
@@ -71,6 +72,7 @@ class Broker:
                 self.settings.amqp_dsn,
                 client_properties={"connection_name": self._name},
                 reconnect_interval=RECONNECT_INTERVAL,
+                connection_class=LazarusConnection,
             )
         except (OSError, aiormq.exceptions.AMQPError) as exc:
             raise ServiceUnavailable(

@@ -16,11 +16,12 @@ import asyncio
 import logging
 
 import asyncpg
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel
 
 from engine import metrics
 from engine.batching import take_batch
 from engine.broker import Broker
+from engine.consumer import Delivery, LightConsumer
 from engine.dead_records import dead_record, store_dead
 from engine.store import DeadRecord, Store
 from engine.topology import declare_queue, queue_type_arguments, recorder_queue
@@ -39,7 +40,7 @@ class Recorder:
         self.batch_size = batch_size
         self.linger = linger
         self.recorded = 0
-        self._pending: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._pending: asyncio.Queue[Delivery] = asyncio.Queue()
         self._channel: AbstractChannel | None = None
         self._task: asyncio.Task[None] | None = None
         self._consumer_tag: str | None = None
@@ -54,7 +55,7 @@ class Recorder:
             recorder_queue(self.broker.ns),
             queue_type_arguments(self.broker.settings.queue_type),
         )
-        self._consumer_tag = await queue.consume(self._pending.put)
+        self._consumer_tag = await queue.consume(LightConsumer(self._pending.put))
         self._task = asyncio.create_task(self._run(), name="lazarus-recorder")
 
     async def stop(self) -> None:
@@ -68,10 +69,10 @@ class Recorder:
         while True:
             await self._store(await self._next_batch())
 
-    async def _next_batch(self) -> list[AbstractIncomingMessage]:
+    async def _next_batch(self) -> list[Delivery]:
         return await take_batch(self._pending, self.batch_size, self.linger)
 
-    async def _store(self, batch: list[AbstractIncomingMessage]) -> None:
+    async def _store(self, batch: list[Delivery]) -> None:
         records = [dead_record(d.body, d.message_id, d.headers or {}) for d in batch]
         delay = 0.5
         while True:

@@ -26,11 +26,12 @@ from dataclasses import replace
 from typing import Any
 
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractQueue
 
 from engine import metrics
 from engine.acks import AckBatcher
 from engine.broker import Broker
+from engine.consumer import Delivery, LightConsumer
 from engine.control import Control
 from engine.dead_records import dead_record
 from engine.dead_writer import DeadLetterWriter
@@ -99,6 +100,7 @@ class Worker:
         self._tags: dict[str, str] = {}
         self._paused: set[str] = set()
         self._acks = AckBatcher()
+        self._consumer = LightConsumer(self._on_message)
         self._diverting = 0
         self._no_divert_pending = asyncio.Event()
         self._no_divert_pending.set()
@@ -128,7 +130,7 @@ class Worker:
             if name in self._paused:
                 log.info("queue %s is paused: not consuming it", name)
             else:
-                self._tags[name] = await queue.consume(self._on_message)
+                self._tags[name] = await queue.consume(self._consumer)
         if self.control is not None:
             self.control.start()
         log.info("worker %s consuming %s", self.worker_id, ", ".join(self.queues))
@@ -173,13 +175,13 @@ class Worker:
                 await self._stop_consuming(name)
             elif name not in paused and name not in self._tags:
                 log.info("queue %s resumed", name)
-                self._tags[name] = await queue.consume(self._on_message)
+                self._tags[name] = await queue.consume(self._consumer)
         self._paused = paused
 
-    async def _on_message(self, delivery: AbstractIncomingMessage) -> None:
+    async def _on_message(self, delivery: Delivery) -> None:
         self._acks.delivered(delivery)
         task = asyncio.current_task()
-        assert task is not None  # aio-pika runs every delivery in a task of its own
+        assert task is not None  # aiormq runs every delivery in a task of its own
         self._in_flight.add(task)
         in_flight = metrics.labelled(metrics.JOBS_IN_FLIGHT, self._queue_of(delivery))
         in_flight.inc()
@@ -195,7 +197,7 @@ class Worker:
             in_flight.dec()
             self._in_flight.discard(task)
 
-    async def _handle(self, delivery: AbstractIncomingMessage, task: asyncio.Task[None]) -> None:
+    async def _handle(self, delivery: Delivery, task: asyncio.Task[None]) -> None:
         if delivery.redelivered and await self._divert_redelivery(delivery):
             return
         # The copy made by a divert may arrive before the broker has taken the original's
@@ -239,11 +241,11 @@ class Worker:
         await self._settle(delivery, outcome)
         self.processed += 1
 
-    async def _claim(self, delivery: AbstractIncomingMessage, message: JobMessage) -> bool:
+    async def _claim(self, delivery: Delivery, message: JobMessage) -> bool:
         assert self.tracker is not None
         return await self.tracker.claim(started(message, self.worker_id, redeliveries(delivery)))
 
-    async def _death_stored(self, delivery: AbstractIncomingMessage, message: JobMessage) -> bool:
+    async def _death_stored(self, delivery: Delivery, message: JobMessage) -> bool:
         """If this generation's death is stored, publish its dead letter again and ack; True.
 
         The crash point between the row's commit and the copy's confirm: the copy may be
@@ -299,9 +301,7 @@ class Worker:
         assert self.store is not None
         return await self.store.save_checkpoint(message.id, message.generation, state)
 
-    async def _track(
-        self, delivery: AbstractIncomingMessage, handler: Handler, outcome: Outcome
-    ) -> bool:
+    async def _track(self, delivery: Delivery, handler: Handler, outcome: Outcome) -> bool:
         """Report the outcome's state; True if the delivery was settled here.
 
         A DEAD or SUSPENDED verdict is written before anything is published: if a person
@@ -342,7 +342,7 @@ class Worker:
             return True
         return False
 
-    async def _divert_redelivery(self, delivery: AbstractIncomingMessage) -> bool:
+    async def _divert_redelivery(self, delivery: Delivery) -> bool:
         """Count a redelivery in a fresh copy, or dead-letter a crash loop. True if handled here.
 
         The broker's own redelivered flag cannot count; the body must stay untouched
@@ -376,7 +376,7 @@ class Worker:
         return True
 
     async def _republish_counted(
-        self, delivery: AbstractIncomingMessage, headers: dict[str, Any], job_id: str
+        self, delivery: Delivery, headers: dict[str, Any], job_id: str
     ) -> None:
         try:
             await self.broker.publish(
@@ -400,14 +400,14 @@ class Worker:
         except Exception as exc:  # channel gone: the original comes back, counted again
             log.warning("could not confirm the ack of redelivered job %s: %r", job_id, exc)
 
-    def _queue_of(self, delivery: AbstractIncomingMessage) -> str:
+    def _queue_of(self, delivery: Delivery) -> str:
         prefix = f"{self.settings.namespace}.q."
         routing_key = delivery.routing_key or ""
         if routing_key and not routing_key.startswith(prefix):
             return routing_key
         return routing_key.removeprefix(prefix) or self.queues[0]
 
-    async def _settle(self, delivery: AbstractIncomingMessage, outcome: Outcome) -> None:
+    async def _settle(self, delivery: Delivery, outcome: Outcome) -> None:
         """Carry out an outcome: publish its successor (confirmed), then ack."""
         try:
             if outcome.verdict is Verdict.RETRY:
@@ -463,7 +463,7 @@ class Worker:
             return False
         return True
 
-    def _count_settled(self, delivery: AbstractIncomingMessage, outcome: Outcome) -> None:
+    def _count_settled(self, delivery: Delivery, outcome: Outcome) -> None:
         message = outcome.message
         queue = message.queue if message else self._queue_of(delivery)
         # Label values must stay bounded: a type no handler knows is not a label value.
@@ -478,11 +478,11 @@ class Worker:
                 metrics.DEAD_LETTERS_PUBLISHED, queue, outcome.reason or DeadReason.EXHAUSTED
             ).inc()
 
-    def _ack(self, delivery: AbstractIncomingMessage) -> None:
+    def _ack(self, delivery: Delivery) -> None:
         """Ack once this tick ends, batched with its neighbours (see engine.acks)."""
         self._acks.ack(delivery)
 
-    async def _nack(self, delivery: AbstractIncomingMessage, backoff: float = 0.0) -> None:
+    async def _nack(self, delivery: Delivery, backoff: float = 0.0) -> None:
         """Hand a delivery back to the broker (after ``backoff`` seconds)."""
         if backoff:
             await asyncio.sleep(backoff)
@@ -493,7 +493,7 @@ class Worker:
         self._acks.settled(delivery)
 
 
-def redeliveries(delivery: AbstractIncomingMessage) -> int:
+def redeliveries(delivery: Delivery) -> int:
     """How many times this job's message came back after a worker died or lost it."""
     count = (delivery.headers or {}).get(H_REDELIVERIES, 0)
     return count if isinstance(count, int) else 0
