@@ -128,19 +128,21 @@ async def one_run(args: argparse.Namespace, collector: Collector) -> dict[str, A
             lambda: lazarus.memory(collector, args.memory_in_flight, 2.0, 2, "quorum"),
         )
     if "deadletter" in args.sections:
-        out["ceiling-dead/quorum"] = await attempt(
-            "ceiling of the dead-letter path, quorum",
-            lambda: ceiling.run_dead(n, "quorum"),
-        )
+        for qt in args.queue_types:
+            out[f"ceiling-dead/{qt}"] = await attempt(
+                f"ceiling of the dead-letter path, {qt}",
+                lambda qt=qt: ceiling.run_dead(n, qt),
+            )
         dramatiq = next(p for p in peers.PEERS if p.name == "dramatiq")
         if dramatiq.installed():
             out["peers-dead/dramatiq"] = await attempt(
                 "dramatiq dead-letter path", lambda: peers.run_dead(dramatiq, collector, n)
             )
-        out["deadletter"] = deadletters.not_available() or await attempt(
-            "dead-letter burst and bulk requeue",
-            lambda: deadletters.burst_and_requeue(collector, n, "quorum", args.concurrency),
-        )
+        for qt in args.queue_types:
+            out[f"deadletter/{qt}"] = deadletters.not_available() or await attempt(
+                f"dead-letter burst and bulk requeue, {qt}",
+                lambda qt=qt: deadletters.burst_and_requeue(collector, n, qt, args.concurrency),
+            )
         out["deadletter-2proc"] = deadletters.not_available() or await attempt(
             "dead-letter burst and bulk requeue, 2 worker processes",
             lambda: deadletters.burst_and_requeue(
@@ -285,18 +287,19 @@ def rows_for_table(runs: list[dict[str, Any]], args: argparse.Namespace) -> list
                 f"~{m['per_job_kib']:.1f} KiB/job)" + retried(m),
             }
         )
-    key = "ceiling-dead/quorum"
-    if key in merged and not failed(key, "deadletter", "aio-pika", "dead-letter path"):
-        m = merged[key]
-        rows.append(
-            {
-                "section": "deadletter",
-                "system": "aio-pika",
-                "setup": "quorum, consume + confirmed fanout publish to 1 queue + ack",
-                "process_per_s": m["dead_per_s"],
-                "result": "broker work of a death, 1 process, no database" + retried(m),
-            }
-        )
+    for qt in args.queue_types:
+        key = f"ceiling-dead/{qt}"
+        if key in merged and not failed(key, "deadletter", "aio-pika", f"dead-letter path, {qt}"):
+            rows.append(
+                {
+                    "section": "deadletter",
+                    "system": "aio-pika",
+                    "setup": f"{qt}, consume + confirmed fanout publish to 1 queue + ack",
+                    "process_per_s": merged[key]["dead_per_s"],
+                    "result": "broker work of a death, 1 process, no database"
+                    + retried(merged[key]),
+                }
+            )
     key = "peers-dead/dramatiq"
     if key in merged and not failed(key, "deadletter", "dramatiq", "dead-letter path"):
         m = merged[key]
@@ -310,15 +313,17 @@ def rows_for_table(runs: list[dict[str, Any]], args: argparse.Namespace) -> list
             }
         )
     dramatiq_dead = merged.get("peers-dead/dramatiq", {}).get("dead_per_s")
-    key = "deadletter"
-    if key in merged and not failed(key, "deadletter", "Lazarus", "burst and bulk requeue"):
+    for qt in args.queue_types:
+        key = f"deadletter/{qt}"
+        if key not in merged or failed(key, "deadletter", "Lazarus", f"burst and requeue, {qt}"):
+            continue
         m = merged[key]
-        success = merged.get("lazarus/quorum", {}).get("process_per_s")
-        raw_dead = merged.get("ceiling-dead/quorum", {}).get("dead_per_s")
+        success = merged.get(f"lazarus/{qt}", {}).get("process_per_s")
+        raw_dead = merged.get(f"ceiling-dead/{qt}", {}).get("dead_per_s")
         rows.append(
             burst_row(
                 m,
-                f"quorum, bench_die jobs, worker stores rows, conc. {m['concurrency']}",
+                f"{qt}, bench_die jobs, worker stores rows, conc. {m['concurrency']}",
                 "recorded/s: of success {}, of raw death {}, Lazarus/dramatiq {}".format(
                     ratio(m["record_per_s"], success),
                     ratio(m["record_per_s"], raw_dead),
@@ -330,7 +335,7 @@ def rows_for_table(runs: list[dict[str, Any]], args: argparse.Namespace) -> list
             {
                 "section": "deadletter",
                 "system": "Lazarus",
-                "setup": "quorum, Admin.requeue of all N dead letters, no worker",
+                "setup": f"{qt}, Admin.requeue of all N dead letters, no worker",
                 "publish_per_s": m["requeue_per_s"],
                 "result": f"{m['requeued']} moved in {m['requeue_s']:.1f} s, "
                 f"queue holds {m['queued_after_requeue']}",
