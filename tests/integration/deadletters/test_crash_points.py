@@ -9,9 +9,7 @@ from typing import Any
 
 import pytest
 
-from engine import Client, JobContext, PublishFailed, RetryPolicy, handler
-from engine import deadletter as deadletter_module
-from engine import worker as worker_module
+from engine import Client, JobContext, RetryPolicy, handler
 from engine.admin import Admin
 from engine.filters import DeadFilter
 from engine.settings import Settings
@@ -36,23 +34,14 @@ async def rows(store: Store, job_id: str) -> list[tuple[int, str]]:
 
 
 async def test_a_refused_dead_letter_publish_never_acks_the_job_away(
-    dead_settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
+    dead_settings: Settings, store: Store, refuse_one_dead_letter: list[int]
 ) -> None:
-    """W1 fails: the dead letter is not confirmed, so the job is nacked and dies again."""
-    failures = [1]
-    real = deadletter_module.publish_dead
-
-    async def refuse_once(*args: Any, **kwargs: Any) -> None:
-        if failures:
-            failures.pop()
-            raise PublishFailed("the broker refused the dead letter (on purpose)")
-        await real(*args, **kwargs)
-
-    monkeypatch.setattr(worker_module, "publish_dead", refuse_once)
-    monkeypatch.setattr(worker_module, "NACK_BACKOFF", 0.1)
+    """W2 fails in a worker without a database: the dead letter is not confirmed, so the
+    job is nacked and dies again."""
     async with running(dead_settings), Client(dead_settings) as client:
         job_id = await client.enqueue("crash.points", None)
         await wait_for(lambda: _has_rows(store, job_id), what="the dead letter after the retry")
+    assert not refuse_one_dead_letter
     assert len(runs[job_id]) == 2  # ran, refused, redelivered, ran and died
     assert await rows(store, job_id) == [(0, "dead")]
 

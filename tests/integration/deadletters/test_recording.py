@@ -29,8 +29,16 @@ async def doomed(ctx: JobContext) -> None:
 
 
 @asynccontextmanager
-async def running(settings: Settings, *, record: bool = True) -> AsyncIterator[Worker]:
-    worker = Worker(settings, ["default"], concurrency=16)
+async def running(
+    settings: Settings, *, record: bool = True, store: bool = False
+) -> AsyncIterator[Worker]:
+    """A worker; with ``record`` its recorder and relay (as ``lazarus worker``); with
+    ``store`` a database of its own (connected lazily: PostgreSQL may be down), so it
+    tracks states and stores its own deaths."""
+    job_store = Store(settings, min_size=0, max_size=4) if store else None
+    if job_store is not None:
+        await job_store.connect(require_schema=False)
+    worker = Worker(settings, ["default"], concurrency=16, store=job_store)
     await worker.start()
     service = DeadLetterService(settings, worker.broker) if record else None
     if service is not None:
@@ -40,7 +48,9 @@ async def running(settings: Settings, *, record: bool = True) -> AsyncIterator[W
     finally:
         if service is not None:
             await service.stop()
-        await worker.stop()
+        await worker.stop(grace=5)
+        if job_store is not None:
+            await job_store.close()
 
 
 async def retained_count(settings: Settings) -> int:

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 import aio_pika
-import pytest
 
-from engine import Client, JobContext, PublishFailed, RetryPolicy, Worker, handler
-from engine import deadletter as deadletter_module
-from engine import worker as worker_module
+from engine import Client, JobContext, RetryPolicy, handler
 from engine.broker import Broker
-from engine.runner import DeadLetterService
 from engine.settings import Settings
 from engine.store import Store
 from engine.topology import recorder_queue, retained_queue, work_exchange, work_queue
 from tests.conftest import AMQP_URL, delete_queues, queue_depth, wait_for
 from tests.integration.conftest import TcpProxy
+from tests.integration.deadletters.test_recording import running
 
 runs: dict[str, int] = {}
 
@@ -28,25 +22,6 @@ runs: dict[str, int] = {}
 async def doomed(ctx: JobContext) -> None:
     runs[ctx.job_id] = runs.get(ctx.job_id, 0) + 1
     raise RuntimeError(f"job {ctx.job_id} fails")
-
-
-@asynccontextmanager
-async def storing_worker(settings: Settings, *, recorder: bool = False) -> AsyncIterator[Worker]:
-    """A worker with a store (as ``lazarus worker``), with or without its recorder."""
-    store = Store(settings, min_size=0, max_size=4)
-    await store.connect(require_schema=False)  # lazily: PostgreSQL may be down
-    worker = Worker(settings, ["default"], concurrency=16, store=store)
-    await worker.start()
-    service = DeadLetterService(settings, worker.broker) if recorder else None
-    if service is not None:
-        await service.start()
-    try:
-        yield worker
-    finally:
-        if service is not None:
-            await service.stop()
-        await worker.stop(grace=5)
-        await store.close()
 
 
 async def row_count(store: Store) -> int:
@@ -61,7 +36,7 @@ async def test_deaths_are_stored_by_the_worker_and_copied_to_the_retained_queue_
     dead_settings: Settings, store: Store
 ) -> None:
     ns = dead_settings.namespace
-    async with storing_worker(dead_settings), Client(dead_settings) as client:
+    async with running(dead_settings, record=False, store=True), Client(dead_settings) as client:
         ids = await client.enqueue_many(("ws.doomed", {"i": i}) for i in range(40))
         await wait_for(lambda: depth_is(retained_queue(ns), 40), what="40 retained copies")
     rows = await store.pool.fetch("SELECT job_id, error_type, traceback FROM dead_letters")
@@ -72,30 +47,19 @@ async def test_deaths_are_stored_by_the_worker_and_copied_to_the_retained_queue_
 
 
 async def test_a_copy_lost_after_the_commit_is_published_again_and_the_job_not_rerun(
-    dead_settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
+    dead_settings: Settings, store: Store, refuse_one_dead_letter: list[int]
 ) -> None:
     """Crash point: the row is committed, the copy's publish fails before its confirm. The
     job comes back; its generation is stored dead, so it does not run again (its handler
     is untracked: no claim protects it), its dead letter is published, and it is acked."""
     ns = dead_settings.namespace
-    refusals = [1]
-    real = deadletter_module.publish_dead
-
-    async def refuse_once(*args: Any, **kwargs: Any) -> None:
-        if refusals:
-            refusals.pop()
-            raise PublishFailed("the broker refused the dead letter (on purpose)")
-        await real(*args, **kwargs)
-
-    monkeypatch.setattr(worker_module, "publish_dead", refuse_once)
-    monkeypatch.setattr(worker_module, "NACK_BACKOFF", 0.1)
-    async with storing_worker(dead_settings), Client(dead_settings) as client:
+    async with running(dead_settings, record=False, store=True), Client(dead_settings) as client:
         job_id = await client.enqueue("ws.doomed", None)
         await wait_for(lambda: depth_is(retained_queue(ns), 1), what="the dead letter's copy")
         await wait_for(lambda: depth_is(work_queue(ns, "default"), 0), what="the job acked")
         await asyncio.sleep(0.3)
     assert runs[job_id] == 1
-    assert not refusals
+    assert not refuse_one_dead_letter
     [row] = await store.history(job_id)
     assert row["status"] == "dead" and row["error_type"] == "RuntimeError"
     assert await queue_depth(retained_queue(ns)) == 1
@@ -109,7 +73,7 @@ async def test_deaths_while_postgres_is_down_go_the_recorders_way_and_are_stored
         update={"database_url": f"postgresql://postgres@127.0.0.1:{pg_proxy.port}/postgres"}
     )
     await pg_proxy.cut()
-    async with storing_worker(proxied, recorder=True), Client(dead_settings) as client:
+    async with running(proxied, store=True), Client(dead_settings) as client:
         ids = await client.enqueue_many(("ws.doomed", {"i": i}) for i in range(30))
         await wait_for(lambda: depth_is(retained_queue(ns), 30), what="30 retained copies")
         assert await row_count(store) == 0  # nothing stored, nothing lost: on the broker
@@ -147,7 +111,7 @@ async def test_a_message_the_broker_dead_letters_reaches_the_recorder_and_the_re
             delivery = await queue.get(timeout=5)
             assert delivery is not None
             await delivery.reject(requeue=False)
-        async with storing_worker(dead_settings, recorder=True):
+        async with running(dead_settings, store=True):
             await wait_for(lambda: _at_least(store, 1), what="the broker's dead letter")
         [row] = await store.history("broker-dead-2")
         assert row["reason"] == "broker: rejected"
