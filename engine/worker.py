@@ -5,8 +5,9 @@ Rules the loop keeps:
   redelivery copy) is confirmed by the broker; a failed publish means no ack;
 - a broker retry waits in a delay queue, never in this process: the job holds no slot;
 - with a store, a death is stored before its copy is published (engine.dead_writer),
-  and a redelivered copy of a generation whose death is stored never runs again: its
-  dead letter is published once more and it is acked;
+  and a redelivered copy of a generation whose death is stored (or only decided: its
+  job row says DEAD) never runs again: its dead letter is stored and published from
+  what is stored, and the copy is acked;
 - a message delivered again after its worker died is counted in a header, and
   dead-lettered as a crash loop past ``max_redeliveries``;
 - with a store, a tracked job runs only if its RUNNING claim is granted (no duplicate
@@ -216,6 +217,10 @@ class Worker:
             return
         tracked = self.tracker is not None and handler.track
         if tracked and not await self._claim(delivery, message):
+            if redeliveries(delivery) and await self._finish_decided_death(
+                delivery, handler, message
+            ):
+                return
             log.info(
                 "job %s generation %d: duplicate, stale or stopped copy dropped",
                 message.id,
@@ -276,6 +281,37 @@ class Worker:
             message.generation,
         )
         self._ack(delivery)
+        return True
+
+    async def _finish_decided_death(
+        self, delivery: Delivery, handler: Handler, message: JobMessage
+    ) -> bool:
+        """If the job's row says DEAD for this generation, store and publish its dead letter
+        from that row, then ack; True. False leaves the refused copy to be dropped.
+
+        The crash point between the DEAD decision and the dead letter's row: the claim of
+        the redelivered copy is refused (DEAD holds), and without this the job would be
+        dead with no dead letter. The reason is told from the attempt: a permanent error
+        on the last attempt reads "retries exhausted".
+        """
+        assert self.store is not None
+        try:
+            job = await self.store.get_job(message.id)
+        except Exception as exc:
+            log.warning("job %s: cannot read its state (%r); redelivering", message.id, exc)
+            await self._nack(delivery, backoff=NACK_BACKOFF)
+            return True
+        if job is None or job["state"] != JobState.DEAD.value:
+            return False
+        if job["generation"] != message.generation:
+            return False
+        error = ErrorInfo(
+            job["error_type"] or "Unknown", job["error_message"] or "", job["traceback"] or ""
+        )
+        budget = handler.policy.max_retries if message.max_retries is None else message.max_retries
+        reason = DeadReason.EXHAUSTED if message.attempt >= budget else DeadReason.PERMANENT
+        log.warning("job %s: dead before its dead letter was stored; storing it now", message.id)
+        await self._settle(delivery, Outcome(Verdict.DEAD, message, message.id, error, reason))
         return True
 
     async def _run(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aio_pika
+import pytest
 
-from engine import Client, JobContext, RetryPolicy, handler
+from engine import Client, JobContext, RetryPolicy, Worker, handler
 from engine.broker import Broker
 from engine.settings import Settings
 from engine.store import Store
@@ -21,6 +23,15 @@ runs: dict[str, int] = {}
 @handler("ws.doomed", policy=RetryPolicy(attempts=1, max_retries=0), track=False)
 async def doomed(ctx: JobContext) -> None:
     runs[ctx.job_id] = runs.get(ctx.job_id, 0) + 1
+    raise RuntimeError(f"job {ctx.job_id} fails")
+
+
+tracked_runs: dict[str, int] = {}
+
+
+@handler("ws.doomed.tracked", policy=RetryPolicy(attempts=1, max_retries=0))
+async def doomed_tracked(ctx: JobContext) -> None:
+    tracked_runs[ctx.job_id] = tracked_runs.get(ctx.job_id, 0) + 1
     raise RuntimeError(f"job {ctx.job_id} fails")
 
 
@@ -119,3 +130,37 @@ async def test_a_message_the_broker_dead_letters_reaches_the_recorder_and_the_re
         assert await queue_depth(retained_queue(ns)) == 1
     finally:
         await delete_queues([work_queue(ns, "orphan")])
+
+
+async def test_a_worker_that_dies_between_the_dead_state_and_the_row_still_leaves_one_row(
+    dead_settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Crash point: a tracked job's DEAD state is written, the worker stops before the
+    dead letter's row. The copy that comes back is refused a run (DEAD holds); the
+    worker stores and publishes the dead letter from the job's row instead."""
+    ns = dead_settings.namespace
+    real = Worker._store_death
+    dies = [1]
+
+    async def die_once(self: Worker, *args: Any) -> bool:
+        if dies:
+            dies.pop()
+            raise RuntimeError("the worker stops here (on purpose)")
+        return await real(self, *args)
+
+    monkeypatch.setattr(Worker, "_store_death", die_once)
+    async with running(dead_settings, record=False, store=True), Client(dead_settings) as client:
+        job_id = await client.enqueue("ws.doomed.tracked", {"n": 1})
+        await wait_for(lambda: depth_is(retained_queue(ns), 1), what="the dead letter's copy")
+        await wait_for(lambda: depth_is(work_queue(ns, "default"), 0), what="the job acked")
+    assert not dies
+    assert tracked_runs[job_id] == 1
+    [row] = await store.history(job_id)
+    assert (row["status"], row["reason"], row["error_type"]) == (
+        "dead",
+        "retries exhausted",
+        "RuntimeError",
+    )
+    assert row["payload"] == {"n": 1} and "Traceback" in row["traceback"]
+    job = await store.get_job(job_id)
+    assert job is not None and job["state"] == "dead"
