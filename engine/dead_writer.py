@@ -1,7 +1,7 @@
 """A worker stores the deaths it decides, many per statement, before publishing their copies.
 
-A death stored here needs one copy on the broker (to ``<ns>.dead``) instead of two
-(``<ns>.dead.record`` feeds the recorder as well): half the broker's work per death.
+A death stored here needs one copy on the broker (to ``<ns>.dead``, one queue) instead
+of two and the recorder's consume (``<ns>.dead.record`` feeds the recorder as well).
 Every death of a moment goes into one INSERT, so a burst costs a round trip per
 batch, not per job. While PostgreSQL fails, :meth:`DeadLetterWriter.write` raises
 at once for a few seconds, and the worker sends its deaths the recorder's way.
