@@ -27,19 +27,29 @@ from engine.deadletter import (
 )
 from engine.errors import MessageError
 from engine.executor import fallback_job_id
-from engine.message import decode
+from engine.message import JobMessage, decode
 from engine.store import DeadRecord, Store
 
 log = logging.getLogger("lazarus.deadletters")
 
 
-def dead_record(body: bytes, message_id: str | None, headers: Mapping[str, Any]) -> DeadRecord:
-    """What to store for one dead letter, whether a worker or the broker killed it."""
+def dead_record(
+    body: bytes,
+    message_id: str | None,
+    headers: Mapping[str, Any],
+    decoded: JobMessage | None = None,
+) -> DeadRecord:
+    """What to store for one dead letter, whether a worker or the broker killed it.
+
+    ``decoded``: the body as the worker already decoded it, so it is not decoded twice.
+    """
     job_id = fallback_job_id(body, message_id)
-    try:
-        message = decode(body, max_bytes=len(body) + 1, fallback_id=job_id)
-    except MessageError:
-        message = None
+    message = decoded
+    if message is None:
+        try:
+            message = decode(body, max_bytes=len(body) + 1, fallback_id=job_id)
+        except MessageError:
+            message = None
     reason = _text(headers.get(H_REASON))
     error_type = _text(headers.get(H_ERROR_TYPE))
     error_message = _text(headers.get(H_ERROR_MESSAGE))

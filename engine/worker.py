@@ -470,7 +470,7 @@ class Worker:
                     queue=message.queue if message else self._queue_of(delivery),
                     message=message,
                 )
-                stored = await self._store_death(delivery.body, outcome.job_id, headers)
+                stored = await self._store_death(delivery.body, outcome, headers)
                 await publish_dead(
                     self.broker, delivery.body, outcome.job_id, headers, stored=stored
                 )
@@ -489,12 +489,13 @@ class Worker:
         self._ack(delivery)
         self._count_settled(delivery, outcome)
 
-    async def _store_death(self, body: bytes, job_id: str, headers: dict[str, Any]) -> bool:
+    async def _store_death(self, body: bytes, outcome: Outcome, headers: dict[str, Any]) -> bool:
         """Store the death's row; False if there is no store or it failed (the recorder will)."""
         if self.dead_writer is None:
             return False
+        record = dead_record(body, outcome.job_id, headers, outcome.message)
         try:
-            await self.dead_writer.write(dead_record(body, job_id, headers))
+            await self.dead_writer.write(record)
         except ServiceUnavailable:
             return False
         return True
