@@ -67,10 +67,7 @@ class Recorder:
 
     async def _run(self) -> None:
         while True:
-            await self._store(await self._next_batch())
-
-    async def _next_batch(self) -> list[Delivery]:
-        return await take_batch(self._pending, self.batch_size, self.linger)
+            await self._store(await take_batch(self._pending, self.batch_size, self.linger))
 
     async def _store(self, batch: list[Delivery]) -> None:
         records = [dead_record(d.body, d.message_id, d.headers or {}) for d in batch]
