@@ -99,13 +99,16 @@ async def one_run(args: argparse.Namespace, collector: Collector) -> dict[str, A
                 f"lazarus {qt}",
                 lambda qt=qt: lazarus.throughput(collector, n, qt, args.concurrency),
             )
+            if qt == "quorum":  # right after its untracked twin: the ratio compares neighbours
+                out["lazarus-tracked/quorum"] = await attempt(
+                    "lazarus quorum, tracking on",
+                    lambda: lazarus.throughput(
+                        collector, n, "quorum", args.concurrency, tracked=True
+                    ),
+                )
         out["lazarus-2proc/classic"] = await attempt(
             "lazarus classic, 2 worker processes",
             lambda: lazarus.throughput(collector, n, "classic", args.concurrency, processes=2),
-        )
-        out["lazarus-tracked/quorum"] = await attempt(
-            "lazarus quorum, tracking on",
-            lambda: lazarus.throughput(collector, n, "quorum", args.concurrency, tracked=True),
         )
     if "peers" in args.sections:
         for peer in peers.PEERS:
