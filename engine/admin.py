@@ -252,10 +252,9 @@ class Admin:
             history = await self.store.history(job_id)
             if not history:
                 problems.append(f"no dead letter for job {job_id!r}")
-            elif (
-                history[-1]["status"] != DeadStatus.DEAD
-                and history[-1]["status_changed_by"] != self.actor
-            ):
+            elif history[-1]["status"] == DeadStatus.DEAD:
+                problems.append(str(await self._why_not(job_id, "move")))
+            elif history[-1]["status_changed_by"] != self.actor:
                 problems.append(f"job {job_id!r} is no longer dead ({history[-1]['status']})")
         return problems
 
@@ -264,6 +263,13 @@ class Admin:
         if not rows:
             return JobNotFound(f"no dead letter for job {job_id!r}")
         latest = rows[-1]
+        if latest["status"] == DeadStatus.DEAD:
+            job = await self.store.get_job(job_id)
+            if job is not None:
+                return JobStateConflict(
+                    f"cannot {verb} job {job_id!r}: its job is {job['state']} at generation "
+                    f"{job['generation']} (see lazarus jobs show)"
+                )
         return JobStateConflict(
             f"cannot {verb} job {job_id!r}: it is no longer dead "
             f"(generation {latest['generation']} is {latest['status']})"

@@ -112,7 +112,13 @@ class Broker:
         return await self.topology.declare_work_queue(self.channel, queue)
 
     async def delay_route(self, queue: str, delay_ms: int) -> tuple[str, str]:
-        """(exchange, routing key) that delivers to ``queue`` after ``delay_ms``."""
+        """(exchange, routing key) that delivers to ``queue`` after ``delay_ms``.
+
+        The delay queue hands its messages to ``queue`` by routing key when they expire,
+        and RabbitMQ drops what no queue takes: so ``queue`` is declared first.
+        """
+        if not self.topology.knows_work_queue(queue):
+            await self.declare_work_queue(queue)
         name = await self.topology.ensure_delay_queue(self.channel, queue, delay_ms)
         return "", name
 

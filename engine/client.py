@@ -6,10 +6,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from engine.broker import Broker, Outgoing
+from engine.errors import PublishFailed
 from engine.message import JobMessage, check_queue_name, encode, new_job_id
 from engine.registry import registered
 from engine.settings import Settings, load_settings
-from engine.topology import delay_tier_ms, work_exchange
+from engine.topology import delay_tier_ms, work_exchange, work_queue
 
 
 class Client:
@@ -75,10 +76,21 @@ class Client:
             raise ValueError(f"delay must not be negative, got {delay}")
         body = encode(message)
         if delay > 0:
+            await self._require_queue(message.queue)
             exchange, key = await self.broker.delay_route(message.queue, delay_tier_ms(delay))
         else:
             exchange, key = work_exchange(self.settings.namespace), message.queue
         return exchange, key, body, None, message.id
+
+    async def _require_queue(self, queue: str) -> None:
+        """Raise PublishFailed unless ``queue`` exists: a delayed copy that finds no queue
+        when it expires is dropped by RabbitMQ, so it is checked before it is published."""
+        if self.broker.topology.knows_work_queue(queue):
+            return
+        if await self.broker.queue_depth(work_queue(self.settings.namespace, queue)) is None:
+            raise PublishFailed(
+                f"queue {queue!r} is not declared: start a worker on it or call declare_queue"
+            )
 
 
 def queue_for(job_type: str, queue: str | None) -> str:

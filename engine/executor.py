@@ -18,7 +18,7 @@ from typing import Any
 
 from engine.context import CheckpointSaver, JobContext
 from engine.errors import MessageError, UnknownJobType
-from engine.message import JobMessage, decode
+from engine.message import JobMessage, decode, new_job_id
 from engine.registry import Handler, lookup
 from engine.retry import decide
 from engine.states import Verdict
@@ -102,7 +102,8 @@ def _chained_text(exc: BaseException) -> str:
 
 
 def fallback_job_id(body: bytes, message_id: str | None) -> str:
-    """An id for a body without one: the AMQP message id, or one derived from the bytes."""
+    """An id for a dead letter's body without one: the AMQP message id, or one derived
+    from the bytes, so that copies of one dead message give one row."""
     if message_id:
         return message_id
     return str(uuid.UUID(bytes=hashlib.sha256(body).digest()[:16], version=5))
@@ -115,20 +116,23 @@ class Executor:
         self.worker_id = worker_id
         self.max_message_bytes = max_message_bytes
 
-    async def execute(self, body: bytes, message_id: str | None = None) -> Outcome:
-        """Decode, look up and run one delivery."""
-        prepared = self.prepare(body, message_id)
-        if isinstance(prepared, Outcome):
-            return prepared
-        return await self.run(*prepared)
-
     def prepare(
-        self, body: bytes, message_id: str | None = None
+        self, body: bytes, message_id: str | None = None, queue: str = "default"
     ) -> Outcome | tuple[Handler, JobMessage]:
-        """The handler and message of a delivery, or the DEAD outcome of a bad one."""
-        fallback = fallback_job_id(body, message_id)
+        """The handler and message of a delivery, or the DEAD outcome of a bad one.
+
+        ``queue``: where the delivery came from, the queue of a body that names none. A
+        body without an id takes the AMQP message id, else a new one: two identical
+        bodies published twice are two jobs.
+        """
+        fallback = message_id or new_job_id()
         try:
-            message = decode(body, max_bytes=self.max_message_bytes, fallback_id=fallback)
+            message = decode(
+                body,
+                max_bytes=self.max_message_bytes,
+                fallback_id=fallback,
+                default_queue=queue,
+            )
         except MessageError as exc:
             return Outcome(
                 Verdict.DEAD,

@@ -21,6 +21,8 @@ FORMAT_VERSION = 1
 CONTENT_TYPE = "application/json"
 _TYPE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+MAX_ATTEMPTS = 1_000_000  # bound of 'attempt' and 'max_retries': their columns are 32-bit
+MAX_GENERATION = 2**31 - 1
 
 
 def now_utc() -> datetime:
@@ -95,8 +97,18 @@ def _optional(body: dict[str, Any], name: str, kind: type, default: Any) -> Any:
     return _require(body, name, kind)
 
 
-def decode(raw: bytes, *, max_bytes: int = 1_048_576, fallback_id: str | None = None) -> JobMessage:
-    """Parse a message body; raise MessageError saying what is wrong with it."""
+def decode(
+    raw: bytes,
+    *,
+    max_bytes: int = 1_048_576,
+    fallback_id: str | None = None,
+    default_queue: str = "default",
+) -> JobMessage:
+    """Parse a message body; raise MessageError saying what is wrong with it.
+
+    ``default_queue``: the queue a body without ``queue`` belongs to (a worker passes the
+    queue it consumed it from, so its retries come back there).
+    """
     if len(raw) > max_bytes:
         raise MessageError(f"message body is {len(raw)} bytes, more than the {max_bytes} allowed")
     try:
@@ -115,7 +127,7 @@ def decode(raw: bytes, *, max_bytes: int = 1_048_576, fallback_id: str | None = 
     job_type = _require(body, "type", str)
     if not _TYPE_NAME.fullmatch(job_type):
         raise MessageError(f"field 'type' is not a valid job type name: {job_type!r}")
-    queue = _optional(body, "queue", str, "default")
+    queue = _optional(body, "queue", str, default_queue)
     try:
         check_queue_name(queue)
     except ValueError as exc:
@@ -125,6 +137,10 @@ def decode(raw: bytes, *, max_bytes: int = 1_048_576, fallback_id: str | None = 
     max_retries = _optional(body, "max_retries", int, None)
     if attempt < 0 or generation < 0 or (max_retries is not None and max_retries < 0):
         raise MessageError("fields 'attempt', 'generation' and 'max_retries' must not be negative")
+    if attempt > MAX_ATTEMPTS or (max_retries is not None and max_retries > MAX_ATTEMPTS):
+        raise MessageError(f"fields 'attempt' and 'max_retries' must not exceed {MAX_ATTEMPTS}")
+    if generation > MAX_GENERATION:
+        raise MessageError(f"field 'generation' must not exceed {MAX_GENERATION}")
     created_raw = _optional(body, "created_at", str, None)
     try:
         created_at = datetime.fromisoformat(created_raw) if created_raw else now_utc()

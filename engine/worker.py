@@ -38,7 +38,7 @@ from engine.dead_records import dead_record
 from engine.dead_writer import DeadLetterWriter
 from engine.deadletter import H_TRACEBACK, dead_headers, publish_dead
 from engine.errors import PublishFailed, ServiceUnavailable
-from engine.executor import DeadReason, ErrorInfo, Executor, Outcome, fallback_job_id
+from engine.executor import DeadReason, ErrorInfo, Executor, Outcome
 from engine.message import JobMessage, encode
 from engine.registry import Handler
 from engine.settings import Settings
@@ -205,7 +205,9 @@ class Worker:
         # ack; if the copy then kills the process, both come back and a crash loop doubles
         # its messages on every round. So nothing runs until pending diverts are settled.
         await self._no_divert_pending.wait()
-        prepared = self.executor.prepare(delivery.body, delivery.message_id)
+        prepared = self.executor.prepare(
+            delivery.body, delivery.message_id, self._queue_of(delivery)
+        )
         if isinstance(prepared, Outcome):
             await self._settle(delivery, prepared)
             return
@@ -217,9 +219,7 @@ class Worker:
             return
         tracked = self.tracker is not None and handler.track
         if tracked and not await self._claim(delivery, message):
-            if redeliveries(delivery) and await self._finish_decided_death(
-                delivery, handler, message
-            ):
+            if redeliveries(delivery) and await self._finish_decided(delivery, handler, message):
                 return
             log.info(
                 "job %s generation %d: duplicate, stale or stopped copy dropped",
@@ -283,16 +283,19 @@ class Worker:
         self._ack(delivery)
         return True
 
-    async def _finish_decided_death(
+    async def _finish_decided(
         self, delivery: Delivery, handler: Handler, message: JobMessage
     ) -> bool:
-        """If the job's row says DEAD for this generation, store and publish its dead letter
-        from that row, then ack; True. False leaves the refused copy to be dropped.
+        """Finish what this attempt's worker decided before it lost the message; True if
+        settled here. False leaves the refused copy to be dropped.
 
-        The crash point between the DEAD decision and the dead letter's row: the claim of
-        the redelivered copy is refused (DEAD holds), and without this the job would be
-        dead with no dead letter. The reason is told from the attempt: a permanent error
-        on the last attempt reads "retries exhausted".
+        The decision (DEAD or RETRYING) is written before its message is published, so a
+        worker that dies, or whose publish fails, in between leaves a job row that refuses
+        the redelivered copy's claim. Without this the job would be dead with no dead
+        letter, or retrying with no retry. A DEAD job gets its dead letter from the row (the
+        reason is told from the attempt: a permanent error on the last attempt reads
+        "retries exhausted"); a RETRYING one gets its retry published again (if the first
+        one was published after all, the claims of the two copies let one run).
         """
         assert self.store is not None
         try:
@@ -301,18 +304,29 @@ class Worker:
             log.warning("job %s: cannot read its state (%r); redelivering", message.id, exc)
             await self._nack(delivery, backoff=NACK_BACKOFF)
             return True
-        if job is None or job["state"] != JobState.DEAD.value:
-            return False
-        if job["generation"] != message.generation:
+        if job is None or job["generation"] != message.generation:
             return False
         error = ErrorInfo(
             job["error_type"] or "Unknown", job["error_message"] or "", job["traceback"] or ""
         )
-        budget = handler.policy.max_retries if message.max_retries is None else message.max_retries
-        reason = DeadReason.EXHAUSTED if message.attempt >= budget else DeadReason.PERMANENT
-        log.warning("job %s: dead before its dead letter was stored; storing it now", message.id)
-        await self._settle(delivery, Outcome(Verdict.DEAD, message, message.id, error, reason))
-        return True
+        if job["state"] == JobState.DEAD.value:
+            policy = handler.policy
+            budget = policy.max_retries if message.max_retries is None else message.max_retries
+            reason = DeadReason.EXHAUSTED if message.attempt >= budget else DeadReason.PERMANENT
+            log.warning(
+                "job %s: dead before its dead letter was stored; storing it now", message.id
+            )
+            await self._settle(delivery, Outcome(Verdict.DEAD, message, message.id, error, reason))
+            return True
+        if job["state"] == JobState.RETRYING.value and job["attempt"] == message.attempt:
+            log.warning("job %s: retry decided, maybe never published; publishing it", message.id)
+            delay = handler.policy.broker_delay(message.attempt)
+            retry = Outcome(
+                Verdict.RETRY, message, message.id, error, delay=delay, checkpoint=job["checkpoint"]
+            )
+            await self._settle(delivery, retry)
+            return True
+        return False
 
     async def _run(
         self, handler: Handler, message: JobMessage, tracked: bool, task: asyncio.Task[None]
@@ -386,21 +400,16 @@ class Worker:
         """
         previous = (delivery.headers or {}).get(H_REDELIVERIES, 0)
         count = (previous if isinstance(previous, int) else 0) + 1
-        job_id = fallback_job_id(delivery.body, delivery.message_id)
+        prepared = self.executor.prepare(
+            delivery.body, delivery.message_id, self._queue_of(delivery)
+        )
         if count > self.settings.max_redeliveries:
-            error = ErrorInfo(
-                "CrashLoop",
-                f"delivered {count} times without finishing; the worker died or lost its "
-                "connection each time "
-                f"(limit LAZARUS_MAX_REDELIVERIES={self.settings.max_redeliveries})",
-                "",
-            )
-            await self._settle(
-                delivery, Outcome(Verdict.DEAD, None, job_id, error, DeadReason.CRASH_LOOP)
-            )
+            await self._kill_crash_loop(delivery, prepared, count)
             return True
         headers = dict(delivery.headers or {})
         headers[H_REDELIVERIES] = count
+        # A body without an id keeps the one it was given here in the copy's message id.
+        job_id = prepared.job_id if isinstance(prepared, Outcome) else prepared[1].id
         self._diverting += 1
         self._no_divert_pending.clear()
         try:
@@ -411,6 +420,49 @@ class Worker:
                 self._no_divert_pending.set()
         return True
 
+    async def _kill_crash_loop(
+        self, delivery: Delivery, prepared: Outcome | tuple[Handler, JobMessage], count: int
+    ) -> None:
+        """Dead-letter a message that keeps coming back without finishing.
+
+        A tracked job's death is decided first, like any other: if a person stopped the job
+        meanwhile, their state stands and the message is only acked.
+        """
+        error = ErrorInfo(
+            "CrashLoop",
+            f"delivered {count} times without finishing; the worker died or lost its "
+            "connection each time "
+            f"(limit LAZARUS_MAX_REDELIVERIES={self.settings.max_redeliveries})",
+            "",
+        )
+        if isinstance(prepared, Outcome):  # not a job this worker can read: dead as it is
+            outcome = Outcome(Verdict.DEAD, None, prepared.job_id, error, DeadReason.CRASH_LOOP)
+            await self._settle(delivery, outcome)
+            return
+        handler, message = prepared
+        outcome = Outcome(Verdict.DEAD, message, message.id, error, DeadReason.CRASH_LOOP)
+        if self.tracker is not None and handler.track:
+            try:
+                applied = await self.tracker.decide(
+                    Transition(
+                        message,
+                        JobState.DEAD,
+                        self.worker_id,
+                        redeliveries=count,
+                        error=error,
+                        cause=f"{error.type}: {error.message}",
+                    )
+                )
+            except ServiceUnavailable:
+                applied = True  # dead letters do not need the job row: the recorder keeps them
+            if not applied:
+                log.info(
+                    "job %s crash-looped after a person stopped it; their state stands", message.id
+                )
+                self._ack(delivery)
+                return
+        await self._settle(delivery, outcome)
+
     async def _republish_counted(
         self, delivery: Delivery, headers: dict[str, Any], job_id: str
     ) -> None:
@@ -420,7 +472,7 @@ class Worker:
                 self._queue_of(delivery),
                 delivery.body,
                 headers,
-                delivery.message_id,
+                delivery.message_id or job_id,
             )
         except PublishFailed as exc:
             log.warning("could not republish redelivered job %s: %s", job_id, exc)

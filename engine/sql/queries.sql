@@ -22,10 +22,18 @@ SELECT body, headers, traceback FROM dead_letters WHERE job_id = $1 AND generati
 SELECT * FROM dead_letters WHERE job_id = $1 ORDER BY generation;
 
 -- name: mark_requeue_pending
--- The compare-and-set that makes concurrent requeues of one job give one winner.
+-- The compare-and-set that makes concurrent requeues of one job give one winner. A dead
+-- letter whose job a person stopped, or which has a later generation, is not requeued:
+-- that would run a stopped job again, or give one job two live generations.
 UPDATE dead_letters
    SET status = 'requeue_pending', status_changed_at = now(), status_changed_by = $2
  WHERE id = ANY($1::bigint[]) AND status = 'dead' AND job_type <> ''
+   AND NOT EXISTS (
+       SELECT 1 FROM jobs j
+        WHERE j.job_id = dead_letters.job_id
+          AND (j.generation > dead_letters.generation
+               OR (j.generation = dead_letters.generation
+                   AND j.state IN ('suspended', 'cancelled'))))
 RETURNING id, job_id, generation, job_type, queue, payload, max_retries, enqueued_at,
           -- the latest checkpoint the job saved, else the one its message carried
           COALESCE((SELECT j.checkpoint FROM jobs j

@@ -6,6 +6,7 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 
+import orjson
 import pytest
 
 from engine import Client, JobContext, Permanent, RetryPolicy, Transient, Worker, handler
@@ -19,8 +20,8 @@ from engine.deadletter import (
 )
 from engine.message import decode
 from engine.settings import Settings
-from engine.topology import delay_queue, delay_tier_ms, retained_queue
-from tests.conftest import queue_depth, take_dead_letters, wait_for
+from engine.topology import delay_queue, delay_tier_ms, retained_queue, work_queue
+from tests.conftest import publish_raw, queue_depth, take_dead_letters, wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -237,3 +238,20 @@ async def test_message_max_retries_overrides_the_handler_policy(
     assert dead.headers[H_REASON] == "retries exhausted"
     assert dead.headers[H_ATTEMPTS] == 1
     assert [attempt for attempt, _, _ in calls[job_id]] == [0]
+
+
+async def test_a_body_without_a_queue_retries_on_the_queue_it_came_from(
+    settings: Settings, start_worker: StartWorker, extra_queues: list[str]
+) -> None:
+    extra_queues.append(work_queue(settings.namespace, "emails"))
+    extra_queues.append(
+        delay_queue(settings.namespace, "emails", delay_tier_ms(BROKER.broker_delay(0)))
+    )
+    await start_worker(settings, ["emails"])
+    job_id = f"no-queue-field-{settings.namespace}"
+    body = orjson.dumps(
+        {"type": "retries.flaky_at_broker", "id": job_id, "payload": {"failures": 1}}
+    )
+    await publish_raw(settings, body, routing_key="emails")
+    await wait_for(lambda: job_id in succeeded, what="the job's retry to run on 'emails'")
+    assert [attempt for attempt, _, _ in calls[job_id]] == [0, 1]

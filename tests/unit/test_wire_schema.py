@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from engine import message
 from engine.errors import MessageError
-from engine.message import JobMessage, decode, encode
+from engine.message import MAX_ATTEMPTS, MAX_GENERATION, JobMessage, decode, encode
 
 SCHEMA: dict[str, Any] = json.loads(
     resources.files("engine.schemas").joinpath("job-message.v1.json").read_text("utf-8")
@@ -85,7 +85,7 @@ def test_schema_patterns_are_the_decoders() -> None:
             ),
         ),
         JobMessage(type="_private", payload="text", created_at=datetime(2024, 2, 29, tzinfo=UTC)),
-        JobMessage(type="big", payload=None, attempt=MAX_U64, generation=MAX_U64),
+        JobMessage(type="big", payload=None, attempt=MAX_ATTEMPTS, generation=MAX_GENERATION),
     ],
     ids=["minimal", "every-field", "offset-time", "leap-day", "largest-counts"],
 )
@@ -133,6 +133,9 @@ def test_minimal_body_is_accepted_by_both() -> None:
         body(attempt=True),
         body(attempt=-1),
         body(attempt=MAX_U64 + 1),
+        body(attempt=MAX_ATTEMPTS + 1),
+        body(max_retries=MAX_ATTEMPTS + 1),
+        body(generation=MAX_GENERATION + 1),
         body(generation=False),
         body(generation=-3),
         body(generation=1.5),
@@ -175,7 +178,7 @@ def test_impossible_date_is_rejected_by_both(created_at: str) -> None:
         body(queue="q" * 100),
         {"type": "x" * 200},
         body(attempt=0, generation=0, max_retries=0),
-        body(attempt=MAX_U64, max_retries=MAX_U64),
+        body(attempt=MAX_ATTEMPTS, max_retries=MAX_ATTEMPTS, generation=MAX_GENERATION),
         body(created_at="2024-05-01T12:00:00Z"),
         body(created_at="2024-05-01T12:00:00.1234567-00:00"),
         body(created_at="2024-05-01T12:00:00+23:59"),
