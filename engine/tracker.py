@@ -5,13 +5,17 @@ Workers report transitions here instead of writing them one by one. A *claim*
 batch and learn whether they were applied: PostgreSQL refuses a transition older
 than what the row holds, so a duplicate copy of a job, a stale generation, or a
 failure arriving after a person stopped the job is refused, and the worker drops it.
+
+A value PostgreSQL rejects (a NUL in a JSON payload, say) fails only its own job: the
+batch is then written row by row, and a rejected row once more without its payload.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import asyncpg
@@ -34,8 +38,20 @@ PHASE = {
     JobState.SUSPENDED: 3,
 }
 MAX_BACKLOG = 50_000  # fire-and-forget reports kept while PostgreSQL is down
+CONFLICT_RETRIES = 3  # new tries of a statement that lost a deadlock or serialization race
 
-_DB_DOWN = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ServiceUnavailable)
+_DB_DOWN = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    ServiceUnavailable,
+    # A restart, failover or overload: the server answers but takes no writes for now.
+    asyncpg.OperatorInterventionError,  # admin or crash shutdown, cancelled statement
+    asyncpg.CannotConnectNowError,  # starting up or in recovery
+    asyncpg.TooManyConnectionsError,
+    asyncpg.ReadOnlySQLTransactionError,  # a standby not promoted yet
+)
+_CONFLICT = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +74,16 @@ class Transition:
     def order(self) -> tuple[int, int, int]:
         return (self.message.generation, self.seq, self.redeliveries)
 
-    def row(self) -> tuple[object, ...]:
-        m, e = self.message, self.error
-        running = self.state is JobState.RUNNING
+    def row(self, *, bare: bool = False) -> tuple[object, ...]:
+        """The statement's row; ``bare`` leaves out what PostgreSQL may reject: payload and
+        checkpoint, and NUL characters in texts."""
+        m, e, cause = self.message, self.error, self.cause
+        running = self.state is JobState.RUNNING and not bare
+        if bare:
+            e = e and replace(
+                e, type=_no_nul(e.type), message=_no_nul(e.message), traceback=_no_nul(e.traceback)
+            )
+            cause = cause and _no_nul(cause)
         return (
             m.id,
             m.generation,
@@ -76,7 +99,7 @@ class Transition:
             e.type if e else None,
             e.message if e else None,
             e.traceback if e else None,
-            self.cause,
+            cause,
             self.worker,
             m.created_at,
             self.at if running else None,
@@ -84,7 +107,23 @@ class Transition:
         )
 
 
+def _no_nul(text: str) -> str:
+    return text.replace("\x00", "")
+
+
 _Waiter = asyncio.Future[bool]
+_Entry = tuple[Transition, _Waiter | None, bool]
+
+
+def latest_per_job(transitions: list[Transition]) -> dict[str, Transition]:
+    """The latest transition of each job (one row per job per statement), in job-id order:
+    batches that lock rows in one order cannot deadlock each other."""
+    latest: dict[str, Transition] = {}
+    for transition in transitions:
+        kept = latest.get(transition.message.id)
+        if kept is None or transition.order > kept.order:
+            latest[transition.message.id] = transition
+    return {job_id: latest[job_id] for job_id in sorted(latest)}
 
 
 class Tracker:
@@ -94,7 +133,7 @@ class Tracker:
         self.store = store
         self.max_batch = max_batch
         self.linger = linger
-        self._queue: asyncio.Queue[tuple[Transition, _Waiter | None, bool]] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Entry] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._busy = False  # a batch is off the queue and not written yet
         self.written = 0
@@ -158,33 +197,85 @@ class Tracker:
             if not await self._flush(batch):
                 await asyncio.sleep(1.0)  # PostgreSQL is down: do not spin on the backlog
 
-    async def _flush(self, batch: list[tuple[Transition, _Waiter | None, bool]]) -> bool:
+    async def _flush(self, batch: list[_Entry]) -> bool:
         """Write a batch and settle its waiters; False if PostgreSQL could not be reached."""
-        # One row per job per statement: keep the latest transition of each job.
-        latest: dict[str, Transition] = {}
-        for transition, _, _ in batch:
-            kept = latest.get(transition.message.id)
-            if kept is None or transition.order > kept.order:
-                latest[transition.message.id] = transition
+        latest = latest_per_job([transition for transition, _, _ in batch])
         try:
-            applied = await self.store.report([t.row() for t in latest.values()])
+            applied = await self._write([t.row() for t in latest.values()])
         except _DB_DOWN as exc:
             self._on_outage(batch, exc)
             return False
-        except Exception as exc:  # a bug or a rejected value: never leave a claim hanging
-            log.exception("job transitions rejected by PostgreSQL; %d not written", len(batch))
-            self._on_outage(batch, exc, keep=False)
-            return True
+        except Exception as exc:  # a rejected value or a bug: isolate the row at fault
+            log.warning(
+                "%d job transitions rejected (%r); writing them one by one", len(latest), exc
+            )
+            return await self._flush_each(batch, latest)
+        self._settle(batch, latest, applied)
+        return True
+
+    async def _flush_each(self, batch: list[_Entry], latest: dict[str, Transition]) -> bool:
+        """Write each job's row in a statement of its own, so a bad row fails only its job."""
+        by_job: dict[str, list[_Entry]] = {job_id: [] for job_id in latest}
+        for entry in batch:
+            by_job[entry[0].message.id].append(entry)
+        jobs = list(by_job)
+        for index, job_id in enumerate(jobs):
+            try:
+                applied = await self._write_row(latest[job_id])
+            except _DB_DOWN as exc:  # the rows written so far are settled; the rest wait
+                self._on_outage([entry for later in jobs[index:] for entry in by_job[later]], exc)
+                return False
+            except Exception as exc:
+                state = latest[job_id].state.value
+                log.error("job %s: its %s transition cannot be written: %r", job_id, state, exc)
+                self._on_outage(by_job[job_id], exc, keep=False)
+                continue
+            self._settle(by_job[job_id], latest, applied)
+        return True
+
+    async def _write_row(self, transition: Transition) -> set[tuple[str, int]]:
+        """Write one row; if PostgreSQL rejects it, write it bare, so the job still has its
+        state (its payload or checkpoint is what cannot be stored)."""
+        try:
+            return await self._write([transition.row()])
+        except _DB_DOWN:
+            raise
+        except Exception as exc:
+            log.warning(
+                "job %s: transition rejected (%r); writing it without payload and checkpoint",
+                transition.message.id,
+                exc,
+            )
+        return await self._write([transition.row(bare=True)])
+
+    async def _write(self, rows: list[tuple[object, ...]]) -> set[tuple[str, int]]:
+        """Run the statement, again after a deadlock or serialization failure: PostgreSQL
+        rolled it back whole, and a second try usually passes."""
+        for retry in range(CONFLICT_RETRIES):
+            try:
+                return await self._report(rows)
+            except _CONFLICT as exc:
+                log.info("job transitions conflicted (%r); try %d again", exc, retry + 2)
+                await asyncio.sleep(random.uniform(0.01, 0.05) * (retry + 1))
+        return await self._report(rows)
+
+    async def _report(self, rows: list[tuple[object, ...]]) -> set[tuple[str, int]]:
+        applied = await self.store.report(rows)
         self.written += len(applied)
-        for transition, waiter, _ in batch:
+        return applied
+
+    def _settle(
+        self, entries: list[_Entry], latest: dict[str, Transition], applied: set[tuple[str, int]]
+    ) -> None:
+        """Answer waiters: a transition won if it was its job's row and PostgreSQL applied it."""
+        for transition, waiter, _ in entries:
             if waiter is not None and not waiter.done():
                 won = latest[transition.message.id] is transition
                 waiter.set_result(won and (transition.message.id, transition.seq) in applied)
-        return True
 
     def _on_outage(
         self,
-        batch: list[tuple[Transition, _Waiter | None, bool]],
+        batch: list[_Entry],
         exc: BaseException,
         *,
         keep: bool = True,
@@ -199,7 +290,8 @@ class Tracker:
                     self._queue.put_nowait((transition, None, False))
             elif not waiter.done():
                 if durable:
-                    waiter.set_exception(ServiceUnavailable(f"PostgreSQL: {exc!r}"))
+                    job = transition.message.id
+                    waiter.set_exception(ServiceUnavailable(f"PostgreSQL, job {job}: {exc!r}"))
                 else:
                     waiter.set_result(True)
 
