@@ -32,6 +32,19 @@ from engine.store import DeadRecord, Store
 
 log = logging.getLogger("lazarus.deadletters")
 
+_INT32_MAX = 2**31 - 1  # attempts, max_retries and generation are 32-bit columns
+# Text columns of a dead letter; PostgreSQL text refuses NUL characters.
+_TEXT_FIELDS = (
+    "reason",
+    "error_type",
+    "error_message",
+    "traceback",
+    "worker",
+    "queue",
+    "job_type",
+    "job_id",
+)
+
 
 def dead_record(
     body: bytes,
@@ -62,7 +75,7 @@ def dead_record(
             f"({death.get('reason', 'unknown')}, count {death.get('count', '?')})"
         )
     died_at = _time(headers.get(H_DIED_AT)) or datetime.now(UTC)
-    attempts = headers.get(H_ATTEMPTS)
+    attempts = _int32(headers.get(H_ATTEMPTS))  # any publisher may set it to anything
     return DeadRecord(
         job_id=message.id if message else job_id,
         generation=message.generation if message else 0,
@@ -71,7 +84,7 @@ def dead_record(
         payload=message.payload if message else None,
         body=body,
         headers=_plain({k: v for k, v in headers.items() if k != H_TRACEBACK}),
-        attempts=attempts if isinstance(attempts, int) else (message.attempt + 1 if message else 0),
+        attempts=attempts if attempts is not None else (message.attempt + 1 if message else 0),
         max_retries=message.max_retries if message else None,
         reason=reason,
         error_type=error_type or "Unknown",
@@ -86,7 +99,7 @@ def dead_record(
 
 async def store_dead(store: Store, records: Sequence[DeadRecord]) -> int:
     """Insert a batch; if PostgreSQL rejects a value (say a NUL in a JSON string), store the
-    rows one by one and keep a rejected one with its raw body only. Returns rows added."""
+    rows one by one and keep a rejected one bare (see :func:`_bare`). Returns rows added."""
     try:
         return await store.insert_dead(records)
     except asyncpg.DataError as exc:
@@ -96,9 +109,30 @@ async def store_dead(store: Store, records: Sequence[DeadRecord]) -> int:
         try:
             stored += await store.insert_dead([record])
         except asyncpg.DataError:
-            bare = replace(record, payload=None, headers={}, checkpoint=None)
-            stored += await store.insert_dead([bare])
+            stored += await store.insert_dead([_bare(record)])
     return stored
+
+
+def _bare(record: DeadRecord) -> DeadRecord:
+    """The row of a dead letter PostgreSQL rejected: raw body kept, JSON dropped, numbers out
+    of their 32-bit columns replaced and NULs (which text refuses) removed, so it fits."""
+    return replace(
+        record,
+        payload=None,
+        headers={},
+        checkpoint=None,
+        attempts=_int32(record.attempts) or 0,
+        max_retries=_int32(record.max_retries),
+        generation=_int32(record.generation) or 0,
+        **{name: getattr(record, name).replace("\x00", "") for name in _TEXT_FIELDS},
+    )
+
+
+def _int32(value: Any) -> int | None:
+    """``value`` if it is a count a 32-bit column holds (0 to 2**31-1), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _INT32_MAX:
+        return value
+    return None
 
 
 def _text(value: Any) -> str:

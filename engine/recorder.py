@@ -8,6 +8,8 @@ It stores a batch in one statement (``ON CONFLICT (job_id, generation) DO NOTHIN
 commits, then acks the batch. While PostgreSQL is down it acks nothing: the queue
 holds the backlog and the recorder retries with backoff, saying so in the log.
 Crash after the commit and before the ack: the batch is redelivered and ignored.
+Any other failure (PostgreSQL shutting down, too many connections, a bug) is logged
+with its traceback and retried the same way: a batch is acked only once stored.
 """
 
 from __future__ import annotations
@@ -27,6 +29,14 @@ from engine.store import DeadRecord, Store
 from engine.topology import declare_queue, queue_type_arguments, recorder_queue
 
 log = logging.getLogger("lazarus.recorder")
+
+# Errors of an unreachable database: expected during an outage, logged without a traceback.
+_UNAVAILABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+)
 
 
 class Recorder:
@@ -57,6 +67,7 @@ class Recorder:
         )
         self._consumer_tag = await queue.consume(LightConsumer(self._pending.put))
         self._task = asyncio.create_task(self._run(), name="lazarus-recorder")
+        self._task.add_done_callback(_log_death)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -70,29 +81,20 @@ class Recorder:
             await self._store(await take_batch(self._pending, self.batch_size, self.linger))
 
     async def _store(self, batch: list[Delivery]) -> None:
-        records = [dead_record(d.body, d.message_id, d.headers or {}) for d in batch]
+        """Store the batch, retrying with backoff until it is stored; then ack it."""
         delay = 0.5
+        traced = False  # a traceback of this failure streak is already in the log
         while True:
             try:
+                records = [dead_record(d.body, d.message_id, d.headers or {}) for d in batch]
                 stored = await self._insert(records)
-                self.recorded += stored
-                metrics.DEAD_LETTERS_RECORDED.inc(stored)
                 break
-            except (
-                OSError,
-                asyncpg.PostgresConnectionError,
-                asyncpg.InterfaceError,
-                asyncpg.CannotConnectNowError,
-            ) as exc:
-                log.warning(
-                    "PostgreSQL unavailable, %d dead letters wait in RabbitMQ unacked; "
-                    "retrying in %.1f s: %r",
-                    len(batch),
-                    delay,
-                    exc,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+            except Exception as exc:
+                traced = _log_failure(exc, len(batch), delay, traced=traced)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        self.recorded += stored
+        metrics.DEAD_LETTERS_RECORDED.inc(stored)
         # One multiple-ack covers the batch: every earlier delivery on this channel is in it.
         last = max(batch, key=lambda d: d.delivery_tag or 0)
         try:
@@ -104,3 +106,39 @@ class Recorder:
 
     async def _insert(self, records: list[DeadRecord]) -> int:
         return await store_dead(self.store, records)
+
+
+def _log_failure(exc: Exception, waiting: int, delay: float, *, traced: bool) -> bool:
+    """An outage is a warning; anything else gets its traceback once per failure streak.
+    Returns whether this streak's traceback is now logged."""
+    if isinstance(exc, _UNAVAILABLE):
+        what = "PostgreSQL unavailable"
+    elif traced:
+        what = "storing dead letters failed again"
+    else:
+        log.error(
+            "storing %d dead letters failed, they wait in RabbitMQ unacked; retrying in %.1f s",
+            waiting,
+            delay,
+            exc_info=exc,
+        )
+        return True
+    log.warning(
+        "%s, %d dead letters wait in RabbitMQ unacked; retrying in %.1f s: %r",
+        what,
+        waiting,
+        delay,
+        exc,
+    )
+    return traced
+
+
+def _log_death(task: asyncio.Task[None]) -> None:
+    """Nothing awaits the recorder task until stop(): say so if it ends on its own."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("the recorder stopped; dead letters are no longer stored", exc_info=exc)
+    else:
+        log.error("the recorder stopped; dead letters are no longer stored")

@@ -8,7 +8,14 @@ import orjson
 import pytest
 
 from engine.errors import MessageError
-from engine.message import FORMAT_VERSION, JobMessage, decode, encode
+from engine.message import (
+    FORMAT_VERSION,
+    MAX_ATTEMPTS,
+    MAX_GENERATION,
+    JobMessage,
+    decode,
+    encode,
+)
 
 
 def body(**fields: object) -> bytes:
@@ -87,3 +94,31 @@ def test_oversized_body_is_malformed_before_it_is_parsed() -> None:
     with pytest.raises(MessageError, match=rf"{len(raw)} bytes, more than the 1024 allowed"):
         decode(raw, max_bytes=1024)
     assert decode(raw, max_bytes=len(raw)).payload == "x" * 2000
+
+
+@pytest.mark.parametrize(
+    ("name", "limit"),
+    [("attempt", MAX_ATTEMPTS), ("max_retries", MAX_ATTEMPTS), ("generation", MAX_GENERATION)],
+)
+def test_a_count_at_its_limit_is_accepted(name: str, limit: int) -> None:
+    message = decode(body(**{name: limit}))
+    assert getattr(message, name) == limit
+
+
+@pytest.mark.parametrize(
+    ("name", "limit"),
+    [("attempt", MAX_ATTEMPTS), ("max_retries", MAX_ATTEMPTS), ("generation", MAX_GENERATION)],
+)
+def test_a_count_above_its_limit_is_malformed_naming_the_field(name: str, limit: int) -> None:
+    with pytest.raises(MessageError) as caught:
+        decode(body(**{name: limit + 1}))
+    assert f"'{name}'" in caught.value.reason
+    assert f"must not exceed {limit}" in caught.value.reason
+
+
+def test_a_body_without_a_queue_takes_the_default_queue() -> None:
+    assert decode(body(), default_queue="mail").queue == "mail"
+
+
+def test_an_explicit_queue_wins_over_the_default_queue() -> None:
+    assert decode(body(queue="billing"), default_queue="mail").queue == "billing"
