@@ -16,12 +16,14 @@ from engine.cli_common import (
     configure_logging,
     fail,
     parse_json,
+    queue_name,
     run_async,
     settings,
     stop_on_signal,
 )
 from engine.cli_dead import dead_app
 from engine.cli_jobs import jobs_app, queues_app
+from engine.message import MAX_ATTEMPTS
 
 app = typer.Typer(
     name="lazarus",
@@ -55,9 +57,14 @@ async def enqueue(
     job_type: Annotated[str, typer.Argument(help="Job type, as registered by a handler.")],
     payload: Annotated[str, typer.Argument(help="Payload as JSON.")] = "null",
     queue: Annotated[
-        str | None, typer.Option(help="Queue to publish to (default: the handler's, or default).")
+        str | None,
+        typer.Option(
+            callback=queue_name, help="Queue to publish to (default: the handler's, or default)."
+        ),
     ] = None,
-    max_retries: Annotated[int | None, typer.Option(min=0, help="Broker-level retries.")] = None,
+    max_retries: Annotated[
+        int | None, typer.Option(min=0, max=MAX_ATTEMPTS, help="Broker-level retries.")
+    ] = None,
     delay: Annotated[float, typer.Option(min=0, help="Seconds before the job may run.")] = 0,
     job_id: Annotated[str | None, typer.Option(help="Job id (default: a new UUID).")] = None,
 ) -> None:

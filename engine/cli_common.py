@@ -17,14 +17,20 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
+import asyncpg
 import orjson
 import typer
 
 from engine import loop as event_loop
 from engine.errors import ConfigError, LazarusError, ServiceUnavailable
+from engine.message import check_queue_name
 from engine.settings import Settings, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+# Bounds of integer options, from their PostgreSQL columns: a larger number is a usage
+# error from typer, not a traceback from asyncpg.
+MAX_ID = 2**63 - 1  # bigint: dead-letter ids
+MAX_INT = 2**31 - 1  # integer: generations
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -54,10 +60,22 @@ def run_async(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
             fail(str(exc), EXIT_UNAVAILABLE)
         except ConfigError as exc:
             fail(str(exc), EXIT_USAGE)
+        except asyncpg.DataError as exc:  # a value PostgreSQL cannot take: a NUL, a huge number
+            fail(f"PostgreSQL refused a value: {exc}", EXIT_USAGE)
         except (LazarusError, ValueError) as exc:
             fail(str(exc), EXIT_FAILED)
 
     return wrapper
+
+
+def queue_name(name: str | None) -> str | None:
+    """Typer callback: a name no queue can have is a usage error (exit 2) naming it."""
+    if name is None:
+        return None
+    try:
+        return check_queue_name(name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def parse_json(text: str, what: str) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import typer
@@ -12,9 +12,17 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from engine.admin import Admin, RequeueMode
-from engine.cli_common import EXIT_FAILED, EXIT_USAGE, fail, print_json, run_async, settings
+from engine.cli_common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    MAX_ID,
+    fail,
+    print_json,
+    run_async,
+    settings,
+)
 from engine.filters import DeadFilter, bulk_selection, parse_age
-from engine.message import now_utc
+from engine.message import MAX_ATTEMPTS, now_utc
 from engine.states import DeadStatus
 
 dead_app = typer.Typer(help="Inspect dead letters and move them back to their queues.")
@@ -38,6 +46,18 @@ AfterOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
+def age_option(flag: str, text: str) -> timedelta:
+    """parse_age, also refusing ages too long ago to count back from now; a usage error."""
+    try:
+        age = parse_age(text)
+        now_utc() - age
+    except OverflowError:
+        fail(f"{flag} {text!r}: too long ago", EXIT_USAGE)
+    except ValueError as exc:
+        fail(f"{flag}: {exc}", EXIT_USAGE)
+    return age
+
+
 def build_filter(
     ids: list[str] | None,
     job_type: str | None,
@@ -49,11 +69,8 @@ def build_filter(
     before: datetime | None,
     status: DeadStatus | None = DeadStatus.DEAD,
 ) -> DeadFilter:
-    try:
-        if since is not None:
-            after = now_utc() - parse_age(since)
-    except ValueError as exc:
-        fail(f"--since: {exc}", EXIT_USAGE)
+    if since is not None:
+        after = now_utc() - age_option("--since", since)
     return DeadFilter(
         ids=tuple(ids or ()),
         job_type=job_type,
@@ -102,7 +119,10 @@ async def list_(
     ] = "dead",
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="Rows per page.")] = 50,
     before_id: Annotated[
-        int | None, typer.Option("--before-id", help="Next page: the last id of the previous.")
+        int | None,
+        typer.Option(
+            "--before-id", min=1, max=MAX_ID, help="Next page: the last id of the previous."
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -181,7 +201,8 @@ async def requeue(
     after: AfterOpt = None,
     before: BeforeOpt = None,
     retries: Annotated[
-        int | None, typer.Option(min=0, help="New retry budget (default: the job's own).")
+        int | None,
+        typer.Option(min=0, max=MAX_ATTEMPTS, help="New retry budget (default: the job's own)."),
     ] = None,
     mode: Annotated[
         RequeueMode, typer.Option(help="restart: from the beginning; recover: from checkpoint.")
@@ -245,10 +266,7 @@ async def purge(
     as_json: JsonOpt = False,
 ) -> None:
     """Remove dead letters (and their history) that died longer ago than --older-than."""
-    try:
-        age = parse_age(older_than)
-    except ValueError as exc:
-        fail(f"--older-than: {exc}", EXIT_USAGE)
+    age = age_option("--older-than", older_than)
     async with Admin(settings()) as admin:
         report(as_json, "purged", await admin.purge(age))
 

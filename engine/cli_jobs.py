@@ -10,8 +10,18 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.admin import Admin, RequeueMode
-from engine.cli_common import EXIT_FAILED, fail, parse_json, print_json, run_async, settings
+from engine.cli_common import (
+    EXIT_FAILED,
+    MAX_INT,
+    fail,
+    parse_json,
+    print_json,
+    queue_name,
+    run_async,
+    settings,
+)
 from engine.lifecycle import REQUESTED_BY_USER, Lifecycle
+from engine.message import MAX_ATTEMPTS
 from engine.states import JobState
 
 jobs_app = typer.Typer(help="Job states: list, show, suspend, resume, cancel.")
@@ -20,6 +30,15 @@ console = Console()
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 JobIdArg = Annotated[str, typer.Argument(help="Job id.")]
+GenerationOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        max=MAX_INT,
+        help="Fail unless the job is still in this generation (the one you saw).",
+    ),
+]
+QueueArg = Annotated[str, typer.Argument(callback=queue_name, help="Queue name.")]
 
 
 def show_row(row: dict[str, Any], as_json: bool) -> None:
@@ -83,21 +102,26 @@ def show_stopped(row: Mapping[str, Any], as_json: bool) -> None:
 @run_async
 async def suspend(
     job_id: JobIdArg,
-    reason: Annotated[str, typer.Option(help="Cause to record.")] = REQUESTED_BY_USER,
+    reason: Annotated[
+        str | None, typer.Option(help=f"Why; the cause becomes '{REQUESTED_BY_USER}: REASON'.")
+    ] = None,
+    generation: GenerationOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Stop a pending, running or retrying job, keeping its checkpoint."""
     async with Admin(settings()) as admin:
-        row = await Lifecycle(admin).suspend(job_id, reason)
+        row = await Lifecycle(admin).suspend(job_id, reason, generation=generation)
     show_stopped(row, as_json)
 
 
 @jobs_app.command()
 @run_async
-async def cancel(job_id: JobIdArg, as_json: JsonOpt = False) -> None:
+async def cancel(
+    job_id: JobIdArg, generation: GenerationOpt = None, as_json: JsonOpt = False
+) -> None:
     """Stop a job for good."""
     async with Admin(settings()) as admin:
-        row = await Lifecycle(admin).cancel(job_id)
+        row = await Lifecycle(admin).cancel(job_id, generation=generation)
     show_stopped(row, as_json)
 
 
@@ -110,7 +134,8 @@ async def cause(job_id: JobIdArg, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(found)
         return
-    console.print(f"{found['cause']} (by {found['stopped_by']}, since {found['since']:%F %T})")
+    by = f"by {found['stopped_by']}, " if found["stopped_by"] else ""
+    console.print(f"{found['cause']} ({by}since {found['since']:%F %T})")
     if found["traceback"]:
         console.print(found["traceback"], markup=False, highlight=False)
 
@@ -122,10 +147,13 @@ async def resume(
     mode: Annotated[
         RequeueMode, typer.Option(help="recover: from the checkpoint; restart: from scratch.")
     ] = RequeueMode.RECOVER,
-    retries: Annotated[int | None, typer.Option(min=0, help="New retry budget.")] = None,
+    retries: Annotated[
+        int | None, typer.Option(min=0, max=MAX_ATTEMPTS, help="New retry budget.")
+    ] = None,
     payload: Annotated[
         str | None, typer.Option(help="Replace the payload (JSON) before resuming.")
     ] = None,
+    generation: GenerationOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Send a suspended job back to its queue."""
@@ -137,6 +165,7 @@ async def resume(
             retries=retries,
             payload=new_payload,
             replace_payload=payload is not None,
+            generation=generation,
         )
     show_row(
         {"job_id": row["job_id"], "state": row["state"], "generation": row["generation"]},
@@ -173,7 +202,7 @@ async def list_queues(
 @queues_app.command()
 @run_async
 async def pause(
-    queue: Annotated[str, typer.Argument(help="Queue name.")],
+    queue: QueueArg,
     reason: Annotated[str, typer.Option(help="Why (recorded).")] = REQUESTED_BY_USER,
 ) -> None:
     """Stop workers taking jobs from a queue; messages stay in RabbitMQ."""
@@ -184,7 +213,7 @@ async def pause(
 
 @queues_app.command("resume")
 @run_async
-async def resume_queue(queue: Annotated[str, typer.Argument(help="Queue name.")]) -> None:
+async def resume_queue(queue: QueueArg) -> None:
     """Let workers take jobs from a paused queue again."""
     async with Admin(settings()) as admin:
         changed = await Lifecycle(admin).resume_queue(queue)

@@ -7,7 +7,7 @@ from typing import Any
 
 from engine.broker import Broker, Outgoing
 from engine.errors import PublishFailed
-from engine.message import JobMessage, check_queue_name, encode, new_job_id
+from engine.message import MAX_ATTEMPTS, JobMessage, check_queue_name, encode, new_job_id
 from engine.registry import registered
 from engine.settings import Settings, load_settings
 from engine.topology import delay_tier_ms, work_exchange, work_queue
@@ -109,8 +109,8 @@ def build_message(
     job_id: str | None,
     suspend_on_failure: bool | None,
 ) -> JobMessage:
-    if max_retries is not None and max_retries < 0:
-        raise ValueError(f"max_retries must not be negative, got {max_retries}")
+    if max_retries is not None and not 0 <= max_retries <= MAX_ATTEMPTS:
+        raise ValueError(f"max_retries must be 0 to {MAX_ATTEMPTS}, got {max_retries}")
     return JobMessage(
         type=job_type,
         payload=payload,

@@ -238,11 +238,12 @@ def api_router() -> APIRouter:
     async def retry_work_items(
         admin: AdminDep, body: m.WorkItemsBody, type: RequeueMode = RequeueMode.RESTART
     ) -> m.Total:
-        """Requeue dead jobs by id; ``total`` counts those actually moved."""
+        """Requeue dead jobs by id, with ``retries`` a new retry budget; ``total`` counts those
+        actually moved."""
         if not body.work_item_ids:  # an empty id list must not select every dead letter
             return m.Total(total=0)
         selector = DeadFilter(ids=tuple(body.work_item_ids))
-        return m.Total(total=await admin.requeue(selector, mode=type))
+        return m.Total(total=await admin.requeue(selector, retries=body.retries, mode=type))
 
     @api.get("/jobs", tags=["jobs"])
     async def list_jobs(

@@ -22,10 +22,10 @@ from pydantic import (
 
 from engine.admin import RequeueMode
 from engine.filters import DeadFilter, bulk_selection, parse_age
-from engine.message import now_utc
+from engine.message import MAX_ATTEMPTS, now_utc
 from engine.states import DeadStatus, JobState
 
-INT32 = 2**31 - 1  # generations and retry budgets are PostgreSQL integers
+INT32 = 2**31 - 1  # generations are PostgreSQL integers; retry budgets stop at MAX_ATTEMPTS
 AGE = r"^\s*\d+\s*[smhdw]\s*$"  # documents (only) the format engine.filters.parse_age reads
 
 
@@ -111,7 +111,10 @@ class Selection(Body):
 
 class RequeueBody(Selection):
     retries: int | None = Field(
-        default=None, ge=0, le=INT32, description="New retry budget (default: the job's own)."
+        default=None,
+        ge=0,
+        le=MAX_ATTEMPTS,
+        description="New retry budget (default: the job's own).",
     )
     mode: RequeueMode = Field(
         default=RequeueMode.RESTART,
@@ -122,7 +125,7 @@ class RequeueBody(Selection):
 class RequeueOptions(BaseModel):
     """Retry budget and mode as the dashboard's form sends them (an empty field is unset)."""
 
-    retries: int | None = Field(default=None, ge=0, le=INT32)
+    retries: int | None = Field(default=None, ge=0, le=MAX_ATTEMPTS)
     mode: RequeueMode = RequeueMode.RESTART
 
     @field_validator("retries", "mode", mode="before")
@@ -163,6 +166,12 @@ def age(field: str, text: str) -> timedelta:
 
 class WorkItemsBody(Body):
     work_item_ids: list[str] = Field(description="Job ids to move back; unknown ids count 0.")
+    retries: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_ATTEMPTS,
+        description="New retry budget (default: the job's own).",
+    )
 
 
 class DeadLetterRow(BaseModel):
@@ -226,7 +235,12 @@ class JobDetail(JobRow):
 
 
 class StopBody(Body):
-    reason: str = Field(default="Requested by user", max_length=10_000, description="Cause.")
+    reason: str | None = Field(
+        default=None,
+        max_length=10_000,
+        description="Why; the cause becomes 'Requested by user: <reason>' (without one, "
+        "'Requested by user').",
+    )
     generation: int | None = Field(
         default=None, ge=0, le=INT32, description="Fail with 409 unless still this generation."
     )
@@ -236,7 +250,9 @@ class ResumeBody(Body):
     mode: RequeueMode = Field(
         default=RequeueMode.RECOVER, description="recover: from the checkpoint; restart: afresh."
     )
-    retries: int | None = Field(default=None, ge=0, le=INT32, description="New retry budget.")
+    retries: int | None = Field(
+        default=None, ge=0, le=MAX_ATTEMPTS, description="New retry budget."
+    )
     payload: Any = Field(default=None, description="Replaces the payload when present.")
     generation: int | None = Field(
         default=None, ge=0, le=INT32, description="Fail with 409 unless still this generation."

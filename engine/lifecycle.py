@@ -21,6 +21,18 @@ from engine.topology import work_queue
 
 REQUESTED_BY_USER = "Requested by user"
 ACTIVE = (JobState.PENDING, JobState.RUNNING, JobState.RETRYING)
+# The seq the stop_job query writes for a person's stop, above any a worker reports. It,
+# not stopped_by, tells who stopped a job: resume_job leaves the resuming person in
+# stopped_by, so a later failure's suspension still carries a name.
+PERSON_SEQ = 2**30
+
+
+def person_cause(reason: str | None) -> str:
+    """The cause recorded for a person's stop: 'Requested by user', then their reason if any."""
+    reason = (reason or "").strip()
+    if not reason or reason == REQUESTED_BY_USER:
+        return REQUESTED_BY_USER
+    return f"{REQUESTED_BY_USER}: {reason}"
 
 
 def resumed_message(row: asyncpg.Record) -> bytes:
@@ -77,35 +89,39 @@ class Lifecycle:
         return await self.store.count_jobs_by_state()
 
     async def suspend(
-        self, job_id: str, cause: str = REQUESTED_BY_USER, *, generation: int | None = None
+        self, job_id: str, reason: str | None = None, *, generation: int | None = None
     ) -> dict[str, Any]:
         """Stop a pending, running or retrying job, keeping its payload and checkpoint.
 
+        The cause recorded is 'Requested by user', or 'Requested by user: <reason>'.
         A running job is cancelled at its next await within the workers' poll interval.
         ``generation``, when given, must still be the job's: an operation on what a person
         saw fails if someone else moved the job on meanwhile.
         """
-        return await self._stop(job_id, JobState.SUSPENDED, cause, ACTIVE, generation)
+        return await self._stop(job_id, JobState.SUSPENDED, reason, ACTIVE, generation)
 
     async def cancel(
-        self, job_id: str, cause: str = REQUESTED_BY_USER, *, generation: int | None = None
+        self, job_id: str, reason: str | None = None, *, generation: int | None = None
     ) -> dict[str, Any]:
         """Stop a job for good: it will not run again."""
         return await self._stop(
-            job_id, JobState.CANCELLED, cause, (*ACTIVE, JobState.SUSPENDED), generation
+            job_id, JobState.CANCELLED, reason, (*ACTIVE, JobState.SUSPENDED), generation
         )
 
     async def cause(self, job_id: str) -> dict[str, Any]:
-        """Why a suspended job stopped: 'Requested by user', or the exception and traceback."""
+        """Why a suspended job stopped: a person (who, and their reason), or the failure with
+        its exception and traceback. A person's stop shows no error, even if an earlier
+        attempt of the job left one on its row."""
         job = await self.show(job_id)
         if job["state"] != JobState.SUSPENDED:
             raise JobStateConflict(f"job {job_id!r} is not suspended (it is {job['state']})")
+        by_person = job["seq"] >= PERSON_SEQ
         return {
             "job_id": job_id,
             "cause": job["cause"],
-            "error_type": job["error_type"] if job["cause"] != REQUESTED_BY_USER else None,
-            "traceback": job["traceback"] if job["cause"] != REQUESTED_BY_USER else None,
-            "stopped_by": job["stopped_by"],
+            "error_type": None if by_person else job["error_type"],
+            "traceback": None if by_person else job["traceback"],
+            "stopped_by": job["stopped_by"] if by_person else None,
             "since": job["updated_at"],
         }
 
@@ -184,14 +200,14 @@ class Lifecycle:
         self,
         job_id: str,
         state: JobState,
-        cause: str,
+        reason: str | None,
         from_states: tuple[JobState, ...],
         generation: int | None,
     ) -> dict[str, Any]:
         row = await self.store.stop_job(
             job_id,
             state.value,
-            cause,
+            person_cause(reason),
             self.admin.actor,
             [s.value for s in from_states],
             generation,

@@ -70,7 +70,57 @@ def test_enqueue_rejects_bad_input(cli: Cli) -> None:
     assert cli.run("enqueue", "greet", "{}", "--max-retries", "-1").returncode == USAGE
     assert cli.run("enqueue", "greet", "{}", "--delay", "soon").returncode == USAGE
     bad_queue = cli.run("enqueue", "greet", "{}", "--queue", "no such queue")
-    assert bad_queue.returncode == FAILED and "queue name" in bad_queue.stderr
+    assert bad_queue.returncode == USAGE and "queue name" in bad_queue.stderr
+
+
+def test_a_bad_queue_name_is_a_usage_error(cli: Cli) -> None:
+    assert cli.run("migrate").returncode == OK
+    for command in ("pause", "resume"):
+        result = cli.run("queues", command, "bad queue")
+        assert result.returncode == USAGE, result.stderr
+        assert "queue name 'bad queue'" in result.stderr
+
+
+def test_integer_options_are_bounded_by_their_columns(cli: Cli) -> None:
+    assert cli.run("migrate").returncode == OK
+    for args in [
+        ("dead", "list", "--before-id", "99999999999999999999"),
+        ("dead", "list", "--before-id", str(2**63)),
+        ("dead", "requeue", "--all", "--retries", str(2**31)),
+        ("enqueue", "greet", "{}", "--max-retries", str(2**31)),
+        ("jobs", "resume", "some-job", "--retries", "3000000000"),
+        ("jobs", "resume", "some-job", "--generation", str(2**31)),
+        ("jobs", "suspend", "some-job", "--generation", "-1"),
+        ("jobs", "cancel", "some-job", "--generation", str(2**31)),
+    ]:
+        result = cli.run(*args)
+        assert result.returncode == USAGE, (args, result.stderr)
+        assert "Traceback" not in result.stderr and "Invalid value" in result.stderr, args
+    largest = cli.run("dead", "list", "--before-id", str(2**63 - 1), "--json")
+    assert largest.returncode == OK and orjson.loads(largest.stdout) == []
+
+
+def test_a_value_postgresql_refuses_is_one_line_and_exit_two(cli: Cli) -> None:
+    assert cli.run("migrate").returncode == OK
+    for args in [
+        ("dead", "list", "--after", "0001-01-01T00:00:00+14:00"),  # before year 1 in UTC
+        ("jobs", "list", "--type", "\udcff"),  # the byte 0xff: not UTF-8
+    ]:
+        result = cli.run(*args)
+        assert result.returncode == USAGE, (args, result.stderr)
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("lazarus: PostgreSQL refused a value:"), args
+
+
+def test_ages_too_long_ago_are_usage_errors(cli: Cli) -> None:
+    assert cli.run("migrate").returncode == OK
+    for args in [
+        ("dead", "list", "--since", "99999999999w"),
+        ("dead", "purge", "--older-than", "999999w"),
+    ]:
+        result = cli.run(*args)
+        assert result.returncode == USAGE, (args, result.stderr)
+        assert result.stderr.strip().endswith("too long ago"), args
 
 
 def test_enqueue_to_a_missing_queue_fails(cli: Cli) -> None:
@@ -117,6 +167,72 @@ def test_dead_letter_round_trip(cli: Cli, worker: subprocess.Popen[bytes]) -> No
     too_late = cli.run("dead", "requeue", job_id)
     assert too_late.returncode == FAILED
     assert f"job {job_id!r} is no longer dead (deleted)" in too_late.stderr
+
+
+def job_row(cli: Cli, job_id: str) -> dict[str, object] | None:
+    result = cli.run("jobs", "show", job_id, "--json")
+    if result.returncode != OK:
+        return None
+    row: dict[str, object] = orjson.loads(result.stdout)
+    return row
+
+
+def failed_once(cli: Cli) -> str:
+    """A job that keeps failing and retrying (with a worker running); it has failed once."""
+    enqueued = cli.run("enqueue", "always_fails", "{}", "--max-retries", "1000")
+    assert enqueued.returncode == OK, enqueued.stderr
+    job_id = enqueued.stdout.strip()
+    deadline = time.monotonic() + 30
+    while not (job := job_row(cli, job_id)) or not job.get("error_type"):
+        assert time.monotonic() < deadline, "the job did not fail once"
+        time.sleep(0.2)
+    return job_id
+
+
+def test_stop_and_resume_refuse_a_stale_generation(
+    cli: Cli, worker: subprocess.Popen[bytes]
+) -> None:
+    job_id = failed_once(cli)
+    stale = cli.run("jobs", "suspend", job_id, "--generation", "1")
+    assert stale.returncode == FAILED
+    [line] = stale.stderr.strip().splitlines()
+    assert line.startswith(f"lazarus: job {job_id!r} is no longer pending or running or retrying")
+    assert "in generation 1 (it is " in line and line.endswith(" in generation 0)")
+    suspended = cli.run("jobs", "suspend", job_id, "--generation", "0", "--json")
+    assert suspended.returncode == OK, suspended.stderr
+    assert orjson.loads(suspended.stdout)["state"] == "suspended"
+
+    stale_resume = cli.run("jobs", "resume", job_id, "--generation", "1")
+    assert stale_resume.returncode == FAILED
+    assert f"job {job_id!r} is no longer suspended in generation 1" in stale_resume.stderr
+    resumed = cli.run("jobs", "resume", job_id, "--generation", "0", "--json")
+    assert resumed.returncode == OK, resumed.stderr
+    assert orjson.loads(resumed.stdout)["generation"] == 1
+
+    stale_cancel = cli.run("jobs", "cancel", job_id, "--generation", "0")
+    assert stale_cancel.returncode == FAILED
+    assert "in generation 0 (it is " in stale_cancel.stderr
+    cancelled = cli.run("jobs", "cancel", job_id, "--generation", "1", "--json")
+    assert cancelled.returncode == OK, cancelled.stderr
+    assert orjson.loads(cancelled.stdout)["state"] == "cancelled"
+
+
+def test_a_person_suspending_a_failed_job_is_its_cause_not_the_error(
+    cli: Cli, worker: subprocess.Popen[bytes]
+) -> None:
+    job_id = failed_once(cli)
+    suspended = cli.run("jobs", "suspend", job_id, "--reason", "reading the logs")
+    assert suspended.returncode == OK, suspended.stderr
+
+    cause = cli.run("jobs", "cause", job_id, "--json")
+    assert cause.returncode == OK, cause.stderr
+    found = orjson.loads(cause.stdout)
+    assert found["cause"] == "Requested by user: reading the logs"
+    assert (found["error_type"], found["traceback"]) == (None, None)
+    assert found["stopped_by"]
+    text = cli.run("jobs", "cause", job_id).stdout
+    assert text.startswith("Requested by user: reading the logs (by ") and "Error" not in text
+    cli.run("jobs", "cancel", job_id)
 
 
 def test_unknown_ids_and_bad_arguments_are_clear(cli: Cli) -> None:

@@ -195,6 +195,25 @@ async def test_compatibility_retry_counts_only_the_jobs_it_moved(
         await wait_for(lambda: ran.get(a) == [1] and ran.get(b) == [1], what="both to run again")
 
 
+async def test_compatibility_retry_gives_the_requeued_job_its_new_retry_budget(
+    api: httpx.AsyncClient, ns: Settings, worker: Worker_
+) -> None:
+    async with worker():
+        [job_id] = await kill(api, ns, 1)
+        url = "/api/work-items/retry"
+        body = {"work_item_ids": [job_id]}
+        too_many = await api.put(url, json=body | {"retries": 2**31})
+        assert too_many.status_code == 422 and "retries" in too_many.json()["error"]
+        moved = await api.put(url, params={"type": "restart"}, json=body | {"retries": 7})
+        assert moved.json() == {"total": 1}
+        await wait_for(lambda: ran.get(job_id) == [1], what="the requeued job to run")
+        await wait_for(
+            lambda: _is(job_state(api, job_id), "succeeded"), what="the job row to succeed"
+        )
+    job = (await api.get(f"/api/jobs/{job_id}")).json()
+    assert (job["generation"], job["max_retries"]) == (1, 7)
+
+
 async def test_bulk_requeue_needs_ids_a_filter_or_all(
     api: httpx.AsyncClient, ns: Settings, worker: Worker_
 ) -> None:
@@ -274,7 +293,7 @@ async def test_suspend_cause_resume_cancel_of_a_running_job(
         twice = await api.post(f"/api/jobs/{job_id}/suspend")
         assert twice.status_code == 409 and job_id in twice.json()["error"]
         cause = (await api.get(f"/api/jobs/{job_id}/cause")).json()
-        assert cause["cause"] == "investigate" and cause["traceback"] is None
+        assert cause["cause"] == "Requested by user: investigate" and cause["traceback"] is None
 
         resumed = await api.post(f"/api/jobs/{job_id}/resume", json={"payload": {"fixed": True}})
         assert resumed.status_code == 200, resumed.text

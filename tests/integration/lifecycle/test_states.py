@@ -187,7 +187,7 @@ async def test_a_failure_after_a_person_suspended_does_not_overwrite_it(
     job = await control.show(job_id)
     assert (job["state"], job["cause"], job["stopped_by"]) == (
         "suspended",
-        "maintenance",
+        f"{REQUESTED_BY_USER}: maintenance",
         "operator",
     )
     assert await store.history(job_id) == []  # no dead letter for a job a person holds
@@ -205,6 +205,43 @@ async def test_a_retrying_job_suspended_then_resumed_runs_once(
         await asyncio.sleep(2.5)  # the stale delayed copy arrives and must be dropped
     assert processed[job_id] == [0, 1]
     assert await job_state(control, job_id) == "succeeded"
+
+
+async def test_a_person_suspending_a_failed_job_shows_their_reason_not_the_error(
+    dead_settings: Settings, control: Lifecycle
+) -> None:
+    async with tracking_worker(dead_settings), Client(dead_settings) as client:
+        job_id = await client.enqueue("lc.slow_retry", None)
+        await wait_for(lambda: state_is(control, job_id, "retrying"), what="retrying")
+        assert (await control.show(job_id))["error_type"] == "RuntimeError"
+        await control.suspend(job_id, "checking the provider")
+        cause = await control.cause(job_id)
+        await control.cancel(job_id)
+    assert cause["cause"] == f"{REQUESTED_BY_USER}: checking the provider"
+    assert (cause["error_type"], cause["traceback"], cause["stopped_by"]) == (
+        None,
+        None,
+        "operator",
+    )
+
+
+async def test_a_failure_after_a_person_resumed_shows_its_traceback(
+    dead_settings: Settings, control: Lifecycle
+) -> None:
+    async with tracking_worker(dead_settings), Client(dead_settings) as client:
+        job_id = await client.enqueue("lc.fragile", {"fixed": False})
+        await wait_for(lambda: state_is(control, job_id, "suspended"), what="suspended")
+        await control.resume(job_id)  # the job row now names the person who resumed it
+        await wait_for(lambda: _suspended_in(control, job_id, generation=1), what="suspended again")
+        cause = await control.cause(job_id)
+    assert cause["cause"].startswith("ValueError: bad input")
+    assert cause["error_type"] == "ValueError" and "Traceback" in cause["traceback"]
+    assert cause["stopped_by"] is None
+
+
+async def _suspended_in(control: Lifecycle, job_id: str, *, generation: int) -> bool:
+    job = await control.show(job_id)
+    return bool(job["state"] == "suspended" and job["generation"] == generation)
 
 
 async def test_concurrent_resume_and_cancel_give_one_winner(
