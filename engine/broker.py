@@ -111,6 +111,9 @@ class Broker:
     async def declare_work_queue(self, queue: str) -> AbstractQueue:
         return await self.topology.declare_work_queue(self.channel, queue)
 
+    async def declare_parked_queue(self, job_type: str) -> str:
+        return await self.topology.declare_parked_queue(self.channel, job_type)
+
     async def delay_route(self, queue: str, delay_ms: int) -> tuple[str, str]:
         """(exchange, routing key) that delivers to ``queue`` after ``delay_ms``.
 

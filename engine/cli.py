@@ -23,6 +23,7 @@ from engine.cli_common import (
 )
 from engine.cli_dead import dead_app
 from engine.cli_jobs import jobs_app, queues_app
+from engine.cli_types import types_app
 from engine.message import MAX_ATTEMPTS
 
 app = typer.Typer(
@@ -35,6 +36,7 @@ app = typer.Typer(
 app.add_typer(dead_app, name="dead")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(queues_app, name="queues")
+app.add_typer(types_app, name="types")
 app.command()(admin)
 
 

@@ -1,4 +1,4 @@
-"""What a person changes while a worker runs: queue pauses and stopped jobs.
+"""What a person changes while a worker runs: queue and type pauses, and stopped jobs.
 
 A control loop reads both from PostgreSQL every ``interval`` seconds. Pauses go back
 to the worker (which stops or restarts consuming); a job a person suspended or
@@ -11,11 +11,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from engine.message import JobMessage
 from engine.store import Store
 
 log = logging.getLogger("lazarus.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class Pauses:
+    """What a person paused: queues no worker consumes, types no worker runs."""
+
+    queues: frozenset[str] = frozenset()
+    types: frozenset[str] = frozenset()
 
 
 class Control:
@@ -24,7 +33,7 @@ class Control:
     def __init__(
         self,
         store: Store,
-        apply_pauses: Callable[[set[str]], Awaitable[None]],
+        apply_pauses: Callable[[Pauses], Awaitable[None]],
         *,
         interval: float = 0.5,
     ) -> None:
@@ -57,13 +66,15 @@ class Control:
         self._interrupted.discard(job_id)
         return True
 
-    async def read_pauses(self) -> set[str] | None:
-        """Paused queue names, or None while PostgreSQL does not answer."""
+    async def read_pauses(self) -> Pauses | None:
+        """Paused queues and types, or None while PostgreSQL does not answer."""
         try:
-            return {r["queue"] for r in await self.store.paused_queues()}
+            queues = frozenset(r["queue"] for r in await self.store.paused_queues())
+            types = frozenset(r["job_type"] for r in await self.store.paused_types())
         except Exception as exc:  # PostgreSQL down: the caller keeps the last known pauses
-            log.warning("could not read queue pauses: %r", exc)
+            log.warning("could not read pauses: %r", exc)
             return None
+        return Pauses(queues, types)
 
     async def _loop(self) -> None:
         while True:

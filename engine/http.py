@@ -312,6 +312,28 @@ def api_router() -> APIRouter:
         """Let workers take jobs from a queue again; ``changed`` is false if it was not paused."""
         return m.QueueChange(queue=queue, changed=await Lifecycle(admin).resume_queue(queue))
 
+    @api.get("/types", tags=["types"])
+    async def list_types(admin: AdminDep) -> m.TypePage:
+        """Pause and parked jobs of every job type seen or paused."""
+        return m.TypePage(items=await Lifecycle(admin).list_types())  # type: ignore[arg-type]
+
+    @api.post("/types/{job_type}/pause", tags=["types"])
+    async def pause_type(
+        admin: AdminDep, job_type: str, body: m.PauseBody | None = None
+    ) -> m.TypeChange:
+        """Stop workers running a job type (they park its jobs); ``changed`` is false if it
+        was paused."""
+        reason = (body or m.PauseBody()).reason
+        changed = await Lifecycle(admin).pause_type(job_type, reason)
+        return m.TypeChange(job_type=job_type, changed=changed)
+
+    @api.post("/types/{job_type}/resume", tags=["types"])
+    async def resume_type(admin: AdminDep, job_type: str) -> m.TypeChange:
+        """Let workers run a job type again and move its parked jobs back; ``changed`` is
+        false if it was not paused."""
+        changed, moved = await Lifecycle(admin).resume_type(job_type)
+        return m.TypeChange(job_type=job_type, changed=changed, moved=moved)
+
     @api.get("/stats", tags=["stats"])
     async def stats(admin: AdminDep) -> m.Stats:
         """Jobs per state and dead letters waiting."""

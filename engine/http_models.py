@@ -302,6 +302,25 @@ class QueueChange(BaseModel):
     changed: bool = Field(description="False when it was already in that state.")
 
 
+class TypeRow(BaseModel):
+    job_type: str
+    paused: bool
+    parked: int = Field(description="Jobs of this type waiting in its parked queue.")
+    paused_by: str | None
+    paused_at: datetime | None
+    reason: str | None
+
+
+class TypePage(BaseModel):
+    items: list[TypeRow]
+
+
+class TypeChange(BaseModel):
+    job_type: str
+    changed: bool = Field(description="False when it was already in that state.")
+    moved: int = Field(default=0, description="Parked jobs moved back to their queues.")
+
+
 class Stats(BaseModel):
     jobs: dict[str, int] = Field(description="Jobs per state (every state, zeros included).")
     dead_letters: int = Field(description="Dead letters waiting for a person (status dead).")

@@ -1,4 +1,5 @@
-"""People's control over jobs and queues: suspend, resume, cancel, pause, and what they see.
+"""People's control over jobs, queues and job types: suspend, resume, cancel, pause, and
+what they see.
 
 Every change is a compare-and-set on the job's state in PostgreSQL: of two people
 (or a person and a failing worker) acting on one job, exactly one wins, and the
@@ -14,7 +15,8 @@ import asyncpg
 
 from engine.admin import Admin, RequeueMode, restarted_message
 from engine.errors import JobNotFound, JobStateConflict
-from engine.message import check_queue_name, now_utc
+from engine.message import check_queue_name, check_type_name, now_utc
+from engine.parking import parked_count, unpark
 from engine.relay import drain
 from engine.states import JobState
 from engine.topology import work_queue
@@ -168,6 +170,47 @@ class Lifecycle:
         resumed = await self.store.resume_queue(check_queue_name(queue))
         await self.store.audit(self.admin.actor, "unpause", {"queue": queue}, int(resumed))
         return resumed
+
+    async def pause_type(self, job_type: str, reason: str = REQUESTED_BY_USER) -> bool:
+        """Stop every worker running jobs of ``job_type``: they park them until it is resumed.
+
+        False if it was already paused. Jobs already running finish.
+        """
+        paused = await self.store.pause_type(check_type_name(job_type), self.admin.actor, reason)
+        await self.store.audit(self.admin.actor, "pause", {"job_type": job_type}, int(paused))
+        return paused
+
+    async def resume_type(self, job_type: str) -> tuple[bool, int]:
+        """Let workers run ``job_type`` again and move its parked jobs back to their queues.
+
+        Returns (whether it was paused, how many parked jobs moved). Parked jobs left by a
+        resume that failed half way are moved even when the type is no longer paused.
+        """
+        resumed = await self.store.resume_type(check_type_name(job_type))
+        moved = await unpark(self.admin.broker, job_type)
+        await self.store.audit(
+            self.admin.actor, "unpause", {"job_type": job_type, "moved": moved}, int(resumed)
+        )
+        return resumed, moved
+
+    async def list_types(self, names: list[str] | None = None) -> list[dict[str, Any]]:
+        """Pause and parked jobs of the named job types (default: every type seen or paused)."""
+        pauses = {r["job_type"]: dict(r) for r in await self.store.paused_types()}
+        known = names or sorted({*pauses, *await self.store.known_types()})
+        out = []
+        for name in known:
+            pause = pauses.get(check_type_name(name))
+            out.append(
+                {
+                    "job_type": name,
+                    "paused": pause is not None,
+                    "parked": await parked_count(self.admin.broker, name),
+                    "paused_by": pause["paused_by"] if pause else None,
+                    "paused_at": pause["paused_at"] if pause else None,
+                    "reason": pause["reason"] if pause else None,
+                }
+            )
+        return out
 
     async def list_queues(self, names: list[str] | None = None) -> list[dict[str, Any]]:
         """Depth, consumers, rate (jobs finished in the last minute) and pause of the named

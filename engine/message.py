@@ -40,6 +40,16 @@ def check_queue_name(name: str) -> str:
     return name
 
 
+def check_type_name(name: str) -> str:
+    """Return ``name`` if it can name a job type, else raise ValueError naming it."""
+    if not _TYPE_NAME.fullmatch(name):
+        raise ValueError(
+            f"job type {name!r}: use 1-200 letters, digits, '_', '.', ':' or '-', "
+            "starting with a letter or '_'"
+        )
+    return name
+
+
 @dataclass(frozen=True, slots=True)
 class JobMessage:
     """One job as it travels on the wire; every retry is a new copy with ``attempt + 1``."""

@@ -17,7 +17,7 @@ JOBS_STARTED = Counter(
 JOBS_FINISHED = Counter(
     "lazarus_jobs_finished_total",
     "Runs that ended, by outcome: succeeded, retried (through the broker), dead, "
-    "suspended (on failure), stopped (by a person).",
+    "suspended (on failure), stopped (by a person), parked (its type is paused).",
     ["queue", "job_type", "outcome"],
 )
 JOB_FAILURES = Counter(

@@ -1,4 +1,4 @@
-"""Job-state, checkpoint and queue-pause queries: the lifecycle's half of the store.
+"""Job-state, checkpoint, queue- and type-pause queries: the lifecycle's half of the store.
 
 Mixed into :class:`engine.store.Store`, which owns the pool; kept apart so the dead-letter
 and the lifecycle queries each read as one module.
@@ -17,7 +17,7 @@ from engine.queries import Q
 
 
 class JobStateQueries(ABC):
-    """Queries on ``jobs`` and ``queue_pauses``."""
+    """Queries on ``jobs``, ``queue_pauses`` and ``type_pauses``."""
 
     @property
     @abstractmethod
@@ -134,3 +134,15 @@ class JobStateQueries(ABC):
 
     async def resume_queue(self, queue: str) -> bool:
         return await self.pool.fetchrow(Q["resume_queue"], queue) is not None
+
+    async def paused_types(self) -> list[asyncpg.Record]:
+        return list(await self.pool.fetch(Q["paused_types"]))
+
+    async def pause_type(self, job_type: str, actor: str, reason: str) -> bool:
+        return await self.pool.fetchrow(Q["pause_type"], job_type, actor, reason) is not None
+
+    async def resume_type(self, job_type: str) -> bool:
+        return await self.pool.fetchrow(Q["resume_type"], job_type) is not None
+
+    async def known_types(self) -> list[str]:
+        return [r["job_type"] for r in await self.pool.fetch(Q["known_types"])]

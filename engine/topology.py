@@ -11,6 +11,7 @@ Names come from pure functions so tests, the README and other services agree::
     <ns>.dead.record          fanout exchange of dead letters not yet in PostgreSQL; bound
                               to <ns>.dead (exchange to exchange), so they reach it too
     <ns>.dead.recorder        bound to <ns>.dead.record; read by the recorder into PostgreSQL
+    <ns>.parked.<type>        jobs of a paused type, until a person resumes the type
 
 A worker that stored a death itself publishes its copy to <ns>.dead: one queue.
 A death not stored yet (no database, or PostgreSQL down) and whatever the broker
@@ -56,6 +57,10 @@ def retained_queue(ns: str) -> str:
 
 def recorder_queue(ns: str) -> str:
     return f"{ns}.dead.recorder"
+
+
+def parked_queue(ns: str, job_type: str) -> str:
+    return f"{ns}.parked.{job_type}"
 
 
 def namespace_exchanges(ns: str) -> list[str]:
@@ -143,6 +148,7 @@ class Topology:
         self.ns = ns
         self.queue_type = queue_type
         self._work_queues: set[str] = set()
+        self._parked_queues: set[str] = set()
         self._delay_declared: dict[tuple[str, int], float] = {}
         self._base_done = False
 
@@ -176,6 +182,14 @@ class Topology:
         await q.bind(work_exchange(self.ns), routing_key=queue)
         self._work_queues.add(queue)
         return q
+
+    async def declare_parked_queue(self, channel: AbstractChannel, job_type: str) -> str:
+        """The parked queue of ``job_type``, declared once per process; no TTL, no expiry."""
+        name = parked_queue(self.ns, job_type)
+        if name not in self._parked_queues:
+            await declare_queue(channel, name, queue_type_arguments(self.queue_type))
+            self._parked_queues.add(name)
+        return name
 
     def knows_work_queue(self, queue: str) -> bool:
         return queue in self._work_queues

@@ -13,7 +13,8 @@ Rules the loop keeps:
 - with a store, a tracked job runs only if its RUNNING claim is granted (no duplicate
   copy, no stale generation, no job a person stopped), and a worker-side failure never
   overwrites a person's suspension. A control loop (engine.control) applies queue
-  pauses and stops running jobs a person suspended or cancelled.
+  pauses and stops running jobs a person suspended or cancelled;
+- a job whose type a person paused is parked, not run (engine.parking).
 """
 
 from __future__ import annotations
@@ -33,13 +34,14 @@ from engine import metrics
 from engine.acks import AckBatcher
 from engine.broker import Broker
 from engine.consumer import Delivery, LightConsumer
-from engine.control import Control
+from engine.control import Control, Pauses
 from engine.dead_records import dead_record
 from engine.dead_writer import DeadLetterWriter
 from engine.deadletter import H_TRACEBACK, dead_headers, publish_dead
 from engine.errors import PublishFailed, ServiceUnavailable
 from engine.executor import DeadReason, ErrorInfo, Executor, Outcome
 from engine.message import JobMessage, encode
+from engine.parking import Parker
 from engine.registry import Handler
 from engine.settings import Settings
 from engine.states import JobState, Verdict
@@ -99,7 +101,8 @@ class Worker:
         )
         self._queues: dict[str, AbstractQueue] = {}
         self._tags: dict[str, str] = {}
-        self._paused: set[str] = set()
+        self._paused: frozenset[str] = frozenset()
+        self.parker = Parker(self.broker)
         self._acks = AckBatcher()
         self._consumer = LightConsumer(self._on_message)
         self._diverting = 0
@@ -117,7 +120,9 @@ class Worker:
         if self.dead_writer is not None:
             self.dead_writer.start()
         if self.control is not None:
-            self._paused = await self.control.read_pauses() or set()
+            pauses = await self.control.read_pauses() or Pauses()
+            self._paused = pauses.queues
+            self.parker.update(pauses.types)
         for name in self.queues:
             await self.broker.declare_work_queue(name)
             # Declared (not just looked up) on this channel: a robust channel restores only
@@ -140,6 +145,7 @@ class Worker:
         """Stop taking jobs; give in-flight ones ``grace`` seconds; leave the rest to redelivery."""
         if self.control is not None:
             await self.control.stop()
+        await self.parker.stop()
         for name in list(self._tags):
             await self._stop_consuming(name)
         pending = set(self._in_flight)
@@ -168,8 +174,11 @@ class Worker:
         except Exception as exc:  # the channel may already be gone
             log.warning("cancel of consumer %s on %s failed: %r", tag, name, exc)
 
-    async def _apply_pauses(self, paused: set[str]) -> None:
-        """Stop consuming the queues a person paused, and consume again the ones resumed."""
+    async def _apply_pauses(self, pauses: Pauses) -> None:
+        """Stop consuming the queues a person paused, and consume again the ones resumed;
+        park the types paused, move back the jobs of those resumed."""
+        self.parker.update(pauses.types)
+        paused = pauses.queues
         for name, queue in self._queues.items():
             if name in paused and name in self._tags:
                 log.info("queue %s paused: no new jobs from it", name)
@@ -209,13 +218,19 @@ class Worker:
             delivery.body, delivery.message_id, self._queue_of(delivery)
         )
         if isinstance(prepared, Outcome):
-            await self._settle(delivery, prepared)
+            if prepared.message is not None and self.parker.holds(prepared.message.type):
+                await self._park(delivery, prepared.message)  # paused while its handler ships
+            else:
+                await self._settle(delivery, prepared)
             return
         handler, message = prepared
         structlog.contextvars.bind_contextvars(
             job_id=message.id, job_type=message.type, attempt=message.attempt, queue=message.queue
         )
         if redeliveries(delivery) and await self._death_stored(delivery, message):
+            return
+        if self.parker.holds(message.type):
+            await self._park(delivery, message)
             return
         tracked = self.tracker is not None and handler.track
         if tracked and not await self._claim(delivery, message):
@@ -487,6 +502,18 @@ class Worker:
             await self._consume_channel.set_qos(prefetch_count=self.concurrency)
         except Exception as exc:  # channel gone: the original comes back, counted again
             log.warning("could not confirm the ack of redelivered job %s: %r", job_id, exc)
+
+    async def _park(self, delivery: Delivery, message: JobMessage) -> None:
+        """A person paused this job's type: park it (confirmed), then ack; it does not run."""
+        try:
+            await self.parker.park(message.type, message.queue, delivery.body, message.id)
+        except PublishFailed as exc:
+            log.warning("could not park job %s (%s): %s", message.id, message.type, exc)
+            await self._nack(delivery, backoff=NACK_BACKOFF)
+            return
+        log.debug("job %s parked: type %s is paused", message.id, message.type)
+        metrics.labelled(metrics.JOBS_FINISHED, message.queue, message.type, "parked").inc()
+        self._ack(delivery)
 
     def _queue_of(self, delivery: Delivery) -> str:
         prefix = f"{self.settings.namespace}.q."

@@ -148,6 +148,21 @@ RETURNING *;
 -- name: resume_queue
 DELETE FROM queue_pauses WHERE queue = $1 RETURNING *;
 
+-- name: paused_types
+SELECT * FROM type_pauses ORDER BY job_type;
+
+-- name: pause_type
+INSERT INTO type_pauses (job_type, paused_by, reason) VALUES ($1, $2, $3)
+ON CONFLICT (job_type) DO NOTHING
+RETURNING *;
+
+-- name: resume_type
+DELETE FROM type_pauses WHERE job_type = $1 RETURNING *;
+
+-- name: known_types
+SELECT DISTINCT job_type FROM jobs
+UNION SELECT DISTINCT job_type FROM dead_letters WHERE job_type <> '';
+
 -- name: reanimation_candidates
 -- Dead letters of one job type that an automatic rule may move back: dead long enough,
 -- of a listed error type (none listed: any), moved back by the rule fewer than N times.

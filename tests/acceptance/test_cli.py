@@ -81,6 +81,31 @@ def test_a_bad_queue_name_is_a_usage_error(cli: Cli) -> None:
         assert "queue name 'bad queue'" in result.stderr
 
 
+def test_types_pause_list_and_resume(cli: Cli) -> None:
+    assert cli.run("migrate").returncode == OK
+    paused = cli.run("types", "pause", "report.build", "--reason", "bad deploy")
+    assert paused.returncode == OK and "job type report.build paused" in paused.stdout
+    again = cli.run("types", "pause", "report.build")
+    assert again.returncode == OK and "already paused" in again.stdout
+    listed = cli.run("types", "list", "--json")
+    assert listed.returncode == OK, listed.stderr
+    [row] = orjson.loads(listed.stdout)
+    assert (row["job_type"], row["paused"], row["parked"], row["reason"]) == (
+        "report.build",
+        True,
+        0,
+        "bad deploy",
+    )
+    resumed = cli.run("types", "resume", "report.build")
+    assert resumed.returncode == OK and "resumed; 0 parked jobs moved back" in resumed.stdout
+    not_paused = cli.run("types", "resume", "report.build")
+    assert not_paused.returncode == FAILED and "is not paused" in not_paused.stderr
+    for command in ("pause", "resume", "list"):
+        bad = cli.run("types", command, "bad type")
+        assert bad.returncode == USAGE, bad.stderr
+        assert "job type 'bad type'" in bad.stderr
+
+
 def test_integer_options_are_bounded_by_their_columns(cli: Cli) -> None:
     assert cli.run("migrate").returncode == OK
     for args in [

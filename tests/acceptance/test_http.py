@@ -324,6 +324,21 @@ async def test_queues_pause_and_resume(api: httpx.AsyncClient, worker: Worker_) 
         assert bad.status_code == 422 and "'no spaces'" in bad.json()["error"]
 
 
+async def test_job_types_pause_and_resume(api: httpx.AsyncClient) -> None:
+    pause = await api.post("/api/types/report.build/pause", json={"reason": "bad deploy"})
+    assert pause.json() == {"job_type": "report.build", "changed": True, "moved": 0}
+    assert (await api.post("/api/types/report.build/pause")).json()["changed"] is False
+    [paused] = (await api.get("/api/types")).json()["items"]
+    assert (paused["job_type"], paused["paused"], paused["parked"]) == ("report.build", True, 0)
+    assert paused["reason"] == "bad deploy" and paused["paused_by"]
+    resume = await api.post("/api/types/report.build/resume")
+    assert resume.json() == {"job_type": "report.build", "changed": True, "moved": 0}
+    assert (await api.post("/api/types/report.build/resume")).json()["changed"] is False
+    assert (await api.get("/api/types")).json()["items"] == []
+    bad = await api.post("/api/types/no%20spaces/pause")
+    assert bad.status_code == 422 and "job type 'no spaces'" in bad.json()["error"]
+
+
 async def test_stats_and_metrics_count_dead_letters(
     api: httpx.AsyncClient, ns: Settings, worker: Worker_
 ) -> None:
@@ -394,6 +409,9 @@ async def test_openapi_documents_every_endpoint(api: httpx.AsyncClient) -> None:
         "/api/queues",
         "/api/queues/{queue}/pause",
         "/api/queues/{queue}/resume",
+        "/api/types",
+        "/api/types/{job_type}/pause",
+        "/api/types/{job_type}/resume",
         "/api/stats",
     }
     conflict = paths["/api/jobs/{job_id}/suspend"]["post"]["responses"]["409"]
