@@ -28,7 +28,7 @@ from engine.deadletter import (
 from engine.errors import MessageError
 from engine.executor import fallback_job_id
 from engine.message import JobMessage, decode
-from engine.store import DeadRecord, Store
+from engine.store import DeadRecord, Store, pg_text
 
 log = logging.getLogger("lazarus.deadletters")
 
@@ -116,6 +116,7 @@ async def store_dead(store: Store, records: Sequence[DeadRecord]) -> int:
 def _bare(record: DeadRecord) -> DeadRecord:
     """The row of a dead letter PostgreSQL rejected: raw body kept, JSON dropped, numbers out
     of their 32-bit columns replaced and NULs (which text refuses) removed, so it fits."""
+    texts: dict[str, Any] = {name: pg_text(getattr(record, name)) for name in _TEXT_FIELDS}
     return replace(
         record,
         payload=None,
@@ -124,7 +125,7 @@ def _bare(record: DeadRecord) -> DeadRecord:
         attempts=_int32(record.attempts) or 0,
         max_retries=_int32(record.max_retries),
         generation=_int32(record.generation) or 0,
-        **{name: getattr(record, name).replace("\x00", "") for name in _TEXT_FIELDS},
+        **texts,
     )
 
 

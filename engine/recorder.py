@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import asyncpg
 from aio_pika.abc import AbstractChannel
 
 from engine import metrics
@@ -25,18 +24,10 @@ from engine.batching import take_batch
 from engine.broker import Broker
 from engine.consumer import Delivery, LightConsumer
 from engine.dead_records import dead_record, store_dead
-from engine.store import DeadRecord, Store
+from engine.store import DB_UNAVAILABLE, DeadRecord, Store
 from engine.topology import declare_queue, queue_type_arguments, recorder_queue
 
 log = logging.getLogger("lazarus.recorder")
-
-# Errors of an unreachable database: expected during an outage, logged without a traceback.
-_UNAVAILABLE = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-)
 
 
 class Recorder:
@@ -111,7 +102,7 @@ class Recorder:
 def _log_failure(exc: Exception, waiting: int, delay: float, *, traced: bool) -> bool:
     """An outage is a warning; anything else gets its traceback once per failure streak.
     Returns whether this streak's traceback is now logged."""
-    if isinstance(exc, _UNAVAILABLE):
+    if isinstance(exc, DB_UNAVAILABLE):
         what = "PostgreSQL unavailable"
     elif traced:
         what = "storing dead letters failed again"

@@ -26,6 +26,25 @@ from engine.store_jobs import JobStateQueries
 
 MIGRATION_LOCK = 0x1A2A_0001  # advisory lock key held while migrating
 
+# Errors that mean "PostgreSQL is unavailable for now", not "this statement is wrong":
+# callers keep their work and try again later.
+DB_UNAVAILABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    ServiceUnavailable,
+    # A restart, failover or overload: the server answers but takes no writes for now.
+    asyncpg.OperatorInterventionError,  # admin or crash shutdown, cancelled statement
+    asyncpg.CannotConnectNowError,  # starting up or in recovery
+    asyncpg.TooManyConnectionsError,
+    asyncpg.ReadOnlySQLTransactionError,  # a standby not promoted yet
+)
+
+
+def pg_text(text: str) -> str:
+    """``text`` without NUL characters, which PostgreSQL text columns refuse."""
+    return text.replace("\x00", "")
+
 
 def migrations() -> list[tuple[int, str, str]]:
     """(version, name, sql) of every migration file, in order."""

@@ -24,7 +24,7 @@ from engine.errors import ServiceUnavailable
 from engine.executor import ErrorInfo
 from engine.message import JobMessage, now_utc
 from engine.states import JobState
-from engine.store import Store
+from engine.store import DB_UNAVAILABLE, Store, pg_text
 
 log = logging.getLogger("lazarus.tracker")
 
@@ -40,17 +40,6 @@ PHASE = {
 MAX_BACKLOG = 50_000  # fire-and-forget reports kept while PostgreSQL is down
 CONFLICT_RETRIES = 3  # new tries of a statement that lost a deadlock or serialization race
 
-_DB_DOWN = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    ServiceUnavailable,
-    # A restart, failover or overload: the server answers but takes no writes for now.
-    asyncpg.OperatorInterventionError,  # admin or crash shutdown, cancelled statement
-    asyncpg.CannotConnectNowError,  # starting up or in recovery
-    asyncpg.TooManyConnectionsError,
-    asyncpg.ReadOnlySQLTransactionError,  # a standby not promoted yet
-)
 _CONFLICT = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 
@@ -81,9 +70,9 @@ class Transition:
         running = self.state is JobState.RUNNING and not bare
         if bare:
             e = e and replace(
-                e, type=_no_nul(e.type), message=_no_nul(e.message), traceback=_no_nul(e.traceback)
+                e, type=pg_text(e.type), message=pg_text(e.message), traceback=pg_text(e.traceback)
             )
-            cause = cause and _no_nul(cause)
+            cause = cause and pg_text(cause)
         return (
             m.id,
             m.generation,
@@ -105,10 +94,6 @@ class Transition:
             self.at if running else None,
             m.checkpoint if running else None,
         )
-
-
-def _no_nul(text: str) -> str:
-    return text.replace("\x00", "")
 
 
 _Waiter = asyncio.Future[bool]
@@ -202,7 +187,7 @@ class Tracker:
         latest = latest_per_job([transition for transition, _, _ in batch])
         try:
             applied = await self._write([t.row() for t in latest.values()])
-        except _DB_DOWN as exc:
+        except DB_UNAVAILABLE as exc:
             self._on_outage(batch, exc)
             return False
         except Exception as exc:  # a rejected value or a bug: isolate the row at fault
@@ -222,7 +207,7 @@ class Tracker:
         for index, job_id in enumerate(jobs):
             try:
                 applied = await self._write_row(latest[job_id])
-            except _DB_DOWN as exc:  # the rows written so far are settled; the rest wait
+            except DB_UNAVAILABLE as exc:  # the rows written so far are settled; the rest wait
                 self._on_outage([entry for later in jobs[index:] for entry in by_job[later]], exc)
                 return False
             except Exception as exc:
@@ -238,7 +223,7 @@ class Tracker:
         state (its payload or checkpoint is what cannot be stored)."""
         try:
             return await self._write([transition.row()])
-        except _DB_DOWN:
+        except DB_UNAVAILABLE:
             raise
         except Exception as exc:
             log.warning(

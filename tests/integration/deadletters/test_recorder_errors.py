@@ -146,7 +146,7 @@ async def test_a_batch_failing_with_a_non_connection_error_is_retried_and_acked_
     async def insert_failing_once(self: Recorder, records: list[DeadRecord]) -> int:
         if "failed" not in events:
             events.append("failed")
-            raise asyncpg.exceptions.AdminShutdownError("terminating connection (on purpose)")
+            raise asyncpg.exceptions.InternalServerError("could not read block (on purpose)")
         count = await real_insert(self, records)
         events.append("stored")
         return count
@@ -158,13 +158,13 @@ async def test_a_batch_failing_with_a_non_connection_error_is_retried_and_acked_
     monkeypatch.setattr(Recorder, "_insert", insert_failing_once)
     monkeypatch.setattr(Delivery, "ack", spied_ack)
     await start_recorder()
-    await publish_dead(dead_settings, b'{"type": "dl.foreign", "id": "shutdown-1"}', {})
-    await wait_for(lambda: stored(store, "shutdown-1"), what="the batch after the failure")
+    await publish_dead(dead_settings, b'{"type": "dl.foreign", "id": "internal-1"}', {})
+    await wait_for(lambda: stored(store, "internal-1"), what="the batch after the failure")
     await wait_for(lambda: "acked" in events, what="the ack")
     assert events == ["failed", "stored", "acked"]
     [logged] = [r for r in caplog.records if r.name == "lazarus.recorder" and r.exc_info]
     assert logged.exc_info is not None
-    assert isinstance(logged.exc_info[1], asyncpg.exceptions.AdminShutdownError)
+    assert isinstance(logged.exc_info[1], asyncpg.exceptions.InternalServerError)
 
 
 async def test_a_recorder_task_that_ends_on_its_own_is_logged(
