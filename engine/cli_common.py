@@ -23,7 +23,7 @@ import typer
 
 from engine import loop as event_loop
 from engine.errors import ConfigError, LazarusError, ServiceUnavailable
-from engine.message import check_queue_name
+from engine.message import check_queue_name, check_type_name
 from engine.settings import Settings, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
@@ -68,14 +68,22 @@ def run_async(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
     return wrapper
 
 
-def queue_name(name: str | None) -> str | None:
-    """Typer callback: a name no queue can have is a usage error (exit 2) naming it."""
-    if name is None:
-        return None
-    try:
-        return check_queue_name(name)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+def name_callback(check: Callable[[str], str]) -> Callable[[str | None], str | None]:
+    """A Typer callback: a name ``check`` refuses is a usage error (exit 2) naming it."""
+
+    def callback(name: str | None) -> str | None:
+        if name is None:
+            return None
+        try:
+            return check(name)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+
+    return callback
+
+
+queue_name = name_callback(check_queue_name)
+type_name = name_callback(check_type_name)
 
 
 def parse_json(text: str, what: str) -> Any:

@@ -9,22 +9,11 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.admin import Admin
-from engine.cli_common import EXIT_FAILED, fail, print_json, run_async, settings
+from engine.cli_common import EXIT_FAILED, fail, print_json, run_async, settings, type_name
 from engine.lifecycle import REQUESTED_BY_USER, Lifecycle
-from engine.message import check_type_name
 
 types_app = typer.Typer(help="Job types: pause, resume, and what is parked.")
 console = Console()
-
-
-def type_name(name: str | None) -> str | None:
-    """Typer callback: a name no job type can have is a usage error (exit 2) naming it."""
-    if name is None:
-        return None
-    try:
-        return check_type_name(name)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
 
 
 def type_names(names: list[str] | None) -> list[str] | None:

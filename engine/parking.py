@@ -92,6 +92,7 @@ class Parker:
         self.paused: frozenset[str] = frozenset()
         self._unparking: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
+        self._stopped = False
 
     def holds(self, job_type: str) -> bool:
         return job_type in self.paused
@@ -110,6 +111,8 @@ class Parker:
             self.request_unpark(job_type)
 
     def request_unpark(self, job_type: str) -> None:
+        if self._stopped:  # the jobs stay parked; any other worker or a resume moves them
+            return
         task = self._unparking.get(job_type)
         if task is not None and not task.done():
             self._again.add(job_type)  # the running pass may have looked before this park
@@ -119,6 +122,7 @@ class Parker:
         )
 
     async def stop(self) -> None:
+        self._stopped = True
         tasks = list(self._unparking.values())
         for task in tasks:
             task.cancel()

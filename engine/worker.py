@@ -145,7 +145,6 @@ class Worker:
         """Stop taking jobs; give in-flight ones ``grace`` seconds; leave the rest to redelivery."""
         if self.control is not None:
             await self.control.stop()
-        await self.parker.stop()
         for name in list(self._tags):
             await self._stop_consuming(name)
         pending = set(self._in_flight)
@@ -159,6 +158,7 @@ class Worker:
                 log.warning("%d jobs left for redelivery", len(still_running))
                 await asyncio.wait(still_running, timeout=5)
         await self._acks.drain()
+        await self.parker.stop()
         if self.dead_writer is not None:
             await self.dead_writer.stop()
         if self.tracker is not None:
