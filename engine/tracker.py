@@ -114,7 +114,7 @@ def latest_per_job(transitions: list[Transition]) -> dict[str, Transition]:
 class Tracker:
     """Collects transitions for up to ``linger`` seconds or ``max_batch`` jobs, then writes."""
 
-    def __init__(self, store: Store, *, max_batch: int = 1000, linger: float = 0.001) -> None:
+    def __init__(self, store: Store, *, max_batch: int = 1000, linger: float = 0.005) -> None:
         self.store = store
         self.max_batch = max_batch
         self.linger = linger
@@ -163,18 +163,6 @@ class Tracker:
         waiter: _Waiter = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((transition, waiter, True))
         return await waiter
-
-    async def finish(self, transition: Transition) -> None:
-        """Record a final transition (success) and wait until it is written, so the job's
-        message is acked only after its row says it finished.
-
-        While PostgreSQL is unavailable the transition waits in the backlog, written when
-        PostgreSQL answers, and this returns at once: availability first, as a claim.
-        """
-        try:
-            await self.decide(transition)
-        except ServiceUnavailable:
-            self.report(transition)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -375,9 +375,7 @@ class Worker:
         assert self.tracker is not None and outcome.message is not None
         message, error = outcome.message, outcome.error
         if outcome.verdict is Verdict.SUCCEEDED:
-            # Written before the ack: a worker that dies in between leaves a copy that
-            # finds its job SUCCEEDED and is dropped, never a RUNNING row for a done job.
-            await self.tracker.finish(Transition(message, JobState.SUCCEEDED, self.worker_id))
+            self.tracker.report(Transition(message, JobState.SUCCEEDED, self.worker_id))
             return False
         if outcome.verdict is Verdict.RETRY:
             self.tracker.report(Transition(message, JobState.RETRYING, self.worker_id, error=error))
