@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -114,7 +115,7 @@ def latest_per_job(transitions: list[Transition]) -> dict[str, Transition]:
 class Tracker:
     """Collects transitions for up to ``linger`` seconds or ``max_batch`` jobs, then writes."""
 
-    def __init__(self, store: Store, *, max_batch: int = 1000, linger: float = 0.005) -> None:
+    def __init__(self, store: Store, *, max_batch: int = 1000, linger: float = 0.001) -> None:
         self.store = store
         self.max_batch = max_batch
         self.linger = linger
@@ -145,8 +146,20 @@ class Tracker:
         self._task = None
 
     def report(self, transition: Transition) -> None:
-        """Record a transition without waiting (progress, success, retry)."""
+        """Record a transition without waiting (a retry, a report after an outage)."""
         self._queue.put_nowait((transition, None, False))
+
+    def report_then(self, transition: Transition, then: Callable[[], None]) -> None:
+        """Record a final transition (a success) and call ``then`` once it is written.
+
+        The caller acks the job's message in ``then``, so a worker that dies first leaves
+        a copy that finds the job SUCCEEDED, never a RUNNING row for a job that is done.
+        While PostgreSQL is unavailable ``then`` runs at once and the transition waits in
+        the backlog: availability first, as for a claim.
+        """
+        waiter: _Waiter = asyncio.get_running_loop().create_future()
+        waiter.add_done_callback(lambda _: then())
+        self._queue.put_nowait((transition, waiter, False))
 
     async def claim(self, transition: Transition) -> bool:
         """Record a RUNNING transition and say whether this copy may run.
@@ -266,14 +279,15 @@ class Tracker:
         keep: bool = True,
     ) -> None:
         """Settle a batch that could not be written: claims run anyway, decisive reports
-        fail, progress reports wait for the next pass (``keep``) up to MAX_BACKLOG."""
+        fail, the other reports (successes with their waiters answered) wait for the next
+        pass (``keep``) up to MAX_BACKLOG."""
         if keep:
             log.warning("PostgreSQL unavailable, %d job transitions wait: %r", len(batch), exc)
         for transition, waiter, durable in batch:
-            if waiter is None:
-                if keep and self._queue.qsize() < MAX_BACKLOG:
-                    self._queue.put_nowait((transition, None, False))
-            elif not waiter.done():
+            written_later = waiter is None or not (durable or transition.state is JobState.RUNNING)
+            if written_later and keep and self._queue.qsize() < MAX_BACKLOG:
+                self._queue.put_nowait((transition, None, False))
+            if waiter is not None and not waiter.done():
                 if durable:
                     job = transition.message.id
                     waiter.set_exception(ServiceUnavailable(f"PostgreSQL, job {job}: {exc!r}"))

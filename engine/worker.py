@@ -157,12 +157,12 @@ class Worker:
             if still_running:
                 log.warning("%d jobs left for redelivery", len(still_running))
                 await asyncio.wait(still_running, timeout=5)
+        if self.tracker is not None:
+            await self.tracker.stop()  # acks the successes it writes
         await self._acks.drain()
         await self.parker.stop()
         if self.dead_writer is not None:
             await self.dead_writer.stop()
-        if self.tracker is not None:
-            await self.tracker.stop()
         await self.broker.close()
 
     async def _stop_consuming(self, name: str) -> None:
@@ -375,8 +375,13 @@ class Worker:
         assert self.tracker is not None and outcome.message is not None
         message, error = outcome.message, outcome.error
         if outcome.verdict is Verdict.SUCCEEDED:
-            self.tracker.report(Transition(message, JobState.SUCCEEDED, self.worker_id))
-            return False
+            # Acked once the row is written: a worker that dies in between leaves a copy
+            # that finds its job SUCCEEDED, never a RUNNING row for a job that is done.
+            self.tracker.report_then(
+                Transition(message, JobState.SUCCEEDED, self.worker_id),
+                lambda: self._succeeded(delivery, outcome),
+            )
+            return True
         if outcome.verdict is Verdict.RETRY:
             self.tracker.report(Transition(message, JobState.RETRYING, self.worker_id, error=error))
             return False
@@ -578,6 +583,11 @@ class Worker:
         except ServiceUnavailable:
             return False
         return True
+
+    def _succeeded(self, delivery: Delivery, outcome: Outcome) -> None:
+        self._ack(delivery)
+        self._count_settled(delivery, outcome)
+        self.processed += 1
 
     def _count_settled(self, delivery: Delivery, outcome: Outcome) -> None:
         message = outcome.message

@@ -20,7 +20,7 @@ from engine.topology import work_queue
 from engine.worker import H_REDELIVERIES
 from tests.conftest import AMQP_URL, wait_for
 from tests.integration.lifecycle.conftest import tracking_worker
-from tests.integration.lifecycle.test_states import state_is
+from tests.integration.lifecycle.test_states import job_state, state_is
 
 pytestmark = pytest.mark.timeout(45)
 
@@ -117,3 +117,27 @@ async def test_a_crash_looping_tracked_job_is_decided_dead(
 
 async def _got(queue: aio_pika.abc.AbstractQueue) -> bool:
     return await queue.get(no_ack=False, fail=False) is not None
+
+
+async def test_a_success_is_acked_only_after_its_state_is_written(
+    dead_settings: Settings, control: Lifecycle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker dying between the ack and the write would leave a RUNNING row forever."""
+    gate = asyncio.Event()
+    real_report = Store.report
+
+    async def slow_success(self: Store, rows: Any) -> Any:
+        if any("succeeded" in row for row in rows):
+            await gate.wait()
+        return await real_report(self, rows)
+
+    monkeypatch.setattr(Store, "report", slow_success)
+    async with tracking_worker(dead_settings) as worker, Client(dead_settings) as client:
+        job_id = await client.enqueue("dec.counted", None)
+        await wait_for(lambda: job_id in runs, what="the handler to run")
+        await asyncio.sleep(0.3)
+        assert worker.processed == 0  # ran, not acked: the ack waits for the row
+        assert await job_state(control, job_id) == "running"
+        gate.set()
+        await wait_for(lambda: worker.processed == 1, what="the ack after the write")
+        assert await job_state(control, job_id) == "succeeded"
