@@ -8,9 +8,11 @@ module instead of ``handlers.examples`` (one type, one handler).
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 
 from bench import probe
-from engine import JobContext, Permanent, handler
+from engine import JobContext, Permanent, RetryPolicy, handler
 from engine.message import now_utc
 
 
@@ -39,3 +41,35 @@ async def die(ctx: JobContext) -> None:
     """Fails permanently: straight to the dead letters, for the dead-letter burst."""
     probe.finished()
     raise Permanent("bench_die dies on purpose")
+
+
+# Chaos run (bench.chaos): every run appends "job_id attempt generation" to the file
+# BENCH_CHAOS_RUNS with one unbuffered write, so a SIGKILL right after loses no line.
+_runs_fd: int | None = None
+
+
+def _record_run(ctx: JobContext) -> None:
+    global _runs_fd
+    if _runs_fd is None:
+        _runs_fd = os.open(os.environ["BENCH_CHAOS_RUNS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(_runs_fd, f"{ctx.job_id} {ctx.attempt} {ctx.message.generation}\n".encode())
+
+
+@handler("chaos_ok")
+async def chaos_ok(ctx: JobContext) -> None:
+    _record_run(ctx)
+    await asyncio.sleep(random.uniform(0, 0.04))  # jobs in flight whenever a worker is killed
+
+
+@handler("chaos_flaky", policy=RetryPolicy(attempts=1, max_retries=3, retry_delay=0.2))
+async def chaos_flaky(ctx: JobContext) -> None:
+    """Fails its first attempt: a broker retry, then success."""
+    _record_run(ctx)
+    if ctx.attempt == 0:
+        raise RuntimeError("chaos_flaky fails its first attempt")
+
+
+@handler("chaos_die")
+async def chaos_die(ctx: JobContext) -> None:
+    _record_run(ctx)
+    raise Permanent("chaos_die dies on purpose")

@@ -60,7 +60,7 @@ def main() -> None:
         "--record", action="store_true", help="track job states, record dead letters"
     )
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=os.environ.get("BENCH_LOG_LEVEL", "WARNING"))
     # The event loop `lazarus worker` runs on (LAZARUS_EVENT_LOOP, uvloop by default).
     event_loop.run(run(args.queue, args.concurrency, args.record), load_settings().event_loop)
 

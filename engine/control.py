@@ -73,6 +73,7 @@ class Control:
             types = frozenset(r["job_type"] for r in await self.store.paused_types())
         except Exception as exc:  # PostgreSQL down: the caller keeps the last known pauses
             log.warning("could not read pauses: %r", exc)
+            await self.store.recover(exc)
             return None
         return Pauses(queues, types)
 

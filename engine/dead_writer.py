@@ -79,6 +79,7 @@ class DeadLetterWriter:
                     store_dead(self.store, [record for record, _ in batch]), self.timeout
                 )
             except Exception as exc:  # down, hanging, or a bug: the recorder's way is safe
+                await self.store.recover(exc)
                 self._refuse_until = asyncio.get_running_loop().time() + self.pause
                 self._last_error = repr(exc)
                 log.warning(

@@ -82,6 +82,7 @@ class Recorder:
                 break
             except Exception as exc:
                 traced = _log_failure(exc, len(batch), delay, traced=traced)
+                await self.store.recover(exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
         self.recorded += stored

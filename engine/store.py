@@ -38,6 +38,9 @@ DB_UNAVAILABLE = (
     asyncpg.CannotConnectNowError,  # starting up or in recovery
     asyncpg.TooManyConnectionsError,
     asyncpg.ReadOnlySQLTransactionError,  # a standby not promoted yet
+    # The connection lost track of its own protocol (a backend terminated mid-statement,
+    # asyncpg issue 1069): the statement's outcome is unknown, the connection unusable.
+    asyncpg.InternalClientError,
 )
 
 
@@ -112,6 +115,16 @@ class Store(JobStateQueries):
             raise ServiceUnavailable(f"PostgreSQL: {exc}") from None
         if require_schema:
             await self.require_schema()
+
+    async def recover(self, exc: BaseException) -> None:
+        """After an error, drop the pool's connections if it may hand a broken one out again.
+
+        asyncpg returns a connection whose protocol state broke (InternalClientError, after
+        a backend was terminated mid-statement) to the pool, where it fails every later
+        statement, or worse; replacing them all is cheap next to an outage.
+        """
+        if isinstance(exc, asyncpg.InternalClientError) and self._pool is not None:
+            await self._pool.expire_connections()
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import asyncpg
@@ -55,6 +56,8 @@ class Transition:
     error: ErrorInfo | None = None
     cause: str | None = None
     at: datetime | None = None
+    # Tells this report's own earlier write from another copy's when it is sent again.
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def seq(self) -> int:
@@ -94,6 +97,7 @@ class Transition:
             m.created_at,
             self.at if running else None,
             m.checkpoint if running else None,
+            self.token,
         )
 
 
@@ -202,6 +206,7 @@ class Tracker:
             applied = await self._write([t.row() for t in latest.values()])
         except DB_UNAVAILABLE as exc:
             self._on_outage(batch, exc)
+            await self.store.recover(exc)
             return False
         except Exception as exc:  # a rejected value or a bug: isolate the row at fault
             log.warning(
@@ -222,6 +227,7 @@ class Tracker:
                 applied = await self._write_row(latest[job_id])
             except DB_UNAVAILABLE as exc:  # the rows written so far are settled; the rest wait
                 self._on_outage([entry for later in jobs[index:] for entry in by_job[later]], exc)
+                await self.store.recover(exc)
                 return False
             except Exception as exc:
                 state = latest[job_id].state.value

@@ -390,16 +390,25 @@ class Worker:
             suspend = handler.suspend_on_failure
         state = JobState.SUSPENDED if suspend else JobState.DEAD
         cause = f"{error.type}: {error.message}" if error else None
+        decision = Transition(message, state, self.worker_id, error=error, cause=cause)
         try:
-            applied = await self.tracker.decide(
-                Transition(message, state, self.worker_id, error=error, cause=cause)
-            )
+            applied = await self.tracker.decide(decision)
         except ServiceUnavailable as exc:
             if suspend:  # the row is the only copy of a suspended job: keep the message
                 log.warning("job %s: cannot record its suspension (%s); retrying", message.id, exc)
                 await self._nack(delivery, backoff=NACK_BACKOFF)
                 return True
-            return False  # dead letters do not need the job row: the recorder keeps them
+            # The dead letter does not need the row (the recorder keeps it); the row says
+            # DEAD once PostgreSQL answers.
+            self.tracker.report(decision)
+            return False
+        if not applied and not await self._person_holds(message):
+            # Refused, yet no person holds the job: the write's fate is unknown. A death
+            # is stored as a dead letter anyway; a suspension is tried again.
+            if suspend:
+                await self._nack(delivery, backoff=NACK_BACKOFF)
+                return True
+            return False
         if not applied:
             log.info("job %s failed after a person stopped it; their state stands", message.id)
         if suspend or not applied:
@@ -411,6 +420,23 @@ class Worker:
             self.processed += 1
             return True
         return False
+
+    async def _person_holds(self, message: JobMessage) -> bool:
+        """Whether a person stopped this generation (or moved the job on): the reason a
+        decisive report is refused. If PostgreSQL cannot say: no, so nothing is dropped."""
+        assert self.store is not None
+        try:
+            row = await self.store.get_job(message.id)
+        except Exception as exc:
+            log.warning("job %s: could not read its state (%r)", message.id, exc)
+            await self.store.recover(exc)
+            return False
+        if row is None:
+            return False
+        return bool(
+            row["generation"] > message.generation
+            or row["state"] in (JobState.SUSPENDED.value, JobState.CANCELLED.value)
+        )
 
     async def _divert_redelivery(self, delivery: Delivery) -> bool:
         """Count a redelivery in a fresh copy, or dead-letter a crash loop. True if handled here.
@@ -462,20 +488,20 @@ class Worker:
         handler, message = prepared
         outcome = Outcome(Verdict.DEAD, message, message.id, error, DeadReason.CRASH_LOOP)
         if self.tracker is not None and handler.track:
+            decision = Transition(
+                message,
+                JobState.DEAD,
+                self.worker_id,
+                redeliveries=count,
+                error=error,
+                cause=f"{error.type}: {error.message}",
+            )
             try:
-                applied = await self.tracker.decide(
-                    Transition(
-                        message,
-                        JobState.DEAD,
-                        self.worker_id,
-                        redeliveries=count,
-                        error=error,
-                        cause=f"{error.type}: {error.message}",
-                    )
-                )
+                applied = await self.tracker.decide(decision)
             except ServiceUnavailable:
+                self.tracker.report(decision)  # written once PostgreSQL answers
                 applied = True  # dead letters do not need the job row: the recorder keeps them
-            if not applied:
+            if not applied and await self._person_holds(message):
                 log.info(
                     "job %s crash-looped after a person stopped it; their state stands", message.id
                 )

@@ -70,18 +70,18 @@ SELECT * FROM audit_log ORDER BY id DESC LIMIT $1;
 
 -- name: report_transitions
 -- Worker-reported states, one statement per batch. A row changes only if the new
--- (generation, seq, redeliveries) is later than what it holds; RETURNING says which
--- claims were granted.
+-- (generation, seq, redeliveries) is later than what it holds, or if it holds this very
+-- report (same token: sent again after a lost reply); RETURNING says which were applied.
 INSERT INTO jobs AS j (
     job_id, generation, seq, redeliveries, job_type, queue, state, attempt, max_retries,
     payload, suspend_on_failure, error_type, error_message, traceback, cause, worker,
-    created_at, started_at, checkpoint, updated_at
+    created_at, started_at, checkpoint, token, updated_at
 )
 SELECT *, now() FROM unnest(
     $1::text[], $2::integer[], $3::integer[], $4::integer[], $5::text[], $6::text[],
     $7::text[], $8::integer[], $9::integer[], $10::jsonb[], $11::boolean[], $12::text[],
     $13::text[], $14::text[], $15::text[], $16::text[], $17::timestamptz[], $18::timestamptz[],
-    $19::jsonb[]
+    $19::jsonb[], $20::text[]
 )
 ON CONFLICT (job_id) DO UPDATE SET
     generation = EXCLUDED.generation, seq = EXCLUDED.seq, redeliveries = EXCLUDED.redeliveries,
@@ -95,9 +95,11 @@ ON CONFLICT (job_id) DO UPDATE SET
     started_at = COALESCE(EXCLUDED.started_at, j.started_at), updated_at = now(),
     -- A run starts from the checkpoint its message carries; other reports keep the saved one.
     checkpoint = CASE WHEN EXCLUDED.state = 'running' THEN EXCLUDED.checkpoint
-                      ELSE j.checkpoint END
+                      ELSE j.checkpoint END,
+    token = EXCLUDED.token
 WHERE (EXCLUDED.generation, EXCLUDED.seq, EXCLUDED.redeliveries)
     > (j.generation, j.seq, j.redeliveries)
+   OR j.token = EXCLUDED.token
 RETURNING job_id, seq;
 
 -- name: save_checkpoint
@@ -112,7 +114,7 @@ SELECT * FROM jobs WHERE job_id = $1;
 -- report can beat.
 UPDATE jobs
    SET state = $2, seq = 1073741824, cause = $3, traceback = NULL, stopped_by = $4,
-       updated_at = now()
+       token = NULL, updated_at = now()
  WHERE job_id = $1 AND state = ANY($5::text[]) AND ($6::integer IS NULL OR generation = $6)
 RETURNING *;
 
@@ -121,7 +123,7 @@ UPDATE jobs
    SET state = 'pending', generation = generation + 1, seq = 0, redeliveries = 0, attempt = 0,
        max_retries = COALESCE($2, max_retries), payload = CASE WHEN $3 THEN $4 ELSE payload END,
        checkpoint = CASE WHEN $5 THEN checkpoint ELSE NULL END,
-       cause = NULL, stopped_by = $6, updated_at = now()
+       cause = NULL, stopped_by = $6, token = NULL, updated_at = now()
  WHERE job_id = $1 AND state = 'suspended' AND ($7::integer IS NULL OR generation = $7)
 RETURNING *;
 
@@ -129,7 +131,7 @@ RETURNING *;
 -- A requeued dead letter's job row (if tracked) starts its next generation as pending.
 UPDATE jobs j
    SET state = 'pending', generation = d.generation + 1, seq = 0, redeliveries = 0,
-       attempt = 0, cause = NULL, updated_at = now()
+       attempt = 0, cause = NULL, token = NULL, updated_at = now()
   FROM dead_letters d
  WHERE d.id = ANY($1::bigint[]) AND j.job_id = d.job_id AND j.generation = d.generation;
 

@@ -50,6 +50,9 @@ class FakeStore:
         self.batches.append([r.job_id for r in records])
         return len(records)
 
+    async def recover(self, exc: BaseException) -> None:
+        """A real store replaces its connections after a protocol error."""
+
 
 def writer(store: FakeStore, **options: float) -> DeadLetterWriter:
     w = DeadLetterWriter(store, **options)  # type: ignore[arg-type]

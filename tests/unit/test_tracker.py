@@ -27,6 +27,9 @@ class FakeStore:
             raise self.errors.pop(0)
         return set() if self.refuse else {(row[0], row[2]) for row in rows}
 
+    async def recover(self, exc: BaseException) -> None:
+        self.recovered = exc
+
 
 def tracker(store: FakeStore, linger: float = 0.05) -> Tracker:
     t = Tracker(store, linger=linger)  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 
 from engine.errors import ServiceUnavailable
@@ -143,3 +144,40 @@ async def test_a_row_rejected_even_bare_fails_alone(
         "c-report": "succeeded",
         "d-dead": "dead",
     }
+
+
+async def test_a_claim_sent_again_after_its_reply_was_lost_is_still_granted(
+    job_store: Store, tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection dies after PostgreSQL committed the claim: the claim is written
+    again and must recognise its own row, not refuse itself as a duplicate copy."""
+    real_report = Store.report
+    lost: list[int] = []
+
+    async def reply_lost_once(self: Store, batch: object) -> set[tuple[str, int]]:
+        applied = await real_report(self, batch)  # type: ignore[arg-type]
+        if not lost:
+            lost.append(len(applied))
+            raise asyncpg.InternalClientError("cannot switch to state 12 (on purpose)")
+        return applied
+
+    monkeypatch.setattr(Store, "report", reply_lost_once)
+    message = job("lost-reply")
+    own = claim(message)
+    assert await tracker.claim(own)  # granted on the outage path, the row is there
+    tracker.report(own)  # what the outage path queues: the same report, sent again
+    await asyncio.sleep(0.5)
+    assert lost == [1]
+    assert await tracker.claim(own)  # its own row: granted again, not a duplicate
+    assert not await tracker.claim(claim(message))  # another copy of the same attempt
+    row = (await rows(job_store))["lost-reply"]
+    assert (row["state"], row["token"]) == ("running", own.token)
+
+
+async def test_a_broken_protocol_state_replaces_the_pools_connections(job_store: Store) -> None:
+    async with job_store.pool.acquire() as conn:
+        before = conn.get_server_pid()
+    await job_store.recover(asyncpg.InternalClientError("cannot switch to state 15"))
+    async with job_store.pool.acquire() as conn:
+        assert conn.get_server_pid() != before
+    await job_store.recover(RuntimeError("not a connection's fault"))  # leaves them be

@@ -1,0 +1,293 @@
+"""Chaos run: the promises hold while workers are killed and PostgreSQL drops connections.
+
+``python -m bench.chaos [--n 50000] [--workers 2] [--kill-every 3] [--pg-every 7]``
+(on demand: a minute or more; never part of CI).
+
+N jobs wait in a fresh namespace: 70 % ``chaos_ok`` (succeed after up to 40 ms),
+15 % ``chaos_flaky`` (fail their first attempt, succeed on the broker retry), 15 %
+``chaos_die`` (fail permanently). Worker processes (``bench.lazarus_worker --record``:
+states tracked, deaths stored, recorder and relay, as ``lazarus worker``) drain them
+while, every
+``--kill-every`` seconds (jittered), one of them is killed with SIGKILL and a new one
+started, and every ``--pg-every`` seconds PostgreSQL terminates the workers'
+connections. Each handler run appends a line to a file with one unbuffered write.
+
+When every job has its final state (or ``--timeout`` passes) the run stops and checks:
+- every job's row holds its expected final state (ok and flaky: succeeded, die: dead);
+- every dying job has its dead-letter row, and no other job has one;
+- every job ran at least once (nothing lost), and how many runs were repeats;
+- the work queue, the delay queues and the recorder's queue are empty.
+It prints the report as JSON, writes it to bench/results/chaos-<UTC time>.json, and
+exits 1 if a check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.common import ROOT, Child, child_env, python, queue_depth
+from bench.lazarus import QUEUE, fresh_namespace
+from engine.client import Client
+from engine.settings import Settings
+from engine.topology import recorder_queue, retained_queue, work_queue
+
+MIX = {"chaos_ok": 0.70, "chaos_flaky": 0.15, "chaos_die": 0.15}
+FINAL_STATE = {"chaos_ok": "succeeded", "chaos_flaky": "succeeded", "chaos_die": "dead"}
+EXPECTED_RUNS = {"chaos_ok": 1, "chaos_flaky": 2, "chaos_die": 1}
+APP_NAME = "lazarus-chaos"  # the workers' PostgreSQL connections, the ones terminated
+
+
+class Workers:
+    """The worker processes of the run; kills one and starts its replacement."""
+
+    def __init__(self, env: dict[str, str], concurrency: int) -> None:
+        self.env = env
+        self.concurrency = concurrency
+        self.children: list[Child] = []
+        self.started = 0
+
+    async def start(self) -> None:
+        self.started += 1
+        argv = python(
+            "-m", "bench.lazarus_worker", "--concurrency", str(self.concurrency), "--record"
+        )
+        child = await Child.start(f"chaos-worker-{self.started}", argv, self.env)
+        await child.wait_line("ready")
+        self.children.append(child)
+
+    async def kill_one(self) -> None:
+        child = self.children.pop(random.randrange(len(self.children)))
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        await child.proc.wait()
+        await self.start()
+
+    async def stop(self) -> None:
+        for child in self.children:
+            await child.stop()
+        self.children.clear()
+
+
+async def connect(settings: Settings) -> asyncpg.Connection:
+    return await asyncpg.connect(
+        settings.database_dsn, server_settings={"search_path": settings.namespace}
+    )
+
+
+async def terminate_worker_connections(settings: Settings) -> int:
+    conn = await connect(settings)
+    try:
+        rows = await conn.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            APP_NAME,
+        )
+        return len(rows)
+    finally:
+        await conn.close()
+
+
+async def progress(settings: Settings) -> tuple[int, int]:
+    """(jobs in a final state, dead-letter rows); (-1, -1) while PostgreSQL refuses."""
+    try:
+        conn = await connect(settings)
+    except (OSError, asyncpg.PostgresError):
+        return -1, -1
+    try:
+        final = await conn.fetchval(
+            "SELECT count(*) FROM jobs WHERE state IN ('succeeded', 'dead')"
+        )
+        dead = await conn.fetchval("SELECT count(*) FROM dead_letters")
+        return int(final), int(dead)
+    finally:
+        await conn.close()
+
+
+def delay_queue_messages(ns: str) -> int:
+    """Messages in the namespace's delay queues (their names are made on demand)."""
+    listed = subprocess.run(
+        ["rabbitmqctl", "list_queues", "name", "messages", "--quiet", "--no-table-headers"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    ).stdout.split("\n")
+    total = 0
+    for line in listed:
+        parts = line.split()
+        if len(parts) == 2 and parts[0].startswith(f"{ns}.delay."):
+            total += int(parts[1])
+    return total
+
+
+async def verify(settings: Settings, expected: dict[str, str], runs_file: Path) -> dict[str, Any]:
+    conn = await connect(settings)
+    try:
+        rows = await conn.fetch("SELECT job_id, state, redeliveries, worker, updated_at FROM jobs")
+        states = {r["job_id"]: r["state"] for r in rows}
+        details = {r["job_id"]: r for r in rows}
+        dead_rows = await conn.fetch("SELECT job_id, generation, reason FROM dead_letters")
+    finally:
+        await conn.close()
+    wrong_state = {
+        job_id: states.get(job_id)
+        for job_id, kind in expected.items()
+        if states.get(job_id) != FINAL_STATE[kind]
+    }
+    dead_ids = collections.Counter(r["job_id"] for r in dead_rows)
+    dying = {job_id for job_id, kind in expected.items() if kind == "chaos_die"}
+    runs: collections.Counter[str] = collections.Counter()
+    for line in (await asyncio.to_thread(runs_file.read_text)).splitlines():
+        runs[line.split()[0]] += 1
+    repeats = {
+        job_id: runs[job_id] - EXPECTED_RUNS[kind]
+        for job_id, kind in expected.items()
+        if runs[job_id] > EXPECTED_RUNS[kind]
+    }
+    ns = settings.namespace
+    leftovers = {
+        "work_queue": await queue_depth(work_queue(ns, QUEUE)),
+        "recorder_queue": await queue_depth(recorder_queue(ns)),
+        "delay_queues": await asyncio.to_thread(delay_queue_messages, ns),
+    }
+    retained = await queue_depth(retained_queue(ns)) or 0
+    checks = {
+        "every job in its final state": not wrong_state,
+        "every dying job has its dead-letter row": dying <= set(dead_ids),
+        "no other job has a dead-letter row": set(dead_ids) <= dying,
+        "one row per dying job": all(n == 1 for n in dead_ids.values()),
+        "every job ran (nothing lost)": all(runs[j] >= 1 for j in expected),
+        "queues empty": not any(leftovers.values()),
+    }
+    return {
+        "checks": checks,
+        "jobs": dict(collections.Counter(expected.values())),
+        "wrong_state": {
+            job_id: {
+                "state": state,
+                "kind": expected[job_id],
+                "runs": runs[job_id],
+                "redeliveries": details[job_id]["redeliveries"] if job_id in details else None,
+                "worker": details[job_id]["worker"] if job_id in details else None,
+                "updated_at": details[job_id]["updated_at"] if job_id in details else None,
+            }
+            for job_id, state in list(wrong_state.items())[:20]
+        },
+        "wrong_state_count": len(wrong_state),
+        "dead_rows": len(dead_rows),
+        "dead_reasons": dict(collections.Counter(r["reason"] for r in dead_rows)),
+        "dead_letter_copies_retained": retained,
+        "runs": sum(runs.values()),
+        "jobs_run_more_than_expected": len(repeats),
+        "repeat_runs": sum(repeats.values()),
+        "leftovers": leftovers,
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    random.seed(args.seed)
+    async with fresh_namespace(args.queue_type) as (settings, _store):
+        ns = settings.namespace
+        runs_file = Path(tempfile.gettempdir()) / f"chaos-runs-{ns}.txt"
+        runs_file.unlink(missing_ok=True)
+        runs_file.touch()
+        kinds = random.choices(list(MIX), weights=list(MIX.values()), k=args.n)
+        async with Client(settings) as client:
+            ids = await client.enqueue_many((kind, None) for kind in kinds)
+        expected = dict(zip(ids, kinds, strict=True))
+        dying = sum(1 for kind in kinds if kind == "chaos_die")
+
+        env = child_env(
+            "",
+            LAZARUS_NAMESPACE=ns,
+            LAZARUS_QUEUE_TYPE=args.queue_type,
+            LAZARUS_DATABASE_URL=f"{settings.database_dsn}?application_name={APP_NAME}",
+            BENCH_CHAOS_RUNS=str(runs_file),
+        )
+        env.pop("BENCH_REPORT_ADDR")
+        workers = Workers(env, args.concurrency)
+        kills = terminations = 0
+        began = time.monotonic()
+        next_kill = began + random.uniform(0.5, 1.5) * args.kill_every
+        next_pg = began + args.pg_every if args.pg_every else float("inf")
+        try:
+            for _ in range(args.workers):
+                await workers.start()
+            while True:
+                final, dead = await progress(settings)
+                if final >= args.n and dead >= dying:
+                    break
+                now = time.monotonic()
+                if now - began > args.timeout:
+                    print(f"timeout: {final} of {args.n} final, {dead} of {dying} dead rows")
+                    break
+                if args.kill_every and now >= next_kill:
+                    await workers.kill_one()
+                    kills += 1
+                    next_kill = time.monotonic() + random.uniform(0.5, 1.5) * args.kill_every
+                if now >= next_pg:
+                    terminations += await terminate_worker_connections(settings)
+                    next_pg = now + args.pg_every
+                await asyncio.sleep(0.2)
+            elapsed = time.monotonic() - began
+            await asyncio.sleep(1.0)  # acks and copies in flight settle
+        finally:
+            await workers.stop()
+        report = await verify(settings, expected, runs_file)
+        if all(report["checks"].values()):
+            runs_file.unlink(missing_ok=True)
+        else:
+            report["runs_file"] = str(runs_file)
+    return {
+        "n": args.n,
+        "queue_type": args.queue_type,
+        "workers": args.workers,
+        "concurrency": args.concurrency,
+        "kill_every_s": args.kill_every,
+        "pg_every_s": args.pg_every,
+        "seed": args.seed,
+        "seconds": round(elapsed, 1),
+        "workers_killed": kills,
+        "pg_connections_terminated": terminations,
+        **report,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=50_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--kill-every", type=float, default=3.0, help="seconds; 0: no kills")
+    parser.add_argument("--pg-every", type=float, default=7.0, help="seconds; 0: never")
+    parser.add_argument("--queue-type", default="quorum", choices=["quorum", "classic"])
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    report = asyncio.run(run(args))
+    text = json.dumps(report, indent=2, default=str)
+    print(text)
+    results = ROOT / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    (results / f"chaos-{stamp}.json").write_text(text)
+    sys.exit(0 if all(report["checks"].values()) else 1)
+
+
+if __name__ == "__main__":
+    main()
