@@ -12,7 +12,8 @@ while, every
 started, and every ``--pg-every`` seconds PostgreSQL terminates the workers'
 connections. Each handler run appends a line to a file with one unbuffered write.
 
-When every job has its final state (or ``--timeout`` passes) the run stops and checks:
+When every job has its final state (or nothing changed for ``--settle`` seconds with the
+work queue empty, or ``--timeout`` passes) the run stops and checks:
 - every job's row holds its expected final state (ok and flaky: succeeded, die: dead);
 - every dying job has its dead-letter row, and no other job has one;
 - every job ran at least once (nothing lost), and how many runs were repeats;
@@ -228,11 +229,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             for _ in range(args.workers):
                 await workers.start()
+            seen, changed = (-1, -1), began
             while True:
                 final, dead = await progress(settings)
                 if final >= args.n and dead >= dying:
                     break
                 now = time.monotonic()
+                if (final, dead) != seen:
+                    seen, changed = (final, dead), now
+                if now - changed > args.settle and not await queue_depth(work_queue(ns, QUEUE)):
+                    print(f"stalled: {final} of {args.n} final, {dead} of {dying} dead rows")
+                    break
                 if now - began > args.timeout:
                     print(f"timeout: {final} of {args.n} final, {dead} of {dying} dead rows")
                     break
@@ -245,7 +252,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     next_pg = now + args.pg_every
                 await asyncio.sleep(0.2)
             elapsed = time.monotonic() - began
-            await asyncio.sleep(1.0)  # acks and copies in flight settle
+            # Copies still in flight (a retry published twice around a kill) reach the
+            # workers, which drop them as duplicates; then the queues must be empty.
+            for _ in range(int(args.settle * 2)):
+                waiting = await queue_depth(work_queue(ns, QUEUE)) or await asyncio.to_thread(
+                    delay_queue_messages, ns
+                )
+                if not waiting:
+                    break
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(1.0)  # acks settle
         finally:
             await workers.stop()
         report = await verify(settings, expected, runs_file)
@@ -277,6 +293,12 @@ def main() -> None:
     parser.add_argument("--pg-every", type=float, default=7.0, help="seconds; 0: never")
     parser.add_argument("--queue-type", default="quorum", choices=["quorum", "classic"])
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=30.0,
+        help="stop once nothing changed for this long with the work queue empty",
+    )
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     report = asyncio.run(run(args))

@@ -13,7 +13,9 @@ batch is then written row by row, and a rejected row once more without its paylo
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import random
 import uuid
 from collections.abc import Callable
@@ -40,9 +42,29 @@ PHASE = {
     JobState.SUSPENDED: 3,
 }
 MAX_BACKLOG = 50_000  # fire-and-forget reports kept while PostgreSQL is down
+# Waits before writing again after PostgreSQL failed: short at first (a dropped
+# connection comes back at once, and the transitions waiting meanwhile live only in this
+# process), doubling up to the last.
+OUTAGE_FIRST_PAUSE, OUTAGE_MAX_PAUSE = 0.05, 1.0
 CONFLICT_RETRIES = 3  # new tries of a statement that lost a deadlock or serialization race
 
 _CONFLICT = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+
+# Report tokens: a random prefix per process and a counter, unique without a uuid each.
+_token_prefix = uuid.uuid4().hex[:16]
+_token_numbers = itertools.count()
+
+
+def _new_prefix() -> None:
+    global _token_prefix
+    _token_prefix = uuid.uuid4().hex[:16]
+
+
+os.register_at_fork(after_in_child=_new_prefix)
+
+
+def new_token() -> str:
+    return f"{_token_prefix}{next(_token_numbers)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +79,7 @@ class Transition:
     cause: str | None = None
     at: datetime | None = None
     # Tells this report's own earlier write from another copy's when it is sent again.
-    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    token: str = field(default_factory=new_token)
 
     @property
     def seq(self) -> int:
@@ -183,6 +205,7 @@ class Tracker:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        pause = OUTAGE_FIRST_PAUSE
         while True:
             self._busy = False
             batch = [await self._queue.get()]
@@ -196,8 +219,11 @@ class Tracker:
                     await asyncio.sleep(min(remaining, 0.001))
                     continue
                 batch.append(self._queue.get_nowait())
-            if not await self._flush(batch):
-                await asyncio.sleep(1.0)  # PostgreSQL is down: do not spin on the backlog
+            if await self._flush(batch):
+                pause = OUTAGE_FIRST_PAUSE
+            else:  # PostgreSQL is away: do not spin on the backlog, but a blip is short
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, OUTAGE_MAX_PAUSE)
 
     async def _flush(self, batch: list[_Entry]) -> bool:
         """Write a batch and settle its waiters; False if PostgreSQL could not be reached."""
