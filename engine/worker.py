@@ -58,6 +58,10 @@ from engine.tracker import Tracker, Transition, started
 log = logging.getLogger("lazarus.worker")
 
 H_REDELIVERIES = "x-lazarus-redeliveries"
+# Row states that end a generation: a decisive report refused against one stands.
+_ENDED = frozenset(
+    s.value for s in (JobState.SUCCEEDED, JobState.DEAD, JobState.SUSPENDED, JobState.CANCELLED)
+)
 
 # After a failed publish, wait this long before handing the message back, so a broker
 # that refuses publishes does not turn into a hot redelivery loop.
@@ -402,7 +406,7 @@ class Worker:
             # DEAD once PostgreSQL answers.
             self.tracker.report(decision)
             return False
-        if not applied and not await self._person_holds(message):
+        if not applied and not await self._refusal_stands(message):
             # Refused, yet no person holds the job: the write's fate is unknown. A death
             # is stored as a dead letter anyway; a suspension is tried again.
             if suspend:
@@ -410,7 +414,10 @@ class Worker:
                 return True
             return False
         if not applied:
-            log.info("job %s failed after a person stopped it; their state stands", message.id)
+            log.info(
+                "job %s failed after a person stopped it or another copy ended it; its row stands",
+                message.id,
+            )
         if suspend or not applied:
             outcome_label = "suspended" if applied else "stopped"
             metrics.labelled(
@@ -421,9 +428,10 @@ class Worker:
             return True
         return False
 
-    async def _person_holds(self, message: JobMessage) -> bool:
-        """Whether a person stopped this generation (or moved the job on): the reason a
-        decisive report is refused. If PostgreSQL cannot say: no, so nothing is dropped."""
+    async def _refusal_stands(self, message: JobMessage) -> bool:
+        """Whether the row explains why a decisive report was refused: a person stopped
+        this generation, the job moved on to a later one, or another copy already ended
+        it. If PostgreSQL cannot say: no, so nothing is dropped."""
         assert self.store is not None
         try:
             row = await self.store.get_job(message.id)
@@ -433,10 +441,7 @@ class Worker:
             return False
         if row is None:
             return False
-        return bool(
-            row["generation"] > message.generation
-            or row["state"] in (JobState.SUSPENDED.value, JobState.CANCELLED.value)
-        )
+        return bool(row["generation"] > message.generation or row["state"] in _ENDED)
 
     async def _divert_redelivery(self, delivery: Delivery) -> bool:
         """Count a redelivery in a fresh copy, or dead-letter a crash loop. True if handled here.
@@ -501,7 +506,7 @@ class Worker:
             except ServiceUnavailable:
                 self.tracker.report(decision)  # written once PostgreSQL answers
                 applied = True  # dead letters do not need the job row: the recorder keeps them
-            if not applied and await self._person_holds(message):
+            if not applied and await self._refusal_stands(message):
                 log.info(
                     "job %s crash-looped after a person stopped it; their state stands", message.id
                 )
