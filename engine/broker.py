@@ -111,6 +111,12 @@ class Broker:
     async def declare_work_queue(self, queue: str) -> AbstractQueue:
         return await self.topology.declare_work_queue(self.channel, queue)
 
+    async def ensure_work_queue(self, queue: str) -> None:
+        """Declare ``queue`` unless this process has: a publish to it by routing key (or a
+        delay queue expiring into it) must find it, or RabbitMQ drops the message."""
+        if not self.topology.knows_work_queue(queue):
+            await self.declare_work_queue(queue)
+
     async def declare_parked_queue(self, job_type: str) -> str:
         return await self.topology.declare_parked_queue(self.channel, job_type)
 
@@ -120,8 +126,7 @@ class Broker:
         The delay queue hands its messages to ``queue`` by routing key when they expire,
         and RabbitMQ drops what no queue takes: so ``queue`` is declared first.
         """
-        if not self.topology.knows_work_queue(queue):
-            await self.declare_work_queue(queue)
+        await self.ensure_work_queue(queue)
         name = await self.topology.ensure_delay_queue(self.channel, queue, delay_ms)
         return "", name
 

@@ -37,6 +37,16 @@ def person_cause(reason: str | None) -> str:
     return f"{REQUESTED_BY_USER}: {reason}"
 
 
+def pause_fields(pause: dict[str, Any] | None) -> dict[str, Any]:
+    """Whether a queue or job type is paused, by whom, since when and why."""
+    return {
+        "paused": pause is not None,
+        "paused_by": pause["paused_by"] if pause else None,
+        "paused_at": pause["paused_at"] if pause else None,
+        "reason": pause["reason"] if pause else None,
+    }
+
+
 def resumed_message(row: asyncpg.Record) -> bytes:
     """The message of a resumed job's next generation, from its row after the update."""
     return restarted_message(
@@ -203,11 +213,8 @@ class Lifecycle:
             out.append(
                 {
                     "job_type": name,
-                    "paused": pause is not None,
                     "parked": await parked_count(self.admin.broker, name),
-                    "paused_by": pause["paused_by"] if pause else None,
-                    "paused_at": pause["paused_at"] if pause else None,
-                    "reason": pause["reason"] if pause else None,
+                    **pause_fields(pause),
                 }
             )
         return out
@@ -231,10 +238,7 @@ class Lifecycle:
                     "messages": depth[0] if depth else 0,
                     "consumers": depth[1] if depth else 0,
                     "per_minute": rates.get(name, 0),
-                    "paused": pause is not None,
-                    "paused_by": pause["paused_by"] if pause else None,
-                    "paused_at": pause["paused_at"] if pause else None,
-                    "reason": pause["reason"] if pause else None,
+                    **pause_fields(pause),
                 }
             )
         return out

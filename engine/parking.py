@@ -73,8 +73,7 @@ async def _route_back(broker: Broker, message: AbstractIncomingMessage) -> Outgo
     except ValueError:
         log.warning("parked message %s names no queue; sending it to 'default'", message.message_id)
         queue = "default"
-    if not broker.topology.knows_work_queue(queue):
-        await broker.declare_work_queue(queue)
+    await broker.ensure_work_queue(queue)
     return (work_exchange(broker.ns), queue, message.body, None, message.message_id)
 
 

@@ -33,8 +33,7 @@ async def drain(store: Store, broker: Broker, *, batch: int = BATCH) -> int:
             if not rows:
                 return sent
             for queue in {r["queue"] for r in rows}:
-                if not broker.topology.knows_work_queue(queue):
-                    await broker.declare_work_queue(queue)
+                await broker.ensure_work_queue(queue)
             outgoing: list[Outgoing] = [
                 (exchange, r["queue"], bytes(r["body"]), None, r["job_id"]) for r in rows
             ]
