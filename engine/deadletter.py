@@ -60,7 +60,7 @@ async def publish_dead(
 
     ``stored``: the row is committed already, so the recorder need not see this copy.
     Crash here (before the confirm): the original is redelivered; a stored generation is
-    published again without running (engine.worker), an unstored one dies again, and
+    published again without running (engine.redelivery), an unstored one dies again, and
     the key (job id, generation) keeps one row however many copies arrive.
     """
     exchange = dead_exchange(broker.ns) if stored else record_exchange(broker.ns)

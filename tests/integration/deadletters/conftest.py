@@ -8,7 +8,7 @@ import pytest
 
 from engine import PublishFailed
 from engine import deadletter as deadletter_module
-from engine import worker as worker_module
+from engine import settler as settler_module
 
 
 @pytest.fixture
@@ -24,6 +24,6 @@ def refuse_one_dead_letter(monkeypatch: pytest.MonkeyPatch) -> list[int]:
             raise PublishFailed("the broker refused the dead letter (on purpose)")
         await real(*args, **kwargs)
 
-    monkeypatch.setattr(worker_module, "publish_dead", refuse_once)
-    monkeypatch.setattr(worker_module, "NACK_BACKOFF", 0.1)
+    monkeypatch.setattr(settler_module, "publish_dead", refuse_once)
+    monkeypatch.setattr(settler_module, "NACK_BACKOFF", 0.1)
     return pending

@@ -8,9 +8,10 @@ from typing import Any
 import aio_pika
 import pytest
 
-from engine import Client, JobContext, RetryPolicy, Worker, handler
+from engine import Client, JobContext, RetryPolicy, handler
 from engine.broker import Broker
 from engine.settings import Settings
+from engine.settler import Settler
 from engine.store import Store
 from engine.topology import recorder_queue, retained_queue, work_exchange, work_queue
 from tests.conftest import AMQP_URL, delete_queues, queue_depth, wait_for
@@ -139,16 +140,16 @@ async def test_a_worker_that_dies_between_the_dead_state_and_the_row_still_leave
     dead letter's row. The copy that comes back is refused a run (DEAD holds); the
     worker stores and publishes the dead letter from the job's row instead."""
     ns = dead_settings.namespace
-    real = Worker._store_death
+    real = Settler.store_death
     dies = [1]
 
-    async def die_once(self: Worker, *args: Any) -> bool:
+    async def die_once(self: Settler, *args: Any) -> bool:
         if dies:
             dies.pop()
             raise RuntimeError("the worker stops here (on purpose)")
         return await real(self, *args)
 
-    monkeypatch.setattr(Worker, "_store_death", die_once)
+    monkeypatch.setattr(Settler, "store_death", die_once)
     async with running(dead_settings, record=False, store=True), Client(dead_settings) as client:
         job_id = await client.enqueue("ws.doomed.tracked", {"n": 1})
         await wait_for(lambda: depth_is(retained_queue(ns), 1), what="the dead letter's copy")

@@ -14,10 +14,10 @@ from engine.admin import Admin
 from engine.errors import PublishFailed
 from engine.filters import DeadFilter
 from engine.lifecycle import Lifecycle
+from engine.redelivery import H_REDELIVERIES
 from engine.settings import Settings
 from engine.store import Store
 from engine.topology import work_queue
-from engine.worker import H_REDELIVERIES
 from tests.conftest import AMQP_URL, wait_for
 from tests.integration.lifecycle.conftest import tracking_worker
 from tests.integration.lifecycle.test_states import job_state, state_is
