@@ -22,7 +22,7 @@ from engine.admin import Admin
 from engine.errors import JobNotFound, JobStateConflict, LazarusError
 from engine.filters import DeadFilter
 from engine.http import FILTERS, TOKEN_COOKIE, WEB, AdminDep, check_token, get_admin, message
-from engine.lifecycle import Lifecycle
+from engine.lifecycle import REQUESTED_BY_USER, Lifecycle
 from engine.message import now_utc
 from engine.states import JobState
 
@@ -60,6 +60,7 @@ def dashboard_router(guard: list[Any]) -> APIRouter:
         return templates.TemplateResponse(request, page, {
             "flash": flash, "ok": ok, "filters": form,
             "queues": await lifecycle.list_queues(),
+            "types": await lifecycle.list_types(),
             "counts": {s.value: counts.get(s.value, 0) for s in JobState},
             "dead": await admin.list_dead(selector, limit=50),
             "matching": await admin.count(selector),
@@ -145,12 +146,30 @@ def dashboard_router(guard: list[Any]) -> APIRouter:
         async def do(form: Form) -> str:
             lifecycle = Lifecycle(admin)
             if verb == "pause":
-                changed = await lifecycle.pause_queue(queue, form.get("reason") or "Paused")
+                changed = await lifecycle.pause_queue(
+                    queue, form.get("reason") or REQUESTED_BY_USER
+                )
             elif verb == "resume":
                 changed = await lifecycle.resume_queue(queue)
             else:
                 raise ValueError(f"no queue action {verb!r}")
             return f"queue {queue}: {verb}d" if changed else f"queue {queue}: nothing to {verb}"
+
+        return await act(request, admin, do)
+
+    @guarded.post("/ui/types/{job_type}/{verb}")
+    async def type_verb(request: Request, admin: AdminDep, job_type: str, verb: str) -> Response:
+        async def do(form: Form) -> str:
+            lifecycle = Lifecycle(admin)
+            if verb == "pause":
+                reason = form.get("reason") or REQUESTED_BY_USER
+                changed = await lifecycle.pause_type(job_type, reason)
+                return f"job type {job_type}: " + ("paused" if changed else "already paused")
+            if verb == "resume":
+                changed, moved = await lifecycle.resume_type(job_type)
+                done = "resumed" if changed else "was not paused"
+                return f"job type {job_type}: {done}; {moved} parked jobs moved back"
+            raise ValueError(f"no job type action {verb!r}")
 
         return await act(request, admin, do)
 

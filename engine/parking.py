@@ -36,16 +36,21 @@ async def unpark(broker: Broker, job_type: str, *, batch: int = UNPARK_BATCH) ->
 
     Batches of ``batch``: taken unacked, published with pipelined confirms, then acked.
     If a publish fails, the batch is not acked and goes back to the parked queue.
+
+    Only the jobs parked when it begins are moved. A worker that has not seen the resume
+    yet parks a moved job again; that worker moves it back itself once it sees the
+    resume, whereas moving it here too would pass it back and forth until then.
     """
     channel = await broker.connection.channel()
     try:
         queue = await passive_queue(channel, parked_queue(broker.ns, job_type))
-        if queue is None:
+        if queue is None or queue.declaration_result is None:
             return 0
+        left = int(queue.declaration_result.message_count or 0)
         moved = 0
-        while True:
+        while left > 0:
             taken: list[AbstractIncomingMessage] = []
-            while len(taken) < batch:
+            while len(taken) < min(batch, left):
                 message = await queue.get(no_ack=False, fail=False)
                 if message is None:
                     break
@@ -56,6 +61,8 @@ async def unpark(broker: Broker, job_type: str, *, batch: int = UNPARK_BATCH) ->
             await broker.publish_many(outgoing)
             await taken[-1].ack(multiple=True)
             moved += len(taken)
+            left -= len(taken)
+        return moved
     finally:
         await channel.close()
 

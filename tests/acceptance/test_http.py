@@ -435,6 +435,37 @@ async def test_dashboard_lists_dead_letters_and_serves_htmx_locally(
     assert "no longer dead" in again.text
 
 
+async def test_dashboard_pauses_a_job_type_and_its_resume_moves_the_parked_job_back(
+    api: httpx.AsyncClient, ns: Settings, worker: Worker_
+) -> None:
+    async with worker() as running:
+        paused = await api.post("/ui/types/http.flaky/pause")
+        assert "job type http.flaky: paused" in paused.text
+        assert "paused by" in paused.text and 'hx-post="/ui/types/http.flaky/resume"' in paused.text
+        await wait_for(lambda: running.parker.holds("http.flaky"), what="the worker to see it")
+        job_id = await enqueue(ns, "http.flaky", {"n": 1})
+
+        async def parked() -> bool:
+            [row] = (await api.get("/api/types")).json()["items"]
+            return bool(row["parked"] == 1)
+
+        await wait_for(parked, what="the job parked")
+        assert job_id not in await dead_ids(api)  # it did not run
+        resumed = await api.post("/ui/types/http.flaky/resume")
+        assert "job type http.flaky: resumed; 1 parked jobs moved back" in resumed.text
+
+        async def dead() -> bool:
+            return job_id in await dead_ids(api)
+
+        await wait_for(dead, what="the job to run (and die) after the resume")
+        panel = await api.get("/ui/panel")
+        assert 'hx-post="/ui/types/http.flaky/pause"' in panel.text  # seen, not paused
+    wrong = await api.post("/ui/types/http.flaky/sideways")
+    assert "no job type action &#39;sideways&#39;" in wrong.text
+    bad = await api.post("/ui/types/no%20spaces/pause")
+    assert "job type &#39;no spaces&#39;: use 1-200 letters" in bad.text
+
+
 def test_admin_refuses_a_public_address_without_a_token(cli: Cli) -> None:
     result = cli.run("admin", "--host", "0.0.0.0", "--port", "1", LAZARUS_ADMIN_TOKEN="")
     assert result.returncode == 2

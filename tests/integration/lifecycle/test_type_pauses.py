@@ -125,6 +125,27 @@ async def test_a_job_parked_after_its_type_was_resumed_goes_back_to_its_queue(
             await parker.stop()
 
 
+async def test_a_resume_moves_each_parked_job_once_while_a_worker_still_parks_them(
+    dead_settings: Settings, control: Lifecycle, store: Store, parked_cleanup: list[str]
+) -> None:
+    """A worker that has not seen the resume parks the moved jobs again; the resume must
+    not chase them back and forth (that worker moves them once it sees the resume)."""
+    parked_cleanup.append("tp.held")
+    assert await control.pause_type("tp.held")
+    slow = Worker(dead_settings, ["default"], store=store, control_interval=3600)
+    await slow.start()  # reads the pause at start, then not again for an hour
+    try:
+        async with Client(dead_settings) as client:
+            held_ids = [await client.enqueue("tp.held", {"i": i}) for i in range(3)]
+        await wait_for(lambda: _parked(control, "tp.held", 3), what="three parked jobs")
+        assert await control.resume_type("tp.held") == (True, 3)
+        await wait_for(lambda: _parked(control, "tp.held", 3), what="the stale worker parks again")
+        assert not any(runs[i] for i in held_ids)
+    finally:
+        await slow.stop(grace=5)
+    assert await control.resume_type("tp.held") == (False, 3)  # what the worker left parked
+
+
 async def _all_ran(job_ids: list[str]) -> bool:
     return all(runs[i] for i in job_ids)
 
