@@ -30,6 +30,7 @@ from bench.report import Row, merge_runs, ratio, table
 from engine import loop as event_loop
 from engine.settings import load_settings
 
+TWO_PROC_RATIOS = "of 2-proc ceiling {}; Lazarus/peer: dramatiq {}, celery {}, taskiq {}"
 SECTIONS = ("ceiling", "lazarus", "peers", "latency", "memory", "deadletter")
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -93,6 +94,10 @@ async def one_run(args: argparse.Namespace, collector: Collector) -> dict[str, A
     if "ceiling" in args.sections:
         for qt in args.queue_types:
             out[f"ceiling/{qt}"] = await attempt(f"ceiling {qt}", lambda qt=qt: ceiling.run(n, qt))
+        out["ceiling-2proc/classic"] = await attempt(
+            "ceiling classic, 2 consumer processes",
+            lambda: ceiling.run_processes(collector, n, "classic", 2),
+        )
     if "lazarus" in args.sections:
         for qt in args.queue_types:
             out[f"lazarus/{qt}"] = await attempt(
@@ -192,6 +197,16 @@ def rows_for_table(runs: list[dict[str, Any]], args: argparse.Namespace) -> list
                     "process_per_s": m["process_per_s"],
                 }
             )
+    key = "ceiling-2proc/classic"
+    if key in merged and not failed(key, "ceiling", "aio-pika", "classic, 2 processes"):
+        rows.append(
+            {
+                "section": "ceiling",
+                "system": "aio-pika",
+                "setup": "classic, 2 consumer procs, prefetch 256 each",
+                "process_per_s": merged[key]["process_per_s"],
+            }
+        )
     for qt in args.queue_types:
         key = f"lazarus/{qt}"
         if key in merged and not failed(key, "lazarus", "Lazarus", qt):
@@ -221,11 +236,15 @@ def rows_for_table(runs: list[dict[str, Any]], args: argparse.Namespace) -> list
                 "setup": f"classic, 2 worker procs, concurrency {m['concurrency']:.0f} each",
                 "process_per_s": m["process_per_s"],
                 "result": outcome(m),
-                "ratio": "Lazarus/peer: dramatiq {}, celery {}, taskiq {}".format(
+                "ratio": TWO_PROC_RATIOS.format(
+                    ratio(
+                        m["process_per_s"],
+                        merged.get("ceiling-2proc/classic", {}).get("process_per_s"),
+                    ),
                     *(
                         ratio(m["process_per_s"], merged.get(f"peers/{p}", {}).get("process_per_s"))
                         for p in ("dramatiq", "celery", "taskiq")
-                    )
+                    ),
                 ),
             }
         )

@@ -14,7 +14,19 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from bench.common import AMQP_URL, delete, pipelined, rate, unique
+from bench.common import (
+    AMQP_URL,
+    Child,
+    Collector,
+    check_undisturbed,
+    child_env,
+    delete,
+    pipelined,
+    python,
+    queue_depth,
+    rate,
+    unique,
+)
 from engine.client import build_message
 from engine.message import encode
 
@@ -70,6 +82,50 @@ async def run(n: int, queue_type: str) -> dict[str, Any]:
         "publish_per_s": rate(n, publish_s),
         "process_s": consume_s,
         "process_per_s": rate(n - 1, consume_s),
+    }
+
+
+async def run_processes(
+    collector: Collector, n: int, queue_type: str, processes: int
+) -> dict[str, Any]:
+    """The consume ceiling with ``processes`` consumer processes (``bench.raw_consumer``):
+    the yardstick for as many Lazarus worker processes. N messages published first, as in
+    :func:`run`; timed from the first to the last delivery counted in any process."""
+    name = unique(f"bench_ceiling_{processes}p_{queue_type}")
+    body = body_like_lazarus()
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.declare_queue(name, durable=True, arguments={"x-queue-type": queue_type})
+        await pipelined(n, lambda: publish_persistent(channel, body, name), IN_FLIGHT)
+        collector.reset()
+        children = []
+        for i in range(processes):
+            child = await Child.start(
+                f"raw-consumer-{i}",
+                python("-m", "bench.raw_consumer", name),
+                child_env(collector.address),
+            )
+            children.append(child)
+            await child.wait_line("ready")
+        try:
+            await collector.wait(n, watch=children[0])
+        finally:
+            for child in children:
+                await child.stop()
+        first, last = collector.span()
+        left = await queue_depth(name)
+        for child in children:
+            check_undisturbed(child, left)
+    finally:
+        await connection.close()
+        await delete([name])
+    return {
+        "queue_type": queue_type,
+        "n": n,
+        "processes": processes,
+        "process_s": last - first,
+        "process_per_s": rate(n - 1, last - first),
     }
 
 
