@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aio_pika
@@ -18,12 +20,11 @@ from bench.common import (
     AMQP_URL,
     Child,
     Collector,
-    check_undisturbed,
     child_env,
     delete,
+    drain,
     pipelined,
     python,
-    queue_depth,
     rate,
     unique,
 )
@@ -43,15 +44,27 @@ async def publish_persistent(channel: AbstractChannel, body: bytes, queue: str) 
     await channel.default_exchange.publish(message, queue)
 
 
-async def run(n: int, queue_type: str) -> dict[str, Any]:
-    name = unique(f"bench_ceiling_{queue_type}")
+@asynccontextmanager
+async def filled_queue(
+    name: str, n: int, queue_type: str
+) -> AsyncIterator[tuple[aio_pika.abc.AbstractConnection, float]]:
+    """A queue holding N persistent Lazarus-sized messages, published with confirms and
+    1,000 in flight: (the connection, seconds the publishing took); deleted afterwards."""
     body = body_like_lazarus()
     connection = await aio_pika.connect(AMQP_URL)
     try:
         channel = await connection.channel(publisher_confirms=True)
         await channel.declare_queue(name, durable=True, arguments={"x-queue-type": queue_type})
         publish_s = await pipelined(n, lambda: publish_persistent(channel, body, name), IN_FLIGHT)
+        yield connection, publish_s
+    finally:
+        await connection.close()
+        await delete([name])
 
+
+async def run(n: int, queue_type: str) -> dict[str, Any]:
+    name = unique(f"bench_ceiling_{queue_type}")
+    async with filled_queue(name, n, queue_type) as (connection, publish_s):
         consume_channel = await connection.channel()
         await consume_channel.set_qos(prefetch_count=PREFETCH)
         queue = await consume_channel.get_queue(name, ensure=False)
@@ -71,13 +84,10 @@ async def run(n: int, queue_type: str) -> dict[str, Any]:
         await queue.consume(on_message)
         await asyncio.wait_for(done.wait(), 300)
         consume_s = time.perf_counter() - first
-    finally:
-        await connection.close()
-        await delete([name])
     return {
         "queue_type": queue_type,
         "n": n,
-        "body_bytes": len(body),
+        "body_bytes": len(body_like_lazarus()),
         "publish_s": publish_s,
         "publish_per_s": rate(n, publish_s),
         "process_s": consume_s,
@@ -92,12 +102,7 @@ async def run_processes(
     the yardstick for as many Lazarus worker processes. N messages published first, as in
     :func:`run`; timed from the first to the last delivery counted in any process."""
     name = unique(f"bench_ceiling_{processes}p_{queue_type}")
-    body = body_like_lazarus()
-    connection = await aio_pika.connect(AMQP_URL)
-    try:
-        channel = await connection.channel(publisher_confirms=True)
-        await channel.declare_queue(name, durable=True, arguments={"x-queue-type": queue_type})
-        await pipelined(n, lambda: publish_persistent(channel, body, name), IN_FLIGHT)
+    async with filled_queue(name, n, queue_type):
         collector.reset()
         children = []
         for i in range(processes):
@@ -108,18 +113,7 @@ async def run_processes(
             )
             children.append(child)
             await child.wait_line("ready")
-        try:
-            await collector.wait(n, watch=children[0])
-        finally:
-            for child in children:
-                await child.stop()
-        first, last = collector.span()
-        left = await queue_depth(name)
-        for child in children:
-            check_undisturbed(child, left)
-    finally:
-        await connection.close()
-        await delete([name])
+        first, last, _ = await drain(collector, children, n, name)
     return {
         "queue_type": queue_type,
         "n": n,

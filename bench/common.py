@@ -278,3 +278,20 @@ async def delete(queues: list[str], exchanges: list[str] = ()) -> None:  # type:
                 await channel.close()
     finally:
         await connection.close()
+
+
+async def drain(
+    collector: Collector, children: list[Child], n: int, queue: str
+) -> tuple[float, float, int | None]:
+    """Wait until ``children`` finished N jobs from ``queue``, stop them, and refuse a run
+    the broker disturbed; (first, last) finished job's wall-clock time and what is left."""
+    try:
+        await collector.wait(n, watch=children[0])
+    finally:
+        for child in children:
+            await child.stop()
+    first, last = collector.span()
+    left = await queue_depth(queue)
+    for child in children:
+        check_undisturbed(child, left)
+    return first, last, left

@@ -25,6 +25,7 @@ from bench.common import (
     check_undisturbed,
     child_env,
     delete,
+    drain,
     percentile,
     python,
     queue_depth,
@@ -124,15 +125,7 @@ async def throughput(
             await start_worker(collector, ns, queue_type, concurrency, record=tracked)
             for _ in range(processes)
         ]
-        try:
-            await collector.wait(n, watch=children[0])
-        finally:
-            for child in children:
-                await child.stop()
-        first, last = collector.span()
-        left = await queue_depth(work_queue(ns, QUEUE))
-        for child in children:
-            check_undisturbed(child, left)
+        first, last, left = await drain(collector, children, n, work_queue(ns, QUEUE))
         tracked_rows = (
             await store.pool.fetchval("SELECT count(*) FROM jobs WHERE state = 'succeeded'")
             if store is not None
