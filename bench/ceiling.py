@@ -26,6 +26,7 @@ from bench.common import (
     pipelined,
     python,
     rate,
+    stop_all,
     unique,
 )
 from engine.client import build_message
@@ -104,16 +105,19 @@ async def run_processes(
     name = unique(f"bench_ceiling_{processes}p_{queue_type}")
     async with filled_queue(name, n, queue_type):
         collector.reset()
-        children = []
-        for i in range(processes):
-            child = await Child.start(
-                f"raw-consumer-{i}",
-                python("-m", "bench.raw_consumer", name),
-                child_env(collector.address),
-            )
-            children.append(child)
-            await child.wait_line("ready")
-        first, last, _ = await drain(collector, children, n, name)
+        children: list[Child] = []
+        try:
+            for i in range(processes):
+                child = await Child.start(
+                    f"raw-consumer-{i}",
+                    python("-m", "bench.raw_consumer", name),
+                    child_env(collector.address),
+                )
+                children.append(child)
+                await child.wait_line("ready")
+            first, last, _ = await drain(collector, children, n, name)
+        finally:
+            await stop_all(children)
     return {
         "queue_type": queue_type,
         "n": n,

@@ -288,10 +288,15 @@ async def drain(
     try:
         await collector.wait(n, watch=children[0])
     finally:
-        for child in children:
-            await child.stop()
+        await stop_all(children)
     first, last = collector.span()
     left = await queue_depth(queue)
     for child in children:
         check_undisturbed(child, left)
     return first, last, left
+
+
+async def stop_all(children: list[Child]) -> None:
+    """Stop every child still running (a measurement that failed half way leaves none)."""
+    for child in children:
+        await child.stop()

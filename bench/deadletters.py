@@ -20,7 +20,15 @@ import importlib.util
 import time
 from typing import Any
 
-from bench.common import Collector, Disturbed, check_undisturbed, queue_depth, rate
+from bench.common import (
+    Child,
+    Collector,
+    Disturbed,
+    check_undisturbed,
+    queue_depth,
+    rate,
+    stop_all,
+)
 from bench.lazarus import QUEUE, fresh_namespace, start_worker
 from engine.client import Client
 from engine.topology import work_queue
@@ -64,11 +72,12 @@ async def burst_and_requeue(
         async with Client(settings) as client:
             await client.enqueue_many(("bench_die", None) for _ in range(n))
         collector.reset()
-        children = [
-            await start_worker(collector, ns, queue_type, concurrency, record=True)
-            for _ in range(processes)
-        ]
+        children: list[Child] = []
         try:
+            for _ in range(processes):
+                children.append(
+                    await start_worker(collector, ns, queue_type, concurrency, record=True)
+                )
             await collector.wait(n, what="jobs killed", watch=children[0])
             deadline = time.monotonic() + RECORD_TIMEOUT
             while (recorded := await store.count_dead(DeadFilter())) < n:
@@ -79,8 +88,7 @@ async def burst_and_requeue(
                 await asyncio.sleep(0.02)
             stored_at = time.time()
         finally:
-            for child in children:
-                await child.stop()
+            await stop_all(children)
         left = await queue_depth(work_queue(ns, QUEUE))
         for child in children:
             check_undisturbed(child, left)

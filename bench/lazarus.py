@@ -30,6 +30,7 @@ from bench.common import (
     python,
     queue_depth,
     rate,
+    stop_all,
 )
 from bench.common import unique as unique_name
 from engine.client import Client
@@ -92,7 +93,11 @@ async def start_worker(
         argv + (["--record"] if record else []),
         child_env(collector.address, LAZARUS_NAMESPACE=ns, LAZARUS_QUEUE_TYPE=queue_type, **env),
     )
-    await child.wait_line("ready")
+    try:
+        await child.wait_line("ready")
+    except BaseException:
+        await child.stop()
+        raise
     return child
 
 
@@ -121,11 +126,15 @@ async def throughput(
             raise Disturbed(f"lazarus: {queued} messages queued for {n} enqueued")
         collector.reset()
         spawned = time.time()
-        children = [
-            await start_worker(collector, ns, queue_type, concurrency, record=tracked)
-            for _ in range(processes)
-        ]
-        first, last, left = await drain(collector, children, n, work_queue(ns, QUEUE))
+        children: list[Child] = []
+        try:
+            for _ in range(processes):
+                children.append(
+                    await start_worker(collector, ns, queue_type, concurrency, record=tracked)
+                )
+            first, last, left = await drain(collector, children, n, work_queue(ns, QUEUE))
+        finally:
+            await stop_all(children)
         tracked_rows = (
             await store.pool.fetchval("SELECT count(*) FROM jobs WHERE state = 'succeeded'")
             if store is not None
