@@ -49,4 +49,3 @@ async def test_a_cancel_from_outside_is_not_taken_for_a_timeout() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-
