@@ -3,14 +3,17 @@
 Both rows need ``engine.recorder`` and ``engine.admin``; while either is missing they
 say "not available yet" and carry no number.
 
-Burst: N jobs of type ``bench_die`` (Permanent at once) wait in a queue; a worker with
+Burst: N jobs of type ``bench_die_once`` (Permanent at once in their first generation)
+wait in a queue; a worker with
 the recorder (as ``lazarus worker --record``) kills them. Measured: the rate the worker
 kills them (first to last handler run) and the rate they land in PostgreSQL (first
 death to the moment ``Store.count_dead`` reaches N).
 
 Bulk requeue: with the worker stopped, ``Admin.requeue`` of every dead letter of the
 namespace (staged in the outbox, published with confirms); measured until it returns,
-then the work queue must hold N messages.
+then the work queue must hold N messages. Then as many workers as killed them run the
+requeued generation, which succeeds: first to last run, the rate requeued jobs run
+again.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from bench.common import (
     Collector,
     Disturbed,
     check_undisturbed,
+    drain,
     queue_depth,
     rate,
     stop_all,
@@ -70,7 +74,7 @@ async def burst_and_requeue(
         assert store is not None
         ns = settings.namespace
         async with Client(settings) as client:
-            await client.enqueue_many(("bench_die", None) for _ in range(n))
+            await client.enqueue_many(("bench_die_once", None) for _ in range(n))
         collector.reset()
         children: list[Child] = []
         try:
@@ -101,6 +105,9 @@ async def burst_and_requeue(
         queued = await queue_depth(work_queue(ns, QUEUE))
         if moved != n or queued != n:
             raise Disturbed(f"requeue moved {moved}, queue holds {queued}, expected {n}")
+        rerun_first, rerun_last = await run_again(
+            collector, n, settings.namespace, queue_type, concurrency, processes
+        )
     return {
         "queue_type": queue_type,
         "n": n,
@@ -112,6 +119,23 @@ async def burst_and_requeue(
         "record_per_s": rate(n, stored_at - first),
         "requeue_s": requeue_s,
         "requeue_per_s": rate(n, requeue_s),
+        "rerun_s": rerun_last - rerun_first,
+        "rerun_per_s": rate(n - 1, rerun_last - rerun_first),
         "requeued": moved,
         "queued_after_requeue": queued,
     }
+
+
+async def run_again(
+    collector: Collector, n: int, ns: str, queue_type: str, concurrency: int, processes: int
+) -> tuple[float, float]:
+    """Run the N requeued jobs (states tracked, as ``lazarus worker``); first and last run."""
+    collector.reset()
+    children: list[Child] = []
+    try:
+        for _ in range(processes):
+            children.append(await start_worker(collector, ns, queue_type, concurrency, record=True))
+        first, last, _ = await drain(collector, children, n, work_queue(ns, QUEUE))
+    finally:
+        await stop_all(children)
+    return first, last

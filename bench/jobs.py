@@ -43,6 +43,14 @@ async def die(ctx: JobContext) -> None:
     raise Permanent("bench_die dies on purpose")
 
 
+@handler("bench_die_once")
+async def die_once(ctx: JobContext) -> None:
+    """Dies like ``bench_die`` in its first generation; succeeds once requeued."""
+    probe.finished()
+    if ctx.message.generation == 0:
+        raise Permanent("bench_die dies on purpose")
+
+
 # Chaos run (bench.chaos): every run appends "job_id attempt generation" to the file
 # BENCH_CHAOS_RUNS with one unbuffered write, so a SIGKILL right after loses no line.
 _runs_fd: int | None = None
