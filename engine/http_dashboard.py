@@ -56,7 +56,7 @@ def dashboard_router(guard: list[Any]) -> APIRouter:
             selector, flash, ok = DeadFilter(), f"filter: {message(exc)}", False
         lifecycle = Lifecycle(admin)
         counts = await lifecycle.counts()
-        chart = await Lifecycle(admin).activity()
+        chart = await lifecycle.activity()
         return templates.TemplateResponse(request, page, {
             "flash": flash, "ok": ok, "filters": form,
             "queues": await lifecycle.list_queues(),

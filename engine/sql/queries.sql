@@ -162,8 +162,21 @@ RETURNING *;
 DELETE FROM type_pauses WHERE job_type = $1 RETURNING *;
 
 -- name: known_types
-SELECT DISTINCT job_type FROM jobs
-UNION SELECT DISTINCT job_type FROM dead_letters WHERE job_type <> '';
+-- Every job type seen. The dashboard asks every few seconds, so the (job_type, ...)
+-- indexes are skipped through, one probe per type, instead of read row by row.
+WITH RECURSIVE j(t) AS (
+    (SELECT job_type FROM jobs ORDER BY job_type LIMIT 1)
+    UNION ALL
+    SELECT (SELECT job_type FROM jobs WHERE job_type > j.t ORDER BY job_type LIMIT 1)
+      FROM j WHERE j.t IS NOT NULL
+), d(t) AS (
+    (SELECT job_type FROM dead_letters WHERE job_type <> '' ORDER BY job_type LIMIT 1)
+    UNION ALL
+    SELECT (SELECT job_type FROM dead_letters WHERE job_type > d.t ORDER BY job_type LIMIT 1)
+      FROM d WHERE d.t IS NOT NULL
+)
+SELECT t AS job_type FROM j WHERE t IS NOT NULL
+UNION SELECT t FROM d WHERE t IS NOT NULL;
 
 -- name: reanimation_candidates
 -- Dead letters of one job type that an automatic rule may move back: dead long enough,
