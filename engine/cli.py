@@ -23,6 +23,7 @@ from engine.cli_common import (
 )
 from engine.cli_dead import dead_app
 from engine.cli_jobs import jobs_app, queues_app
+from engine.cli_text import plain
 from engine.cli_types import types_app
 from engine.message import MAX_ATTEMPTS
 
@@ -166,8 +167,8 @@ def demo() -> None:
     typer.echo(f"\n{len(dead)} jobs died; see them with `lazarus dead list`:")
     for row in dead:
         typer.echo(
-            f"  {row['job_id']}  {row['job_type'] or '-':14} {row['reason']}: "
-            f"{row['error_message'][:70]}"
+            f"  {plain(row['job_id'])}  {plain(row['job_type'] or '-'):14} "
+            f"{plain(row['reason'])}: {plain(row['error_message'], limit=70)}"
         )
 
 

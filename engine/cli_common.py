@@ -22,6 +22,7 @@ import orjson
 import typer
 
 from engine import loop as event_loop
+from engine.cli_text import plain
 from engine.errors import ConfigError, LazarusError, ServiceUnavailable
 from engine.message import check_queue_name, check_type_name
 from engine.settings import Settings, load_settings
@@ -37,7 +38,8 @@ T = TypeVar("T")
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    typer.echo(f"lazarus: {message}", err=True)
+    """Print one line (a server's or a message's text in it made inert) and exit."""
+    typer.echo(f"lazarus: {plain(message)}", err=True)
     raise typer.Exit(code)
 
 

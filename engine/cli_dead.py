@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -21,12 +20,12 @@ from engine.cli_common import (
     run_async,
     settings,
 )
+from engine.cli_text import console, err_console, inert, plain
 from engine.filters import DeadFilter, bulk_selection, parse_age
 from engine.message import MAX_ATTEMPTS, now_utc
 from engine.states import DeadStatus
 
 dead_app = typer.Typer(help="Inspect dead letters and move them back to their queues.")
-console = Console()
 
 TypeOpt = Annotated[str | None, typer.Option("--type", help="Only this job type.")]
 QueueOpt = Annotated[str | None, typer.Option("--queue", help="Only this queue.")]
@@ -97,7 +96,7 @@ def progress_bar(total: int) -> tuple[Progress, Any]:
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=err_console,
         transient=True,
     )
     task = bar.add_task("moving", total=total)
@@ -143,13 +142,13 @@ async def list_(
     for r in rows:
         table.add_row(
             str(r["id"]),
-            r["job_id"],
+            inert(r["job_id"]),
             str(r["generation"]),
-            r["job_type"] or "-",
-            r["queue"],
-            f"{r['error_type']}: {r['error_message']}"[:80],
+            inert(r["job_type"] or "-"),
+            inert(r["queue"]),
+            inert(f"{r['error_type']}: {r['error_message']}", limit=80),
             r["died_at"].strftime("%F %T"),
-            r["status"],
+            inert(r["status"]),
         )
     console.print(table)
     if len(rows) == limit:
@@ -168,19 +167,30 @@ async def show(
         print_json([vars_of(d) for d in history])
         return
     for death in history:
-        console.rule(f"job {death.job_id} generation {death.generation}: {death.status}")
-        console.print(f"type {death.job_type or '-'}  queue {death.queue}  worker {death.worker}")
+        console.rule(
+            f"job {inert(death.job_id)} generation {death.generation}: {inert(death.status)}"
+        )
+        console.print(
+            f"type {inert(death.job_type or '-')}  queue {inert(death.queue)}  "
+            f"worker {inert(death.worker)}"
+        )
         console.print(
             f"died {death.died_at:%F %T %Z} after {death.attempts} attempts "
-            f"(max retries {death.max_retries}): {death.reason}"
+            f"(max retries {death.max_retries}): {inert(death.reason)}"
         )
-        console.print(f"[bold]{death.error_type}[/bold]: {death.error_message}", markup=True)
+        console.print(
+            f"[bold]{inert(death.error_type)}[/bold]: {inert(death.error_message, lines=True)}"
+        )
         if death.traceback:
-            console.print(death.traceback, markup=False, highlight=False)
-        console.print(f"payload {death.payload!r}  checkpoint {death.checkpoint!r}", markup=False)
+            console.print(inert(death.traceback, lines=True), highlight=False)
+        console.print(
+            f"payload {inert(repr(death.payload))}  checkpoint {inert(repr(death.checkpoint))}",
+            highlight=False,
+        )
         if death.status_changed_at:
             console.print(
-                f"{death.status} at {death.status_changed_at:%F %T} by {death.status_changed_by}"
+                f"{inert(death.status)} at {death.status_changed_at:%F %T} "
+                f"by {inert(death.status_changed_by)}"
             )
 
 
@@ -284,6 +294,6 @@ async def explain_missing(admin: Admin, ids: list[str], done: int) -> None:
         return
     problems = await admin.unmoved(ids)
     for line in problems:
-        typer.echo(f"lazarus: {line}", err=True)
+        typer.echo(f"lazarus: {plain(line)}", err=True)
     if problems:
         raise typer.Exit(EXIT_FAILED)

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from engine.admin import Admin, RequeueMode
@@ -20,13 +19,13 @@ from engine.cli_common import (
     run_async,
     settings,
 )
+from engine.cli_text import console, inert
 from engine.lifecycle import REQUESTED_BY_USER, Lifecycle
 from engine.message import MAX_ATTEMPTS
 from engine.states import JobState
 
 jobs_app = typer.Typer(help="Job states: list, show, suspend, resume, cancel.")
 queues_app = typer.Typer(help="Queues: depth, consumers, pause and resume.")
-console = Console()
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 JobIdArg = Annotated[str, typer.Argument(help="Job id.")]
@@ -47,7 +46,7 @@ def show_row(row: dict[str, Any], as_json: bool) -> None:
         return
     for key, value in row.items():
         if value is not None and value != "":
-            console.print(f"[bold]{key}[/bold]: {value}", highlight=False)
+            console.print(f"[bold]{key}[/bold]: {inert(value, lines=True)}", highlight=False)
 
 
 @jobs_app.command("list")
@@ -73,13 +72,13 @@ async def list_jobs(
     for r in rows:
         why = r["cause"] or (f"{r['error_type']}: {r['error_message']}" if r["error_type"] else "")
         table.add_row(
-            r["job_id"],
+            inert(r["job_id"]),
             str(r["generation"]),
-            r["job_type"],
-            r["queue"],
-            r["state"],
+            inert(r["job_type"]),
+            inert(r["queue"]),
+            inert(r["state"]),
             str(r["attempt"]),
-            why[:60],
+            inert(why, limit=60),
             r["updated_at"].strftime("%F %T"),
         )
     console.print(table)
@@ -134,10 +133,10 @@ async def cause(job_id: JobIdArg, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(found)
         return
-    by = f"by {found['stopped_by']}, " if found["stopped_by"] else ""
-    console.print(f"{found['cause']} ({by}since {found['since']:%F %T})")
+    by = f"by {inert(found['stopped_by'])}, " if found["stopped_by"] else ""
+    console.print(f"{inert(found['cause'], lines=True)} ({by}since {found['since']:%F %T})")
     if found["traceback"]:
-        console.print(found["traceback"], markup=False, highlight=False)
+        console.print(inert(found["traceback"], lines=True), highlight=False)
 
 
 @jobs_app.command()
@@ -188,13 +187,13 @@ async def list_queues(
     table = Table("queue", "messages", "consumers", "jobs/min", "paused", "by", "reason")
     for r in rows:
         table.add_row(
-            r["queue"],
+            inert(r["queue"]),
             str(r["messages"]) if r["exists"] else "(missing)",
             str(r["consumers"]),
             str(r["per_minute"]),
             "yes" if r["paused"] else "no",
-            r["paused_by"] or "",
-            r["reason"] or "",
+            inert(r["paused_by"] or ""),
+            inert(r["reason"] or ""),
         )
     console.print(table)
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from engine.admin import Admin
 from engine.cli_common import EXIT_FAILED, fail, print_json, run_async, settings, type_name
+from engine.cli_text import console, inert
 from engine.lifecycle import REQUESTED_BY_USER, Lifecycle
 
 types_app = typer.Typer(help="Job types: pause, resume, and what is parked.")
-console = Console()
 
 
 def type_names(names: list[str] | None) -> list[str] | None:
@@ -43,11 +42,11 @@ async def list_types(
     table = Table("job type", "paused", "parked", "by", "reason")
     for r in rows:
         table.add_row(
-            r["job_type"],
+            inert(r["job_type"]),
             "yes" if r["paused"] else "no",
             str(r["parked"]),
-            r["paused_by"] or "",
-            r["reason"] or "",
+            inert(r["paused_by"] or ""),
+            inert(r["reason"] or ""),
         )
     console.print(table)
 
