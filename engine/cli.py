@@ -100,8 +100,11 @@ def worker(
         ),
     ] = True,
     metrics_port: Annotated[
-        int | None, typer.Option(min=1, max=65535, help="Serve Prometheus /metrics here.")
+        int | None, typer.Option(min=1, max=65535, help="Serve Prometheus /metrics on this port.")
     ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address of /metrics; anything but loopback exposes it.")
+    ] = "127.0.0.1",
 ) -> None:
     """Run a worker until SIGTERM or SIGINT; in-flight jobs get a grace period."""
     from engine.message import check_queue_name
@@ -117,14 +120,22 @@ def worker(
         fail(str(exc), EXIT_USAGE)
     configure_logging()
     if metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port)
+        serve_metrics(metrics_host, metrics_port)
 
     async def serve() -> None:
         await run_worker(config, queues, concurrency, stop_on_signal(), record=record)
 
     run_async(serve)()
+
+
+def serve_metrics(host: str, port: int) -> None:
+    """Serve /metrics from a thread; an address taken or not ours is a usage error (exit 2)."""
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr=host)
+    except OSError as exc:
+        fail(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}", EXIT_USAGE)
 
 
 @app.command()

@@ -4,7 +4,8 @@ Exit codes (the same for every command)::
 
     0  done
     1  the operation failed (unknown id, job in another state, publish not confirmed)
-    2  bad usage or configuration (a bad argument, a bad LAZARUS_* value)
+    2  bad usage or configuration (a bad argument, a bad LAZARUS_* value, a port to serve
+       on that is taken)
     3  a service is unavailable (RabbitMQ or PostgreSQL down, schema not migrated)
 """
 
