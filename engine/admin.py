@@ -8,6 +8,8 @@ where they named the job).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
 import getpass
 import os
 import socket
@@ -113,14 +115,32 @@ def requeued_message(row: asyncpg.Record, retries: int | None, mode: RequeueMode
 class Admin:
     """Dead-letter operations over one store and broker. Use as ``async with Admin() as admin``."""
 
-    def __init__(self, settings: Settings | None = None, *, actor: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        actor: str | None = None,
+        broker: bool = True,
+        statement_timeout: float | None = None,
+    ) -> None:
+        """``broker=False`` opens PostgreSQL only: enough to read dead letters and jobs,
+        while RabbitMQ is unreachable. ``statement_timeout`` bounds every query (seconds)."""
         self.settings = settings or load_settings()
         self.actor = actor or default_actor()
-        self.store = Store(self.settings)
+        self.store = Store(self.settings, statement_timeout=statement_timeout)
         self.broker = Broker(self.settings, name="lazarus-admin")
+        self._with_broker = broker
+
+    def acting_as(self, actor: str) -> Admin:
+        """The same connections, with ``actor`` written to the audit log and status changes."""
+        twin = copy.copy(self)
+        twin.actor = actor
+        return twin
 
     async def __aenter__(self) -> Admin:
         await self.store.connect()
+        if not self._with_broker:
+            return self
         try:
             await self.broker.connect()
         except BaseException:
@@ -129,7 +149,8 @@ class Admin:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.broker.close()
+        if self._with_broker:
+            await self.broker.close()
         await self.store.close()
 
     async def list_dead(
@@ -166,6 +187,7 @@ class Admin:
             raise ValueError(f"retries must not be negative, got {retries}")
         selector = replace(selector, status=DeadStatus.DEAD)
 
+        what = selector.describe() | {"mode": mode.value, "retries": retries}
         async with Follower(self.store, self.broker, max_ahead=2 * BATCH) as follower:
 
             async def stage(ids: list[int]) -> int:
@@ -175,14 +197,7 @@ class Admin:
                 await follower.staged(moved)
                 return moved
 
-            total = await self._each_batch(selector, stage, rate, progress)
-        await self.store.audit(
-            self.actor,
-            "requeue",
-            selector.describe() | {"mode": mode.value, "retries": retries},
-            total,
-        )
-        return total
+            return await self._each_batch("requeue", what, selector, stage, rate, progress)
 
     async def requeue_one(
         self, job_id: str, *, retries: int | None = None, mode: RequeueMode = RequeueMode.RESTART
@@ -198,9 +213,7 @@ class Admin:
         async def mark(ids: list[int]) -> int:
             return await self.store.mark_deleted(ids, self.actor)
 
-        total = await self._each_batch(selector, mark, None, progress)
-        await self.store.audit(self.actor, "delete", selector.describe(), total)
-        return total
+        return await self._each_batch("delete", selector.describe(), selector, mark, None, progress)
 
     async def delete_one(self, job_id: str) -> None:
         if await self.delete(DeadFilter(ids=(job_id,))) == 0:
@@ -214,8 +227,24 @@ class Admin:
         )
         return total
 
-    async def audit_log(self, limit: int = 20) -> list[dict[str, Any]]:
-        return [dict(r) for r in await self.store.audit_recent(limit)]
+    async def note(self, action: str, details: dict[str, Any]) -> None:
+        """Write an audit entry for an action that changes no dead letter (a login)."""
+        await self.store.audit(self.actor, action, details, 1)
+
+    async def end_session(self, sid: str, expires: datetime) -> None:
+        """A logout: the dashboard session ``sid`` is refused from now on."""
+        await self.store.end_session(sid, expires)
+        await self.note("logout", {"session": sid[:8]})
+
+    async def session_ended(self, sid: str) -> bool:
+        return await self.store.session_ended(sid)
+
+    async def audit_log(
+        self, limit: int = 20, before_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Audit entries newest first: who did what, to how many, and whether it finished
+        ('running' while it goes, 'done', or 'interrupted'); page with ``before_id``."""
+        return [dict(r) for r in await self.store.audit_recent(limit, before_id)]
 
     async def relay(self) -> int:
         """Publish requeues a crashed caller staged but did not send."""
@@ -223,25 +252,44 @@ class Admin:
 
     async def _each_batch(
         self,
+        action: str,
+        described: dict[str, Any],
         selector: DeadFilter,
         apply: Callable[[list[int]], Any],
         rate: float | None,
         progress: Progress | None,
     ) -> int:
-        total, after = 0, 0
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        batch = BATCH if rate is None else max(1, min(BATCH, int(rate)))
-        while ids := await self.store.matching_ids(selector, after_id=after, limit=batch):
-            after = ids[-1]
-            total += await apply(ids)
-            if progress is not None:
-                progress(total)
-            if rate is not None:
-                # Sleep until the average rate since the start is back under the cap.
-                ahead = total / rate - (loop.time() - started)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
+        """Apply ``apply`` to the rows matching ``selector`` when the walk began, in batches.
+
+        Rows added later (a requeued job that dies again gets a new row) are never walked:
+        the operation ends, and a dry run's count is what it moves on a quiet system. The
+        audit entry is written first and kept up to date, so an interrupted run says how
+        far it got.
+        """
+        entry = await self.store.audit_begin(self.actor, action, described)
+        total, after, state = 0, 0, "interrupted"
+        try:
+            last = await self.store.last_dead_id()
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            batch = BATCH if rate is None else max(1, min(BATCH, int(rate)))
+            while ids := await self.store.matching_ids(
+                selector, after_id=after, upto_id=last, limit=batch
+            ):
+                after = ids[-1]
+                total += await apply(ids)
+                await self.store.audit_progress(entry, total)
+                if progress is not None:
+                    progress(total)
+                if rate is not None:
+                    # Sleep until the average rate since the start is back under the cap.
+                    ahead = total / rate - (loop.time() - started)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+            state = "done"
+        finally:
+            with contextlib.suppress(Exception):  # an outage must not hide the first error
+                await self.store.audit_progress(entry, total, state)
         return total
 
     async def unmoved(self, job_ids: list[str]) -> list[str]:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
-from pydantic import AmqpDsn, Field, PostgresDsn, ValidationError, field_validator
+from pydantic import AmqpDsn, Field, PostgresDsn, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.errors import ConfigError
 
 _NAMESPACE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+MIN_TOKEN_LENGTH = 16  # a guessable token would make the admin's auth a formality
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 class QueueType(StrEnum):
@@ -50,8 +52,19 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=1_048_576, ge=1024)
     # Seconds a stopping worker waits for in-flight jobs before leaving them to redelivery.
     shutdown_grace: float = Field(default=30.0, ge=0)
-    admin_token: str | None = None
+    # Seconds to wait for RabbitMQ or PostgreSQL to answer a new connection.
+    connect_timeout: float = Field(default=10.0, gt=0, le=600)
     event_loop: EventLoop = EventLoop.AUTO
+    # The admin HTTP server (lazarus admin): see the README's Security section.
+    admin_token: SecretStr | None = None
+    # Host names (Host header) the admin answers to, comma-separated; loopback names always.
+    admin_hosts: str = ""
+    admin_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    # Mark the session cookie Secure (it is anyway when a request arrives over https).
+    admin_secure_cookies: bool = False
+    # Seconds any one admin query may run in PostgreSQL before it is cancelled.
+    admin_statement_timeout: float = Field(default=30.0, gt=0, le=3600)
+    admin_max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
 
     @field_validator("namespace")
     @classmethod
@@ -62,6 +75,22 @@ class Settings(BaseSettings):
                 "at most 41 characters (it names a PostgreSQL schema)"
             )
         return value
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _check_token(cls, value: object) -> object:
+        if value in (None, ""):
+            return None  # unset (an empty variable counts as unset)
+        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        if len(text.strip()) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"must be at least {MIN_TOKEN_LENGTH} characters (not blanks)")
+        return value
+
+    @property
+    def admin_host_names(self) -> tuple[str, ...]:
+        """Loopback names plus ``admin_hosts``: what a request's Host may name."""
+        extra = (h.strip().lower() for h in self.admin_hosts.split(","))
+        return tuple(dict.fromkeys([*LOOPBACK_HOSTS, *(h for h in extra if h)]))
 
     @property
     def amqp_dsn(self) -> str:

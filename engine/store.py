@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
@@ -47,6 +48,12 @@ DB_UNAVAILABLE = (
 def pg_text(text: str) -> str:
     """``text`` without NUL characters, which PostgreSQL text columns refuse."""
     return text.replace("\x00", "")
+
+
+def _host_port(dsn: str) -> str:
+    """host:port of a DSN, without its user or password."""
+    parts = urlsplit(dsn)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -96,11 +103,23 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
 class Store(JobStateQueries):
     """A pool of connections to the namespace schema."""
 
-    def __init__(self, settings: Settings, *, min_size: int = 1, max_size: int = 5) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        min_size: int = 1,
+        max_size: int = 5,
+        statement_timeout: float | None = None,
+    ) -> None:
+        """``statement_timeout`` (seconds) has PostgreSQL cancel any statement that runs
+        longer: the admin sets it so that no request can keep a backend busy."""
         self.settings = settings
         self.schema = settings.namespace
         self._pool: asyncpg.Pool | None = None
         self._sizes = (min_size, max_size)
+        self._server_settings = {"search_path": self.schema}
+        if statement_timeout is not None:
+            self._server_settings["statement_timeout"] = str(int(statement_timeout * 1000))
 
     async def connect(self, *, require_schema: bool = True) -> None:
         try:
@@ -108,9 +127,15 @@ class Store(JobStateQueries):
                 self.settings.database_dsn,
                 min_size=self._sizes[0],
                 max_size=self._sizes[1],
-                server_settings={"search_path": self.schema},
+                server_settings=self._server_settings,
                 init=_init_connection,
+                timeout=self.settings.connect_timeout,
             )
+        except TimeoutError:
+            raise ServiceUnavailable(
+                f"PostgreSQL at {_host_port(self.settings.database_dsn)} did not answer within "
+                f"{self.settings.connect_timeout:g} s (LAZARUS_CONNECT_TIMEOUT)"
+            ) from None
         except (OSError, asyncpg.PostgresError) as exc:
             raise ServiceUnavailable(f"PostgreSQL: {exc}") from None
         if require_schema:
@@ -262,15 +287,23 @@ class Store(JobStateQueries):
         )
         return list(await self.pool.fetch(sql, *args))
 
-    async def matching_ids(self, selector: DeadFilter, *, after_id: int, limit: int) -> list[int]:
-        """Row ids matching ``selector``, ascending from ``after_id``: how bulk work streams."""
+    async def matching_ids(
+        self, selector: DeadFilter, *, after_id: int, upto_id: int, limit: int
+    ) -> list[int]:
+        """Row ids matching ``selector`` in (``after_id``, ``upto_id``], ascending: how bulk
+        work streams over the rows that existed when it began."""
         where, args = _where(selector)
-        args += [after_id, limit]
+        args += [after_id, upto_id, limit]
+        bounds = [f"id > ${len(args) - 2}", f"id <= ${len(args) - 1}"]
         sql = (
-            f"SELECT id FROM dead_letters WHERE {' AND '.join([*where, f'id > ${len(args) - 1}'])}"
+            f"SELECT id FROM dead_letters WHERE {' AND '.join([*where, *bounds])}"
             f" ORDER BY id LIMIT ${len(args)}"
         )
         return [r["id"] for r in await self.pool.fetch(sql, *args)]
+
+    async def last_dead_id(self) -> int:
+        """The newest dead-letter row id (0 if none): the end of a bulk operation's set."""
+        return int(await self.pool.fetchval(Q["last_dead_id"]))
 
     async def count_dead(self, selector: DeadFilter) -> int:
         where, args = _where(selector)
@@ -336,8 +369,26 @@ class Store(JobStateQueries):
     async def audit(self, actor: str, action: str, selector: dict[str, Any], count: int) -> None:
         await self.pool.execute(Q["audit"], actor, action, selector, count)
 
-    async def audit_recent(self, limit: int = 20) -> list[asyncpg.Record]:
-        return list(await self.pool.fetch(Q["audit_recent"], limit))
+    async def audit_begin(self, actor: str, action: str, selector: dict[str, Any]) -> int:
+        """An entry in state 'running', written before a bulk operation changes anything."""
+        return int(await self.pool.fetchval(Q["audit_begin"], actor, action, selector))
+
+    async def audit_progress(self, entry: int, count: int, state: str = "running") -> None:
+        """How far a bulk operation got; any other ``state`` than 'running' ends the entry."""
+        await self.pool.execute(Q["audit_progress"], entry, count, state)
+
+    async def end_session(self, sid: str, expires: datetime) -> None:
+        """Refuse a dashboard session from now on (a logout); forget ones past expiry."""
+        await self.pool.execute(Q["end_session"], sid, expires)
+        await self.pool.execute(Q["forget_ended_sessions"])
+
+    async def session_ended(self, sid: str) -> bool:
+        return bool(await self.pool.fetchval(Q["session_ended"], sid))
+
+    async def audit_recent(
+        self, limit: int = 20, before_id: int | None = None
+    ) -> list[asyncpg.Record]:
+        return list(await self.pool.fetch(Q["audit_recent"], limit, before_id))
 
 
 def _where(selector: DeadFilter) -> tuple[list[str], list[Any]]:

@@ -63,10 +63,24 @@ DELETE FROM dead_letters
  WHERE died_at < $1 AND status <> 'requeue_pending';
 
 -- name: audit
-INSERT INTO audit_log (actor, action, selector, count) VALUES ($1, $2, $3, $4);
+INSERT INTO audit_log (actor, action, selector, count, state, finished_at)
+VALUES ($1, $2, $3, $4, 'done', now());
+
+-- name: audit_begin
+INSERT INTO audit_log (actor, action, selector, count, state) VALUES ($1, $2, $3, 0, 'running')
+RETURNING id;
+
+-- name: audit_progress
+UPDATE audit_log
+   SET count = $2, state = $3, finished_at = CASE WHEN $3 = 'running' THEN NULL ELSE now() END
+ WHERE id = $1;
 
 -- name: audit_recent
-SELECT * FROM audit_log ORDER BY id DESC LIMIT $1;
+SELECT id, at, actor, action, selector, count, state, finished_at FROM audit_log
+ WHERE $2::bigint IS NULL OR id < $2 ORDER BY id DESC LIMIT $1;
+
+-- name: last_dead_id
+SELECT coalesce(max(id), 0) FROM dead_letters;
 
 -- name: report_transitions
 -- Worker-reported states, one statement per batch. A row changes only if the new
@@ -208,3 +222,12 @@ SELECT date_trunc('minute', died_at), 'dead', count(*)
 SELECT queue, count(*) AS n FROM jobs
  WHERE state IN ('succeeded', 'dead') AND updated_at >= now() - interval '1 minute'
  GROUP BY queue;
+
+-- name: end_session
+INSERT INTO admin_sessions_ended (sid, expires) VALUES ($1, $2) ON CONFLICT DO NOTHING;
+
+-- name: session_ended
+SELECT EXISTS (SELECT 1 FROM admin_sessions_ended WHERE sid = $1);
+
+-- name: forget_ended_sessions
+DELETE FROM admin_sessions_ended WHERE expires < now();

@@ -188,3 +188,44 @@ async def test_bulk_requeue_by_filter_moves_only_matching_jobs_and_is_audited(
     [entry, *_] = await admin.audit_log()
     assert (entry["action"], entry["count"], entry["actor"]) == ("requeue", 25, "test-admin")
     assert entry["selector"]["job_type"] == "rq.fragile"
+
+
+async def test_a_rate_limited_bulk_requeue_of_jobs_that_die_again_moves_each_once(
+    dead_settings: Settings, store: Store, admin: Admin
+) -> None:
+    async with running(dead_settings):
+        ids = await kill(dead_settings, store, 30)
+        selector = DeadFilter(job_type="rq.fragile")
+        assert await admin.count(selector) == 30
+        seen: list[int] = []
+        # 20 a second: the first batch dies again (as new rows) while the walk waits.
+        moved = await admin.requeue(selector, rate=20, progress=seen.append)
+        await wait_for(lambda: _dead_rows(store, 60), what="the second deaths")
+    assert moved == 30 and max(seen) == 30
+    for job_id in ids:
+        history = await admin.show(job_id)
+        assert [(d.generation, d.status) for d in history] == [(0, "requeued"), (1, "dead")]
+    [entry, *_] = await admin.audit_log()
+    assert (entry["action"], entry["count"], entry["state"]) == ("requeue", 30, "done")
+
+
+async def test_an_interrupted_bulk_requeue_leaves_an_audit_entry_saying_how_far_it_got(
+    dead_settings: Settings, store: Store, admin: Admin
+) -> None:
+    await kill_without_worker(dead_settings, store, 5)
+    task = asyncio.create_task(admin.requeue(DeadFilter(job_type="rq.fragile"), rate=1))
+
+    async def started() -> bool:
+        entries = await admin.audit_log()
+        return bool(entries and entries[0]["state"] == "running" and entries[0]["count"] >= 1)
+
+    await wait_for(started, what="the first batch")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [entry, *_] = await admin.audit_log()
+    moved = await admin.count(DeadFilter(job_type="rq.fragile", status=None)) - await admin.count(
+        DeadFilter(job_type="rq.fragile")
+    )
+    assert entry["state"] == "interrupted" and entry["finished_at"] is not None
+    assert entry["count"] == moved and 1 <= moved < 5
