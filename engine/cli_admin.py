@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import secrets
 from typing import Annotated
 
 import typer
+from pydantic import SecretStr
 
 from engine.admin import Admin
 from engine.cli_common import EXIT_USAGE, configure_logging, fail, run_async, settings
@@ -31,8 +33,18 @@ async def probe(config: Settings) -> None:
 def admin(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to bind.")] = 8080,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth", help="Serve without a token (loopback only): any local program can act."
+        ),
+    ] = False,
 ) -> None:
-    """Serve the admin API and dashboard; other hosts than loopback need LAZARUS_ADMIN_TOKEN."""
+    """Serve the admin API and dashboard.
+
+    Without LAZARUS_ADMIN_TOKEN a random token is made for this run and printed with the
+    login address, as notebook servers do; --no-auth serves without one.
+    """
     import uvicorn
 
     from engine.http import create_app
@@ -43,6 +55,20 @@ def admin(
             f"refusing to serve on {host} without LAZARUS_ADMIN_TOKEN: set it, or bind 127.0.0.1",
             EXIT_USAGE,
         )
+    if no_auth and config.admin_token:
+        fail("--no-auth and LAZARUS_ADMIN_TOKEN contradict each other: drop one", EXIT_USAGE)
+    hosts = ",".join(filter(None, [config.admin_hosts, host.strip("[]")]))
+    config = config.model_copy(update={"admin_hosts": hosts})
+    if not config.admin_token and not no_auth:
+        token = secrets.token_urlsafe(24)
+        config = config.model_copy(update={"admin_token": SecretStr(token)})
+        shown = f"[{host}]" if ":" in host else host
+        typer.echo(
+            f"lazarus admin: no LAZARUS_ADMIN_TOKEN set, so this run's token is:\n\n    {token}"
+            f"\n\nLog in at http://{shown}:{port}/login (API: Authorization: Bearer <token>).",
+            err=True,
+        )
     run_async(probe)(config)  # a service down or no schema: one line and exit 3, no traceback
     configure_logging()
-    uvicorn.run(create_app(config), host=host, port=port, proxy_headers=False, log_config=None)
+    app = create_app(config, open_access=no_auth)
+    uvicorn.run(app, host=host, port=port, proxy_headers=False, log_config=None)

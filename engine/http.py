@@ -5,16 +5,18 @@ Like the CLI it parses and prints; every rule lives in :mod:`engine.admin` and
 
     400/422  a bad value (filter, age, body)    404  no such job or dead letter
     401      missing or wrong bearer token      409  the job is in another state
-    503      RabbitMQ or PostgreSQL is down     500  a bug: logged, never a traceback
+    403      a cross-site request               413  a body over the limit
+    415      a body that is not JSON            503  RabbitMQ or PostgreSQL is down
+    504      a query ran past its time limit    500  a bug: logged, never a traceback
 
-When ``LAZARUS_ADMIN_TOKEN`` is set, everything but ``/api/health`` and ``/static``
-needs ``Authorization: Bearer <token>`` or the cookie the dashboard sets from ``/?token=``.
+With ``LAZARUS_ADMIN_TOKEN`` set, everything but ``/api/health``, ``/login`` and
+``/static`` needs it: the API and ``/metrics`` as ``Authorization: Bearer <token>``,
+the dashboard as the session cookie its login form sets (or the same bearer header).
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,6 +25,7 @@ from typing import Annotated, Any
 import aiormq
 import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -32,17 +35,24 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from engine import http_models as m
-from engine.admin import Admin, RequeueMode, default_actor
-from engine.errors import JobNotFound, JobStateConflict, LazarusError, ServiceUnavailable
+from engine.admin import Admin, RequeueMode
+from engine.errors import (
+    ConfigError,
+    JobNotFound,
+    JobStateConflict,
+    LazarusError,
+    ServiceUnavailable,
+)
 from engine.filters import DeadFilter
 from engine.health import check_services
 from engine.lifecycle import Lifecycle
 from engine.settings import Settings
 from engine.states import DeadStatus, JobState
+from engine.web.guard import AdminGuard
+from engine.web.sessions import Sessions, same_token
 
 log = logging.getLogger("lazarus.http")
 WEB = Path(__file__).parent / "web"
-TOKEN_COOKIE = "lazarus_token"
 FILTERS = ("type", "queue", "error_type", "error", "since")
 DEAD_LETTERS = Gauge("lazarus_dead_letters", "Dead-letter rows by status.", ["status"])
 STATUS: dict[type[Exception], int] = {
@@ -57,10 +67,14 @@ STATUS: dict[type[Exception], int] = {
     ValueError: 422,
     OverflowError: 422,
     asyncpg.DataError: 422,  # PostgreSQL refused a value: a NUL in text, a number out of range
+    asyncpg.QueryCanceledError: 504,  # LAZARUS_ADMIN_STATEMENT_TIMEOUT cut a query short
 }
 Limit = Annotated[int, Query(ge=1, le=10_000, description="Rows per page.")]
+Name = Annotated[str | None, Query(max_length=m.MAX_NAME)]
 Responses = dict[int | str, dict[str, Any]]
-ERRORS: Responses = {code: {"model": m.Error} for code in (400, 401, 422, 500, 503)}
+ERRORS: Responses = {
+    code: {"model": m.Error} for code in (400, 401, 403, 413, 415, 422, 500, 503, 504)
+}
 NOT_FOUND: Responses = {404: {"model": m.Error}}
 CONFLICT: Responses = {404: {"model": m.Error}, 409: {"model": m.Error}}
 bearer = HTTPBearer(auto_error=False, description="LAZARUS_ADMIN_TOKEN, when it is set.")
@@ -83,34 +97,56 @@ def error(status: int, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers or None)
 
 
-def check_token(
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
+def api_auth(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> None:
-    """Let the request through when no token is configured or it brings the right one."""
-    token: str | None = request.app.state.settings.admin_token
-    if not token:
-        return
-    given = credentials.credentials if credentials else request.cookies.get(TOKEN_COOKIE)
-    if given is None:
-        raise HTTPException(401, "missing bearer token (LAZARUS_ADMIN_TOKEN is set)")
-    if not secrets.compare_digest(given.encode(), token.encode()):
-        raise HTTPException(401, "wrong bearer token")
+    """With a token configured, the API and ``/metrics`` take it as a bearer token, never the
+    dashboard's cookie: a browser attaches a cookie to requests other sites make it send."""
+    token: str = request.app.state.token
+    if credentials is None:
+        raise HTTPException(
+            401,
+            "missing bearer token (LAZARUS_ADMIN_TOKEN is set)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not same_token(token, credentials.credentials):
+        raise HTTPException(401, "wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+    request.state.actor = f"http:token@{client_address(request)}"
+
+
+def anonymous(request: Request) -> None:
+    """Served without a token (``--no-auth``): the audit log still says from where."""
+    request.state.actor = f"http:anonymous@{client_address(request)}"
 
 
 def get_admin(request: Request) -> Admin:
+    """The app's Admin, acting as whoever the auth check found (for the audit log)."""
     admin: Admin = request.app.state.admin
-    return admin
+    return admin.acting_as(getattr(request.state, "actor", f"http:?@{client_address(request)}"))
 
 
 AdminDep = Annotated[Admin, Depends(get_admin)]
+JobId = Annotated[str, PathParam(max_length=m.MAX_ID, description="Job id ('/' allowed).")]
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The API, metrics and dashboard of one namespace; the Admin opens with the app."""
+def create_app(settings: Settings, *, open_access: bool = False) -> FastAPI:
+    """The API, metrics and dashboard of one namespace; the Admin opens with the app.
+
+    Without ``LAZARUS_ADMIN_TOKEN`` the app is refused unless ``open_access`` says that
+    serving without authentication is meant (``lazarus admin --no-auth``).
+    """
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    if token is None and not open_access:
+        raise ConfigError("LAZARUS_ADMIN_TOKEN is not set (or serve with open_access)")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with Admin(settings, actor=f"http:{default_actor()}") as admin:
+        timeout = settings.admin_statement_timeout
+        async with Admin(settings, actor="http", statement_timeout=timeout) as admin:
             app.state.admin = admin
             yield
 
@@ -124,11 +160,14 @@ def create_app(settings: Settings) -> FastAPI:
         # here may depend on a request leaving the machine.
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,  # served below, behind the token
     )
     app.state.settings = settings
+    app.state.token = token
+    app.state.sessions = Sessions(token, settings.admin_session_hours * 3600)
     add_error_handlers(app)
     # Only a configured token is documented (and checked): the schema says what is required.
-    guard = [Depends(check_token)] if settings.admin_token else []
+    guard = [Depends(api_auth if token is not None else anonymous)]
     app.include_router(api_router(), prefix="/api", dependencies=guard)
     app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
 
@@ -140,6 +179,10 @@ def create_app(settings: Settings) -> FastAPI:
         body = m.Health(status="ok" if ok else "unavailable", **report)
         return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
+    @app.get("/openapi.json", include_in_schema=False, dependencies=guard)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
     @app.get("/metrics", include_in_schema=False, dependencies=guard)
     async def metrics(admin: AdminDep) -> Response:
         for status in DeadStatus:
@@ -148,7 +191,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     from engine.http_dashboard import dashboard_router  # it builds on this module's helpers
 
-    app.include_router(dashboard_router(guard), include_in_schema=False)
+    app.include_router(dashboard_router(), include_in_schema=False)
+    app.add_middleware(
+        AdminGuard, hosts=settings.admin_host_names, max_body=settings.admin_max_body_bytes
+    )
     return app
 
 
@@ -181,12 +227,19 @@ def api_router() -> APIRouter:
     @api.get("/dead-letters", tags=["dead letters"])
     async def list_dead(
         admin: AdminDep,
-        type: str | None = None,
-        queue: str | None = None,
-        error_type: str | None = None,
-        error: Annotated[str | None, Query(description="Substring of the message.")] = None,
+        type: Name = None,
+        queue: Name = None,
+        error_type: Name = None,
+        error: Annotated[
+            str | None, Query(max_length=m.MAX_TEXT, description="Substring of the message.")
+        ] = None,
         since: Annotated[
-            str | None, Query(json_schema_extra={"pattern": m.AGE}, description="Age: 2h, 30d.")
+            str | None,
+            Query(
+                max_length=m.MAX_AGE,
+                json_schema_extra={"pattern": m.AGE},
+                description="Age: 2h, 30d.",
+            ),
         ] = None,
         after: m.IsoTime | None = None,
         before: m.IsoTime | None = None,
@@ -207,8 +260,8 @@ def api_router() -> APIRouter:
         more = rows[-1]["id"] if len(rows) == limit else None
         return m.DeadLetterPage(items=rows, next_before_id=more)  # type: ignore[arg-type]
 
-    @api.get("/dead-letters/{job_id}", tags=["dead letters"], responses=NOT_FOUND)
-    async def show_dead(admin: AdminDep, job_id: str) -> list[m.DeadLetterDetail]:
+    @api.get("/dead-letters/{job_id:path}", tags=["dead letters"], responses=NOT_FOUND)
+    async def show_dead(admin: AdminDep, job_id: JobId) -> list[m.DeadLetterDetail]:
         """Every death of a job, oldest generation first, with tracebacks."""
         deaths = await admin.show(job_id)
         return [m.DeadLetterDetail.model_validate(d, from_attributes=True) for d in deaths]
@@ -249,8 +302,8 @@ def api_router() -> APIRouter:
     async def list_jobs(
         admin: AdminDep,
         state: JobState | None = None,
-        type: str | None = None,
-        queue: str | None = None,
+        type: Name = None,
+        queue: Name = None,
         limit: Limit = 50,
     ) -> m.JobPage:
         """Jobs, most recently updated first."""
@@ -259,26 +312,35 @@ def api_router() -> APIRouter:
         )
         return m.JobPage(items=rows)  # type: ignore[arg-type]
 
-    @api.get("/jobs/{job_id}", tags=["jobs"], responses=NOT_FOUND)
-    async def show_job(admin: AdminDep, job_id: str) -> m.JobDetail:
+    @api.get("/jobs/{job_id:path}/cause", tags=["jobs"], responses=CONFLICT)
+    async def cause(admin: AdminDep, job_id: JobId) -> m.Cause:
+        """Why a suspended job stopped: 'Requested by user', or the exception and traceback."""
+        return m.Cause.model_validate(await Lifecycle(admin).cause(job_id))
+
+    @api.get("/jobs/{job_id:path}", tags=["jobs"], responses=NOT_FOUND)
+    async def show_job(admin: AdminDep, job_id: JobId) -> m.JobDetail:
         return m.JobDetail.model_validate(await Lifecycle(admin).show(job_id))
 
-    @api.post("/jobs/{job_id}/suspend", tags=["jobs"], responses=CONFLICT)
-    async def suspend(admin: AdminDep, job_id: str, body: m.StopBody | None = None) -> m.JobDetail:
+    @api.post("/jobs/{job_id:path}/suspend", tags=["jobs"], responses=CONFLICT)
+    async def suspend(
+        admin: AdminDep, job_id: JobId, body: m.StopBody | None = None
+    ) -> m.JobDetail:
         """Stop a pending, running or retrying job, keeping its checkpoint."""
         body = body or m.StopBody()
         row = await Lifecycle(admin).suspend(job_id, body.reason, generation=body.generation)
         return m.JobDetail.model_validate(row)
 
-    @api.post("/jobs/{job_id}/cancel", tags=["jobs"], responses=CONFLICT)
-    async def cancel(admin: AdminDep, job_id: str, body: m.StopBody | None = None) -> m.JobDetail:
+    @api.post("/jobs/{job_id:path}/cancel", tags=["jobs"], responses=CONFLICT)
+    async def cancel(admin: AdminDep, job_id: JobId, body: m.StopBody | None = None) -> m.JobDetail:
         """Stop a job for good."""
         body = body or m.StopBody()
         row = await Lifecycle(admin).cancel(job_id, body.reason, generation=body.generation)
         return m.JobDetail.model_validate(row)
 
-    @api.post("/jobs/{job_id}/resume", tags=["jobs"], responses=CONFLICT)
-    async def resume(admin: AdminDep, job_id: str, body: m.ResumeBody | None = None) -> m.JobDetail:
+    @api.post("/jobs/{job_id:path}/resume", tags=["jobs"], responses=CONFLICT)
+    async def resume(
+        admin: AdminDep, job_id: JobId, body: m.ResumeBody | None = None
+    ) -> m.JobDetail:
         """Send a suspended job back to its queue; a ``payload`` given replaces the old one."""
         body = body or m.ResumeBody()
         row = await Lifecycle(admin).resume(
@@ -290,11 +352,6 @@ def api_router() -> APIRouter:
             generation=body.generation,
         )
         return m.JobDetail.model_validate(row)
-
-    @api.get("/jobs/{job_id}/cause", tags=["jobs"], responses=CONFLICT)
-    async def cause(admin: AdminDep, job_id: str) -> m.Cause:
-        """Why a suspended job stopped: 'Requested by user', or the exception and traceback."""
-        return m.Cause.model_validate(await Lifecycle(admin).cause(job_id))
 
     @api.get("/queues", tags=["queues"])
     async def list_queues(admin: AdminDep) -> m.QueuePage:
@@ -333,6 +390,18 @@ def api_router() -> APIRouter:
         false if it was not paused."""
         changed, moved = await Lifecycle(admin).resume_type(job_type)
         return m.TypeChange(job_type=job_type, changed=changed, moved=moved)
+
+    @api.get("/audit", tags=["audit"])
+    async def audit(
+        admin: AdminDep,
+        limit: Limit = 50,
+        before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    ) -> m.AuditPage:
+        """Who did what, newest first: every requeue, delete, purge, pause, resume, stop and
+        login, with the client address; a bulk operation's entry counts as it goes."""
+        rows = await admin.audit_log(limit, before_id)
+        more = rows[-1]["id"] if len(rows) == limit else None
+        return m.AuditPage(items=rows, next_before_id=more)  # type: ignore[arg-type]
 
     @api.get("/stats", tags=["stats"])
     async def stats(admin: AdminDep) -> m.Stats:

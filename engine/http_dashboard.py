@@ -2,29 +2,40 @@
 
 Buttons post to ``/ui/...`` routes that call :mod:`engine.admin` and
 :mod:`engine.lifecycle` and answer with the refreshed fragment; nothing here decides.
+A person logs in with a POST form and holds a signed session cookie; every state change
+carries the page's CSRF token (htmx sends it as a header, see static/lazarus.js). Job
+ids travel in form fields, not in paths, so any id (``/``, ``..``) is reachable.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qsl, quote
 
 import asyncpg
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
 
 from engine import http_models as m
 from engine.admin import Admin
 from engine.errors import JobNotFound, JobStateConflict, LazarusError
-from engine.filters import DeadFilter
-from engine.http import FILTERS, TOKEN_COOKIE, WEB, AdminDep, check_token, get_admin, message
+from engine.filters import DeadFilter, bulk_selection
+from engine.http import FILTERS, WEB, AdminDep, bearer, client_address, get_admin, message
 from engine.lifecycle import REQUESTED_BY_USER, Lifecycle
 from engine.message import now_utc
 from engine.states import JobState
+from engine.web.guard import SAFE_METHODS
+from engine.web.sessions import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, Sessions, same_token
+
+log = logging.getLogger("lazarus.http")
+Form = dict[str, str]
+T = TypeVar("T")
 
 
 def age(when: datetime | None) -> str:
@@ -38,38 +49,116 @@ def age(when: datetime | None) -> str:
     return f"{seconds}s"
 
 
-def form_filter(form: dict[str, str]) -> DeadFilter:
+def form_filter(form: Form) -> DeadFilter:
     return m.DeadFilterBody.model_validate({k: form[k] for k in FILTERS if form.get(k)}).to_filter()
 
 
-def dashboard_router(guard: list[Any]) -> APIRouter:
+def sessions_of(request: Request) -> Sessions:
+    sessions: Sessions = request.app.state.sessions
+    return sessions
+
+
+async def read_form(request: Request) -> Form:
+    """The urlencoded body (bounded by the guard); the last value of a repeated field wins."""
+    return dict(parse_qsl((await request.body()).decode(errors="replace")))
+
+
+async def dashboard_auth(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
+    """A session cookie (or the bearer token, for scripts); a state change from a session
+    must carry its CSRF token. Sets ``request.state.actor`` for the audit log."""
+    token: str | None = request.app.state.token
+    where = client_address(request)
+    if token is not None and credentials is not None:
+        if not same_token(token, credentials.credentials):
+            raise HTTPException(401, "wrong bearer token")
+        request.state.actor = f"http:token@{where}"
+        return  # a header no other site can make a browser send: no CSRF token needed
+    sessions = sessions_of(request)
+    session = await live_session(request)
+    if session is None:
+        raise HTTPException(401, "log in first (your session ended)" if token else "reload")
+    request.state.session = session
+    request.state.actor = f"http:{session.who}@{where}"
+    if request.method not in SAFE_METHODS:
+        given = request.headers.get(CSRF_HEADER) or (await read_form(request)).get(CSRF_FIELD)
+        if not sessions.csrf_ok(session, given):
+            raise HTTPException(403, "missing or wrong CSRF token: reload the page")
+
+
+async def live_session(request: Request) -> Session | None:
+    """The session of the request's cookie, unless forged, expired or logged out."""
+    session = sessions_of(request).read(request.cookies.get(COOKIE))
+    if session is None or await request.app.state.admin.session_ended(session.sid):
+        return None
+    return session
+
+
+def set_session(request: Request, response: Response, cookie: str) -> None:
+    settings = request.app.state.settings
+    response.set_cookie(
+        COOKIE,
+        cookie,
+        max_age=sessions_of(request).lifetime,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=settings.admin_secure_cookies or request.url.scheme == "https",
+    )
+
+
+def dashboard_router() -> APIRouter:
     ui = APIRouter()
     templates = Jinja2Templates(directory=WEB / "templates")
     templates.env.filters |= {"age": age, "quote": lambda text: quote(str(text), safe="")}
-    Form = dict[str, str]
+
+    def page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+        session: Session | None = getattr(request.state, "session", None)
+        common = {
+            "csrf": sessions_of(request).csrf(session) if session else "",
+            "who": session.who if session else "",
+            "auth": request.app.state.token is not None,
+        }
+        return templates.TemplateResponse(request, name, common | context, status_code=status)
 
     async def render(request: Request, admin: Admin, form: Form, flash: str = "",
-                     ok: bool = True, page: str = "_panel.html") -> HTMLResponse:  # fmt: skip
+                     ok: bool = True, name: str = "_panel.html") -> Response:  # fmt: skip
+        """The panel; a card whose data cannot be read shows why, and the others render."""
+        problems: dict[str, str] = {}
+
+        async def card(key: str, read: Awaitable[T], empty: T) -> T:
+            try:
+                return await read
+            except Exception as exc:  # one broken card must not take the page down
+                log.warning("dashboard card %s failed: %r", key, exc)
+                problems[key] = message(exc)
+                return empty
+
         try:
             selector = form_filter(form)
         except ValueError as exc:
             selector, flash, ok = DeadFilter(), f"filter: {message(exc)}", False
         lifecycle = Lifecycle(admin)
-        counts = await lifecycle.counts()
-        chart = await lifecycle.activity()
-        return templates.TemplateResponse(request, page, {
-            "flash": flash, "ok": ok, "filters": form,
-            "queues": await lifecycle.list_queues(),
-            "types": await lifecycle.list_types(),
+        counts = await card("counts", lifecycle.counts(), {})
+        chart = await card("chart", lifecycle.activity(), [])
+        return page(request, name, {
+            "flash": flash, "ok": ok, "filters": form, "problems": problems,
+            "queues": await card("queues", lifecycle.list_queues(), []),
+            "types": await card("types", lifecycle.list_types(), []),
             "counts": {s.value: counts.get(s.value, 0) for s in JobState},
-            "dead": await admin.list_dead(selector, limit=50),
-            "matching": await admin.count(selector),
-            "suspended": await lifecycle.list_jobs(state=JobState.SUSPENDED, limit=20),
+            "dead": await card("dead", admin.list_dead(selector, limit=50), []),
+            "matching": await card("dead", admin.count(selector), 0),
+            "suspended": await card(
+                "suspended", lifecycle.list_jobs(state=JobState.SUSPENDED, limit=20), []
+            ),
+            "audit": await card("audit", admin.audit_log(10), []),
             "chart": chart, "top": max([1, *(n for b in chart for n in b.values())]),
         })  # fmt: skip
 
     async def act(request: Request, admin: Admin, do: Callable[[Form], Awaitable[str]]) -> Response:
-        form = dict(parse_qsl((await request.body()).decode(errors="replace")))
+        form = await read_form(request)
         try:
             return await render(request, admin, form, await do(form))
         except (LazarusError, ValueError, asyncpg.DataError) as exc:
@@ -78,55 +167,98 @@ def dashboard_router(guard: list[Any]) -> APIRouter:
     def options(form: Form) -> dict[str, Any]:
         return m.RequeueOptions.model_validate(form, extra="ignore").model_dump()
 
-    @ui.get("/")
-    async def index(request: Request, token: str | None = None) -> Response:
-        if token is not None:  # set once: kept as a cookie, then a clean address
-            response = RedirectResponse("/", status_code=303)
-            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
-            return response
-        try:
-            check_token(request, None)
-        except HTTPException as exc:
-            return templates.TemplateResponse(
-                request, "login.html", {"error": exc.detail}, status_code=401
-            )
-        return await render(request, get_admin(request), dict(request.query_params),
-                            page="index.html")  # fmt: skip
+    def job_id_of(form: Form) -> str:
+        job_id = form.get("job_id", "")
+        if not job_id or len(job_id) > m.MAX_ID:
+            raise ValueError(f"job_id: give 1 to {m.MAX_ID} characters")
+        return job_id
 
-    guarded = APIRouter(dependencies=guard)
+    @ui.get("/")
+    async def index(request: Request) -> Response:
+        sessions = sessions_of(request)
+        session = await live_session(request)
+        fresh = None
+        if session is None and request.app.state.token is not None:
+            if request.headers.get("authorization") is None:
+                return RedirectResponse("/login", status_code=303)
+            await dashboard_auth(request, await bearer(request))
+        elif session is None:  # no auth: an anonymous session carries the CSRF token
+            session, fresh = sessions.issue()
+        if session is not None:
+            request.state.session = session
+            request.state.actor = f"http:{session.who}@{client_address(request)}"
+        response = await render(request, get_admin(request), dict(request.query_params),
+                                name="index.html")  # fmt: skip
+        if fresh is not None:
+            set_session(request, response, fresh)
+        return response
+
+    @ui.get("/login")
+    async def login_form(request: Request) -> Response:
+        if request.app.state.token is None:
+            return RedirectResponse("/", status_code=303)
+        return page(request, "login.html", {"error": ""})
+
+    @ui.post("/login")
+    async def login(request: Request) -> Response:
+        token: str | None = request.app.state.token
+        if token is None:
+            return RedirectResponse("/", status_code=303)
+        form = await read_form(request)
+        if not same_token(token, form.get("token", "")):
+            return page(request, "login.html", {"error": "wrong token"}, status=401)
+        session, cookie = sessions_of(request).issue(form.get("name", ""))
+        actor = f"http:{session.who}@{client_address(request)}"
+        await get_admin(request).acting_as(actor).note("login", {"session": session.sid[:8]})
+        response = RedirectResponse("/", status_code=303)
+        set_session(request, response, cookie)
+        return response
+
+    guarded = APIRouter(dependencies=[Depends(dashboard_auth)])
+
+    @guarded.post("/logout")
+    async def logout(request: Request, admin: AdminDep) -> Response:
+        session: Session | None = getattr(request.state, "session", None)
+        if session is not None:
+            await admin.end_session(session.sid, datetime.fromtimestamp(session.expires, UTC))
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
 
     @guarded.get("/ui/panel")
     async def panel(request: Request, admin: AdminDep) -> Response:
         return await render(request, admin, dict(request.query_params))
 
-    @guarded.get("/ui/dead/{job_id}")
-    async def deaths(request: Request, admin: AdminDep, job_id: str) -> Response:
+    @guarded.get("/ui/dead")
+    async def deaths(request: Request, admin: AdminDep, job_id: str = "") -> Response:
         try:
-            history, problem = await admin.show(job_id), ""
-        except JobNotFound as exc:
+            history, problem = await admin.show(job_id_of({"job_id": job_id})), ""
+        except (JobNotFound, ValueError) as exc:
             history, problem = [], str(exc)
-        context = {"job_id": job_id, "history": history, "problem": problem}
-        return templates.TemplateResponse(request, "_deaths.html", context)
+        return page(request, "_deaths.html", {"job_id": job_id, "history": history,
+                                              "problem": problem})  # fmt: skip
 
-    @guarded.get("/ui/jobs/{job_id}/cause")
-    async def why(request: Request, admin: AdminDep, job_id: str) -> Response:
+    @guarded.get("/ui/jobs/cause")
+    async def why(request: Request, admin: AdminDep, job_id: str = "") -> Response:
         try:
-            found, problem = await Lifecycle(admin).cause(job_id), ""
-        except (JobNotFound, JobStateConflict) as exc:
+            found, problem = await Lifecycle(admin).cause(job_id_of({"job_id": job_id})), ""
+        except (JobNotFound, JobStateConflict, ValueError) as exc:
             found, problem = {"job_id": job_id}, str(exc)
-        return templates.TemplateResponse(request, "_cause.html", found | {"problem": problem})
+        return page(request, "_cause.html", found | {"problem": problem})
 
-    @guarded.post("/ui/dead/{job_id}/requeue")
-    async def requeue_one(request: Request, admin: AdminDep, job_id: str) -> Response:
+    @guarded.post("/ui/dead/requeue")
+    async def requeue_one(request: Request, admin: AdminDep) -> Response:
         async def do(form: Form) -> str:
+            job_id = job_id_of(form)
             await admin.requeue_one(job_id, **options(form))
             return f"requeued job {job_id}"
 
         return await act(request, admin, do)
 
-    @guarded.post("/ui/dead/{job_id}/delete")
-    async def delete_one(request: Request, admin: AdminDep, job_id: str) -> Response:
+    @guarded.post("/ui/dead/delete")
+    async def delete_one(request: Request, admin: AdminDep) -> Response:
         async def do(form: Form) -> str:
+            job_id = job_id_of(form)
             await admin.delete_one(job_id)
             return f"deleted dead letter of job {job_id}"
 
@@ -135,7 +267,8 @@ def dashboard_router(guard: list[Any]) -> APIRouter:
     @guarded.post("/ui/requeue-matching")
     async def requeue_matching(request: Request, admin: AdminDep) -> Response:
         async def do(form: Form) -> str:
-            selector = form_filter(form)
+            # The API's and the CLI's rule: an empty filter needs "all" ticked.
+            selector = bulk_selection((), form_filter(form), form.get("all") == "true")
             moved = await admin.requeue(selector, **options(form))
             return f"requeued {moved} dead jobs matching the filter"
 
@@ -173,9 +306,10 @@ def dashboard_router(guard: list[Any]) -> APIRouter:
 
         return await act(request, admin, do)
 
-    @guarded.post("/ui/jobs/{job_id}/resume")
-    async def resume(request: Request, admin: AdminDep, job_id: str) -> Response:
+    @guarded.post("/ui/jobs/resume")
+    async def resume(request: Request, admin: AdminDep) -> Response:
         async def do(form: Form) -> str:
+            job_id = job_id_of(form)
             row = await Lifecycle(admin).resume(job_id, mode=options(form)["mode"])
             return f"resumed job {job_id} as generation {row['generation']}"
 

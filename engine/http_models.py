@@ -6,7 +6,6 @@ paused, is decided by :mod:`engine.admin` and :mod:`engine.lifecycle`.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -27,17 +26,37 @@ from engine.states import DeadStatus, JobState
 
 INT32 = 2**31 - 1  # generations are PostgreSQL integers; retry budgets stop at MAX_ATTEMPTS
 AGE = r"^\s*\d+\s*[smhdw]\s*$"  # documents (only) the format engine.filters.parse_age reads
+# Bounds of what a request may carry: one request must not keep a server or a PostgreSQL
+# backend busy (an unbounded "message contains" did, for ten minutes).
+MAX_ID = 1024  # characters of a job id
+MAX_IDS = 1000  # job ids per request
+MAX_NAME = 200  # a job type, queue or error type
+MAX_TEXT = 500  # a "message contains" substring
+MAX_AGE = 32
+MAX_TIME = 64  # an ISO 8601 time
 
 
 def _iso(value: Any) -> Any:
-    """Refuse numbers: pydantic would read them as Unix times, the schema says ISO 8601."""
-    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.match(value)):
+    """Refuse numbers: pydantic would read them as Unix times, the schema says ISO 8601.
+
+    Bounded and parsed by float() (linear time): a regular expression here backtracked
+    quadratically on a long run of digits and froze the server.
+    """
+    if isinstance(value, int | float):
+        raise ValueError("use an ISO 8601 time such as 2026-01-31T12:00:00Z")
+    if isinstance(value, str):
+        if len(value) > MAX_TIME:
+            raise ValueError(f"at most {MAX_TIME} characters: use an ISO 8601 time")
+        try:
+            float(value)
+        except ValueError:
+            return value
         raise ValueError("use an ISO 8601 time such as 2026-01-31T12:00:00Z")
     return value
 
 
-_NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
 IsoTime = Annotated[datetime, BeforeValidator(_iso)]
+JobIdText = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
 
 
 class Body(BaseModel):
@@ -63,12 +82,15 @@ class Health(BaseModel):
 class DeadFilterBody(Body):
     """The same filters as ``GET /api/dead-letters`` and ``lazarus dead list``."""
 
-    type: str | None = Field(default=None, description="Job type.")
-    queue: str | None = None
-    error_type: str | None = None
-    error: str | None = Field(default=None, description="Substring of the error message.")
+    type: str | None = Field(default=None, max_length=MAX_NAME, description="Job type.")
+    queue: str | None = Field(default=None, max_length=MAX_NAME)
+    error_type: str | None = Field(default=None, max_length=MAX_NAME)
+    error: str | None = Field(
+        default=None, max_length=MAX_TEXT, description="Substring of the error message."
+    )
     since: str | None = Field(
         default=None,
+        max_length=MAX_AGE,
         json_schema_extra={"pattern": AGE},
         description="Died within this age: 90s, 15m, 2h, 30d.",
     )
@@ -99,7 +121,7 @@ class DeadFilterBody(Body):
 class Selection(Body):
     """Job ids, a filter, or ``all: true``: never everything by accident."""
 
-    ids: list[str] = Field(default_factory=list, description="Job ids.")
+    ids: list[JobIdText] = Field(default_factory=list, max_length=MAX_IDS, description="Job ids.")
     filter: DeadFilterBody | None = None
     all: bool = Field(default=False, description="Every dead letter (needed when nothing else).")
     dry_run: bool = Field(default=False, description="Only count what would be hit.")
@@ -138,6 +160,7 @@ class RequeueOptions(BaseModel):
 
 class PurgeBody(Body):
     older_than: str = Field(
+        max_length=MAX_AGE,
         json_schema_extra={"pattern": AGE},
         description="Remove dead letters that died before this age: 30d.",
     )
@@ -165,7 +188,9 @@ def age(field: str, text: str) -> timedelta:
 
 
 class WorkItemsBody(Body):
-    work_item_ids: list[str] = Field(description="Job ids to move back; unknown ids count 0.")
+    work_item_ids: list[JobIdText] = Field(
+        max_length=MAX_IDS, description="Job ids to move back; unknown ids count 0."
+    )
     retries: int | None = Field(
         default=None,
         ge=0,
@@ -324,3 +349,19 @@ class TypeChange(BaseModel):
 class Stats(BaseModel):
     jobs: dict[str, int] = Field(description="Jobs per state (every state, zeros included).")
     dead_letters: int = Field(description="Dead letters waiting for a person (status dead).")
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: datetime = Field(description="When it began.")
+    actor: str = Field(description="Who: 'http:alice#3f2a9c1b@10.0.0.7', 'cli:user@host:pid'.")
+    action: str
+    selector: dict[str, Any] = Field(description="What it applied to.")
+    count: int = Field(description="How many it changed (so far, while running).")
+    state: str = Field(description="running, done, or interrupted (it stopped half way).")
+    finished_at: datetime | None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntry]
+    next_before_id: int | None = Field(description="Pass as before_id for the next page.")

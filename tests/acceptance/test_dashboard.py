@@ -124,7 +124,7 @@ async def test_a_dead_job_is_requeued_from_the_dashboard_and_runs_again(
 
             await wait_for(settled, what="two dead letters and a suspended job")
 
-            with serving(create_app(ns)) as base_url:
+            with serving(create_app(ns, open_access=True)) as base_url:
 
                 def open_and_requeue(driver: webdriver.Chrome) -> str:
                     driver.get(base_url + "/")
@@ -173,3 +173,89 @@ async def test_a_dead_job_is_requeued_from_the_dashboard_and_runs_again(
     assert other in page and "Traceback" in page
     assert urls, "the performance log recorded no requests"
     assert all(url.startswith(base_url + "/") for url in urls), urls
+
+
+@contextlib.contextmanager
+def other_site(html: str) -> Iterator[str]:
+    """Another origin on this machine (another port) serving one page: what a malicious
+    page the person happens to open could do."""
+    import http.server
+    import threading
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = html.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_a_logged_in_person_visiting_another_site_cannot_be_made_to_act(
+    ns: Settings, tmp_path: Path
+) -> None:
+    from pydantic import SecretStr
+
+    from engine.http import create_app
+
+    token = "browser-test-token-1234"
+    secured = ns.model_copy(update={"admin_token": SecretStr(token)})
+    store = Store(ns)
+    await store.connect()
+    try:
+        async with tracking_worker(ns), Client(ns) as client:
+            job_id = await client.enqueue("http.flaky", {"order": 1}, job_id="order-1")
+            await wait_for(lambda: store.history(job_id), what="a dead letter")
+        with serving(create_app(secured)) as admin_url:
+            attack = f"""<!doctype html><html><body>
+              <form id="pause" method="post" action="{admin_url}/ui/queues/default/pause"
+                    target="sink"><input name="reason" value="attacker"></form>
+              <form id="requeue" method="post" action="{admin_url}/ui/requeue-matching"
+                    target="sink2"><input name="all" value="true"></form>
+              <iframe name="sink"></iframe><iframe name="sink2"></iframe>
+              <iframe id="framed" src="{admin_url}/"></iframe>
+              <script>
+                document.getElementById("pause").submit();
+                document.getElementById("requeue").submit();
+                fetch("{admin_url}/api/queues/default/pause", {{method: "POST",
+                  credentials: "include", mode: "no-cors"}});
+              </script></body></html>"""
+
+            def log_in_then_visit(driver: webdriver.Chrome, evil_url: str) -> list[str]:
+                driver.get(admin_url + "/")  # sent to the login form
+                wait(driver).until(lambda d: d.find_element(By.NAME, "token"))
+                driver.find_element(By.NAME, "token").send_keys(token)
+                driver.find_element(By.NAME, "name").send_keys("oncall")
+                driver.find_element(By.CSS_SELECTOR, ".login button").click()
+                wait(driver).until(
+                    lambda d: "signed in as oncall#" in d.find_element(By.TAG_NAME, "body").text
+                )
+                driver.get(evil_url)
+                wait(driver).until(lambda d: len(d.find_elements(By.TAG_NAME, "iframe")) == 3)
+                driver.implicitly_wait(0)
+                import time
+
+                time.sleep(2)  # let the forms and the fetch be sent and answered
+                return [str(e["message"]) for e in driver.get_log("browser")]
+
+            with other_site(attack) as evil_url, chromium(tmp_path / "profile") as driver:
+                console = await asyncio.to_thread(log_in_then_visit, driver, evil_url)
+        assert [r["queue"] for r in await store.paused_queues()] == []
+        [death] = await store.history(job_id)
+        assert death["status"] == "dead"
+        assert any("frame-ancestors 'none'" in line for line in console), console
+    finally:
+        await store.close()

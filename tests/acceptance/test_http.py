@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -10,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from engine import Client, JobContext, RetryPolicy, handler
 from engine.http import create_app
@@ -21,8 +23,11 @@ from tests.conftest import DATABASE_URL, delete_namespace, make_settings, unique
 from tests.integration.conftest import TcpProxy
 from tests.integration.lifecycle.conftest import tracking_worker
 
+BASE = "http://127.0.0.1:8080"
 ran: dict[str, list[int]] = {}  # job id -> generations that succeeded
 gates: dict[str, asyncio.Event] = {}
+TOKEN = "a-long-enough-test-token"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @handler("http.flaky", policy=RetryPolicy(attempts=1, max_retries=0))
@@ -58,14 +63,24 @@ async def migrated(**extra: object) -> AsyncIterator[Settings]:
 
 @asynccontextmanager
 async def api_client(config: Settings, **headers: str) -> AsyncIterator[httpx.AsyncClient]:
-    """The app in-process (lifespan included) behind an httpx client."""
-    app = create_app(config)
+    """The app in-process (lifespan included) behind an httpx client; without a token in
+    ``config`` it serves without auth, as ``lazarus admin --no-auth`` does."""
+    app = create_app(config, open_access=config.admin_token is None)
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://lazarus", headers=headers) as c,
+        httpx.AsyncClient(transport=transport, base_url=BASE, headers=headers) as c,
     ):
         yield c
+
+
+async def csrf(client: httpx.AsyncClient) -> dict[str, str]:
+    """Open the dashboard (which sets the session cookie) and return its CSRF header."""
+    page = await client.get("/")
+    assert page.status_code == 200, page.text
+    match = re.search(r'<meta name="csrf-token" content="([^"]+)">', page.text)
+    assert match, "no CSRF token on the page"
+    return {"X-CSRF-Token": match.group(1)}
 
 
 @pytest.fixture
@@ -372,7 +387,7 @@ async def test_bad_query_values_are_422_naming_the_field(api: httpx.AsyncClient)
 
 
 async def test_a_configured_token_is_required_except_for_health(ns: Settings) -> None:
-    secured = ns.model_copy(update={"admin_token": "s3cret"})
+    secured = ns.model_copy(update={"admin_token": SecretStr(TOKEN)})
     async with api_client(secured) as api:
         missing = await api.get("/api/stats")
         assert missing.status_code == 401
@@ -380,14 +395,12 @@ async def test_a_configured_token_is_required_except_for_health(ns: Settings) ->
         wrong = await api.get("/api/stats", headers={"Authorization": "Bearer nope"})
         assert wrong.json() == {"error": "wrong bearer token"}
         assert (await api.get("/metrics")).status_code == 401
-        assert (await api.get("/")).status_code == 401  # the dashboard asks for the token
+        assert (await api.get("/openapi.json")).status_code == 401
+        assert (await api.get("/ui/panel")).status_code == 401
         assert (await api.get("/api/health")).status_code == 200
-        ok = await api.get("/api/stats", headers={"Authorization": "Bearer s3cret"})
-        assert ok.status_code == 200
-        login = await api.get("/", params={"token": "s3cret"})
-        assert login.status_code == 303 and "lazarus_token" in login.headers["set-cookie"]
-        assert (await api.get("/")).status_code == 200  # the cookie is kept by the client
-        assert (await api.get("/api/stats")).status_code == 200
+        assert (await api.get("/api/stats", headers=BEARER)).status_code == 200
+        assert (await api.get("/openapi.json", headers=BEARER)).status_code == 200
+        assert (await api.get("/", headers=BEARER)).status_code == 200  # scripts may, too
 
 
 async def test_openapi_documents_every_endpoint(api: httpx.AsyncClient) -> None:
@@ -413,6 +426,7 @@ async def test_openapi_documents_every_endpoint(api: httpx.AsyncClient) -> None:
         "/api/types/{job_type}/pause",
         "/api/types/{job_type}/resume",
         "/api/stats",
+        "/api/audit",
     }
     conflict = paths["/api/jobs/{job_id}/suspend"]["post"]["responses"]["409"]
     assert conflict["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
@@ -425,21 +439,24 @@ async def test_dashboard_lists_dead_letters_and_serves_htmx_locally(
         [job_id] = await kill(api, ns, 1)
     page = await api.get("/")
     assert page.status_code == 200 and job_id in page.text
-    assert "http://" not in page.text.replace("http://lazarus/", "")  # nothing from elsewhere
+    assert "http://" not in page.text.replace(BASE + "/", "")  # nothing from elsewhere
     assert (await api.get("/static/htmx.min.js")).status_code == 200
-    traceback = await api.get(f"/ui/dead/{job_id}")
+    traceback = await api.get("/ui/dead", params={"job_id": job_id})
     assert "RuntimeError" in traceback.text and "Traceback" in traceback.text
-    requeued = await api.post(f"/ui/dead/{job_id}/requeue", content=b"retries=1&mode=recover")
+    headers = await csrf(api)
+    form = {"job_id": job_id, "retries": "1", "mode": "recover"}
+    requeued = await api.post("/ui/dead/requeue", data=form, headers=headers)
     assert f"requeued job {job_id}" in requeued.text
-    again = await api.post(f"/ui/dead/{job_id}/requeue")
+    again = await api.post("/ui/dead/requeue", data={"job_id": job_id}, headers=headers)
     assert "no longer dead" in again.text
 
 
 async def test_dashboard_pauses_a_job_type_and_its_resume_moves_the_parked_job_back(
     api: httpx.AsyncClient, ns: Settings, worker: Worker_
 ) -> None:
+    headers = await csrf(api)
     async with worker() as running:
-        paused = await api.post("/ui/types/http.flaky/pause")
+        paused = await api.post("/ui/types/http.flaky/pause", headers=headers)
         assert "job type http.flaky: paused" in paused.text
         assert "paused by" in paused.text and 'hx-post="/ui/types/http.flaky/resume"' in paused.text
         await wait_for(lambda: running.parker.holds("http.flaky"), what="the worker to see it")
@@ -451,7 +468,7 @@ async def test_dashboard_pauses_a_job_type_and_its_resume_moves_the_parked_job_b
 
         await wait_for(parked, what="the job parked")
         assert job_id not in await dead_ids(api)  # it did not run
-        resumed = await api.post("/ui/types/http.flaky/resume")
+        resumed = await api.post("/ui/types/http.flaky/resume", headers=headers)
         assert "job type http.flaky: resumed; 1 parked jobs moved back" in resumed.text
 
         async def dead() -> bool:
@@ -460,9 +477,9 @@ async def test_dashboard_pauses_a_job_type_and_its_resume_moves_the_parked_job_b
         await wait_for(dead, what="the job to run (and die) after the resume")
         panel = await api.get("/ui/panel")
         assert 'hx-post="/ui/types/http.flaky/pause"' in panel.text  # seen, not paused
-    wrong = await api.post("/ui/types/http.flaky/sideways")
+    wrong = await api.post("/ui/types/http.flaky/sideways", headers=headers)
     assert "no job type action &#39;sideways&#39;" in wrong.text
-    bad = await api.post("/ui/types/no%20spaces/pause")
+    bad = await api.post("/ui/types/no%20spaces/pause", headers=headers)
     assert "job type &#39;no spaces&#39;: use 1-200 letters" in bad.text
 
 

@@ -92,7 +92,7 @@ def served() -> Iterator[tuple[str, list[str]]]:
     config = make_settings(unique_namespace())
     ids = asyncio.run(seed(config))
     try:
-        with serving(create_app(config)) as base_url:
+        with serving(create_app(config, open_access=True)) as base_url:
             yield base_url, ids
     finally:
         asyncio.run(drop(config))
@@ -150,7 +150,7 @@ def test_fuzzed_requests_get_no_5xx_and_documented_answers(
     print(summary)
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "fuzz-summary.txt").write_text(summary)
-    assert len(operations) == 20
+    assert len(operations) == 21
     assert not any(code >= 500 for counts in statuses.values() for code in counts)
     assert not failures, "\n".join(failures[:20])
 
