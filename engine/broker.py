@@ -12,8 +12,8 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
-import aio_pika
 import aiormq
 from aio_pika.abc import (
     AbstractChannel,
@@ -21,6 +21,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
     DeliveryMode,
 )
+from aio_pika.connection import make_url
 
 from engine import metrics
 from engine.consumer import LazarusConnection
@@ -67,22 +68,42 @@ class Broker:
         self._channel: AbstractChannel | None = None
 
     async def connect(self) -> None:
-        try:
-            self._connection = await aio_pika.connect_robust(
-                self.settings.amqp_dsn,
-                client_properties={"connection_name": self._name},
-                reconnect_interval=RECONNECT_INTERVAL,
-                connection_class=LazarusConnection,
-            )
-        except (OSError, aiormq.exceptions.AMQPError) as exc:
-            raise ServiceUnavailable(
-                f"RabbitMQ at {_safe(self.settings.amqp_dsn)}: {exc}"
-            ) from None
+        """Connect and declare the namespace's exchanges.
+
+        Raises ServiceUnavailable naming RabbitMQ's host:port if it refuses, or does not
+        finish the handshake within LAZARUS_CONNECT_TIMEOUT. Cancelling it (a worker told
+        to stop while it starts) leaves nothing running.
+        """
+        self._connection = await self._open()
         self._connection.reconnect_callbacks.add(_count_reconnect)
         self._channel = await self._connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
         await self.topology.declare_base(self._channel)
+
+    async def _open(self) -> AbstractRobustConnection:
+        # Built here rather than by aio_pika.connect_robust, which loses the connection when
+        # the first attempt fails or is cancelled: its reconnect task would keep dialling.
+        connection = LazarusConnection(
+            make_url(self.settings.amqp_dsn, reconnect_interval=RECONNECT_INTERVAL),
+            client_properties={"connection_name": self._name},
+        )
+        timeout = self.settings.connect_timeout
+        try:
+            await connection.connect(timeout=timeout)  # bounds the whole AMQP handshake
+        except BaseException as exc:
+            await connection.close()
+            if isinstance(exc, TimeoutError):
+                raise ServiceUnavailable(
+                    f"RabbitMQ at {_where(self.settings.amqp_dsn)} did not answer within "
+                    f"{timeout:g} s (LAZARUS_CONNECT_TIMEOUT)"
+                ) from None
+            if isinstance(exc, OSError | aiormq.exceptions.AMQPError):
+                raise ServiceUnavailable(
+                    f"RabbitMQ at {_where(self.settings.amqp_dsn)}: {exc}"
+                ) from None
+            raise
+        return connection
 
     @property
     def connection(self) -> AbstractRobustConnection:
@@ -220,9 +241,8 @@ def _count_reconnect(*_: object) -> None:
     log.warning("reconnected to RabbitMQ")
 
 
-def _safe(dsn: str) -> str:
-    """A DSN without its password, for messages."""
-    if "@" not in dsn:
-        return dsn
-    scheme, _, rest = dsn.partition("://")
-    return f"{scheme}://{rest.split('@', 1)[1]}"
+def _where(dsn: str) -> str:
+    """host:port of an AMQP URL, without its user or password."""
+    parts = urlsplit(dsn)
+    default = 5671 if parts.scheme == "amqps" else 5672
+    return f"{parts.hostname or 'localhost'}:{parts.port or default}"

@@ -23,6 +23,7 @@ import orjson
 import typer
 
 from engine import loop as event_loop
+from engine.admin import Admin
 from engine.cli_text import plain
 from engine.errors import ConfigError, LazarusError, ServiceUnavailable
 from engine.message import check_queue_name, check_type_name
@@ -42,6 +43,12 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     """Print one line (a server's or a message's text in it made inert) and exit."""
     typer.echo(f"lazarus: {plain(message)}", err=True)
     raise typer.Exit(code)
+
+
+def reader() -> Admin:
+    """An Admin on PostgreSQL only, for the commands that only read: they keep working
+    while RabbitMQ is down or does not answer."""
+    return Admin(settings(), broker=False)
 
 
 def settings() -> Settings:

@@ -17,6 +17,7 @@ from engine.cli_common import (
     MAX_ID,
     fail,
     print_json,
+    reader,
     run_async,
     settings,
 )
@@ -133,7 +134,7 @@ async def list_(
             f"--status {status!r}: use dead, requeue_pending, requeued, deleted or all", EXIT_USAGE
         )
     selector = build_filter(None, job_type, queue, error_type, error, since, after, before, wanted)
-    async with Admin(settings()) as admin:
+    async with reader() as admin:
         rows = await admin.list_dead(selector, limit=limit, before_id=before_id)
     if as_json:
         print_json(rows)
@@ -161,7 +162,7 @@ async def show(
     job_id: Annotated[str, typer.Argument(help="Job id.")], as_json: JsonOpt = False
 ) -> None:
     """Show every death of a job with its traceback, and what was done about it."""
-    async with Admin(settings()) as admin:
+    async with reader() as admin:
         history = await admin.show(job_id)
     if as_json:
         print_json([vars_of(d) for d in history])

@@ -16,6 +16,7 @@ from engine.cli_common import (
     parse_json,
     print_json,
     queue_name,
+    reader,
     run_async,
     settings,
 )
@@ -61,7 +62,7 @@ async def list_jobs(
     as_json: JsonOpt = False,
 ) -> None:
     """List jobs, most recently changed first."""
-    async with Admin(settings()) as admin:
+    async with reader() as admin:
         rows = await Lifecycle(admin).list_jobs(
             state=state, job_type=job_type, queue=queue, limit=limit
         )
@@ -88,7 +89,7 @@ async def list_jobs(
 @run_async
 async def show(job_id: JobIdArg, as_json: JsonOpt = False) -> None:
     """State, attempts, times, last error, cause and checkpoint of a job."""
-    async with Admin(settings()) as admin:
+    async with reader() as admin:
         show_row(await Lifecycle(admin).show(job_id), as_json)
 
 
@@ -128,7 +129,7 @@ async def cancel(
 @run_async
 async def cause(job_id: JobIdArg, as_json: JsonOpt = False) -> None:
     """Why a suspended job stopped."""
-    async with Admin(settings()) as admin:
+    async with reader() as admin:
         found = await Lifecycle(admin).cause(job_id)
     if as_json:
         print_json(found)

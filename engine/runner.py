@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 from engine.broker import Broker
 from engine.errors import SchemaMissing, ServiceUnavailable
@@ -80,25 +82,52 @@ async def open_store(store: Store) -> None:
         log.warning("PostgreSQL unavailable at start (%r); dead letters will wait", exc)
 
 
+async def unless_stopped(start: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run ``start`` unless ``stop`` is set first, in which case cancel it; True if it ran.
+
+    Connecting may wait on a service for LAZARUS_CONNECT_TIMEOUT: a SIGTERM or SIGINT
+    meanwhile stops the process at once instead of being noticed only after.
+    """
+    starting = asyncio.ensure_future(start)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not starting.done():
+            starting.cancel()
+        await asyncio.gather(starting, stopping, return_exceptions=True)
+    if starting.cancelled():
+        log.info("stopped while starting")
+        return False
+    starting.result()  # raises what starting raised
+    return True
+
+
 async def run_worker(
     settings: Settings, queues: list[str], concurrency: int, stop: asyncio.Event, *, record: bool
 ) -> None:
     """Run until ``stop`` is set, then drain in-flight jobs within the grace period.
 
     With ``record`` (the default) the worker also tracks job states, records dead
-    letters and relays requeues; without it, it needs no database at all.
+    letters and relays requeues; without it, it needs no database at all. ``stop``
+    set while it is still starting stops it there.
     """
     store = Store(settings, min_size=0, max_size=8) if record else None
-    if store is not None:
-        await open_store(store)
     worker = Worker(settings, queues, concurrency=concurrency, store=store)
-    await worker.start()
-    service = DeadLetterService(settings, worker.broker, store) if record else None
-    try:
+    service = DeadLetterService(settings, worker.broker, store) if store is not None else None
+
+    async def start() -> None:
+        if store is not None:
+            await open_store(store)
+        await worker.start()
         if service is not None:
             await service.start()
-        await stop.wait()
-        log.info("stopping: no new jobs, finishing in-flight ones")
+
+    try:
+        if await unless_stopped(start(), stop):
+            await stop.wait()
+            log.info("stopping: no new jobs, finishing in-flight ones")
     finally:
         if service is not None:
             await service.stop()
@@ -108,10 +137,17 @@ async def run_worker(
 
 
 async def run_recorder(settings: Settings, stop: asyncio.Event) -> None:
-    async with Broker(settings, name="lazarus-recorder") as broker:
-        service = DeadLetterService(settings, broker)
+    """Record dead letters and relay requeues until ``stop`` is set (even while starting)."""
+    broker = Broker(settings, name="lazarus-recorder")
+    service = DeadLetterService(settings, broker)
+
+    async def start() -> None:
+        await broker.connect()
         await service.start()
-        try:
+
+    try:
+        if await unless_stopped(start(), stop):
             await stop.wait()
-        finally:
-            await service.stop()
+    finally:
+        await service.stop()
+        await broker.close()
