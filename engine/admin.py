@@ -204,7 +204,7 @@ class Admin:
     ) -> None:
         """Requeue one job, or say why not (JobNotFound, JobStateConflict)."""
         if await self.requeue(DeadFilter(ids=(job_id,)), retries=retries, mode=mode) == 0:
-            raise await self._why_not(job_id, "requeue")
+            raise await self.why_not(job_id, "requeue")
 
     async def delete(self, selector: DeadFilter, *, progress: Progress | None = None) -> int:
         """Mark matching dead letters deleted (kept as history until purged)."""
@@ -217,7 +217,7 @@ class Admin:
 
     async def delete_one(self, job_id: str) -> None:
         if await self.delete(DeadFilter(ids=(job_id,))) == 0:
-            raise await self._why_not(job_id, "delete")
+            raise await self.why_not(job_id, "delete")
 
     async def purge(self, older_than: timedelta) -> int:
         """Remove rows (any status but a requeue in progress) that died before now - older_than."""
@@ -301,12 +301,13 @@ class Admin:
             if not history:
                 problems.append(f"no dead letter for job {job_id!r}")
             elif history[-1]["status"] == DeadStatus.DEAD:
-                problems.append(str(await self._why_not(job_id, "move")))
+                problems.append(str(await self.why_not(job_id, "move")))
             elif history[-1]["status_changed_by"] != self.actor:
                 problems.append(f"job {job_id!r} is no longer dead ({history[-1]['status']})")
         return problems
 
-    async def _why_not(self, job_id: str, verb: str) -> Exception:
+    async def why_not(self, job_id: str, verb: str) -> Exception:
+        """Why ``job_id`` could not be moved: JobNotFound, or JobStateConflict saying its state."""
         rows = await self.store.history(job_id)
         if not rows:
             return JobNotFound(f"no dead letter for job {job_id!r}")

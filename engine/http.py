@@ -266,21 +266,29 @@ def api_router() -> APIRouter:
         deaths = await admin.show(job_id)
         return [m.DeadLetterDetail.model_validate(d, from_attributes=True) for d in deaths]
 
-    @api.post("/dead-letters/requeue", tags=["dead letters"])
+    @api.post("/dead-letters/requeue", tags=["dead letters"], responses=CONFLICT)
     async def requeue(admin: AdminDep, body: m.RequeueBody) -> m.Total:
-        """Move dead jobs back to their queues as a new generation."""
+        """Move dead jobs back to their queues as a new generation; named ids of which none
+        could be moved are 404 (unknown) or 409 (no longer dead)."""
         selector = body.selector()
         if body.dry_run:
             return m.Total(total=await admin.count(selector))
-        return m.Total(total=await admin.requeue(selector, retries=body.retries, mode=body.mode))
+        moved = await admin.requeue(selector, retries=body.retries, mode=body.mode)
+        if body.ids and moved == 0:
+            raise await admin.why_not(body.ids[0], "requeue")
+        return m.Total(total=moved)
 
-    @api.post("/dead-letters/delete", tags=["dead letters"])
+    @api.post("/dead-letters/delete", tags=["dead letters"], responses=CONFLICT)
     async def delete(admin: AdminDep, body: m.Selection) -> m.Total:
-        """Mark dead letters deleted (kept as history until purged)."""
+        """Mark dead letters deleted (kept as history until purged); named ids of which none
+        could be deleted are 404 or 409, as for a requeue."""
         selector = body.selector()
         if body.dry_run:
             return m.Total(total=await admin.count(selector))
-        return m.Total(total=await admin.delete(selector))
+        deleted = await admin.delete(selector)
+        if body.ids and deleted == 0:
+            raise await admin.why_not(body.ids[0], "delete")
+        return m.Total(total=deleted)
 
     @api.post("/dead-letters/purge", tags=["dead letters"])
     async def purge(admin: AdminDep, body: m.PurgeBody) -> m.Total:

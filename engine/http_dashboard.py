@@ -23,7 +23,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
 
 from engine import http_models as m
-from engine.admin import Admin
+from engine.admin import Admin, RequeueMode
 from engine.errors import JobNotFound, JobStateConflict, LazarusError
 from engine.filters import DeadFilter, bulk_selection
 from engine.http import FILTERS, WEB, AdminDep, bearer, client_address, get_admin, message
@@ -164,8 +164,11 @@ def dashboard_router() -> APIRouter:
         except (LazarusError, ValueError, asyncpg.DataError) as exc:
             return await render(request, admin, form, message(exc), ok=False)
 
-    def options(form: Form) -> dict[str, Any]:
-        return m.RequeueOptions.model_validate(form, extra="ignore").model_dump()
+    def options(form: Form, default: RequeueMode) -> dict[str, Any]:
+        """Retries and mode from the page's boxes; an unset mode is the operation's default
+        (requeue: restart, resume: recover), the same as in the CLI and the API."""
+        chosen = m.RequeueOptions.model_validate(form, extra="ignore")
+        return {"retries": chosen.retries, "mode": chosen.mode or default}
 
     def job_id_of(form: Form) -> str:
         job_id = form.get("job_id", "")
@@ -250,7 +253,7 @@ def dashboard_router() -> APIRouter:
     async def requeue_one(request: Request, admin: AdminDep) -> Response:
         async def do(form: Form) -> str:
             job_id = job_id_of(form)
-            await admin.requeue_one(job_id, **options(form))
+            await admin.requeue_one(job_id, **options(form, RequeueMode.RESTART))
             return f"requeued job {job_id}"
 
         return await act(request, admin, do)
@@ -269,7 +272,7 @@ def dashboard_router() -> APIRouter:
         async def do(form: Form) -> str:
             # The API's and the CLI's rule: an empty filter needs "all" ticked.
             selector = bulk_selection((), form_filter(form), form.get("all") == "true")
-            moved = await admin.requeue(selector, **options(form))
+            moved = await admin.requeue(selector, **options(form, RequeueMode.RESTART))
             return f"requeued {moved} dead jobs matching the filter"
 
         return await act(request, admin, do)
@@ -310,7 +313,7 @@ def dashboard_router() -> APIRouter:
     async def resume(request: Request, admin: AdminDep) -> Response:
         async def do(form: Form) -> str:
             job_id = job_id_of(form)
-            row = await Lifecycle(admin).resume(job_id, mode=options(form)["mode"])
+            row = await Lifecycle(admin).resume(job_id, **options(form, RequeueMode.RECOVER))
             return f"resumed job {job_id} as generation {row['generation']}"
 
         return await act(request, admin, do)

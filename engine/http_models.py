@@ -145,17 +145,16 @@ class RequeueBody(Selection):
 
 
 class RequeueOptions(BaseModel):
-    """Retry budget and mode as the dashboard's form sends them (an empty field is unset)."""
+    """Retry budget and mode as the dashboard's form sends them (an empty field is unset:
+    the operation's own default, as in the CLI and the API)."""
 
     retries: int | None = Field(default=None, ge=0, le=MAX_ATTEMPTS)
-    mode: RequeueMode = RequeueMode.RESTART
+    mode: RequeueMode | None = None
 
     @field_validator("retries", "mode", mode="before")
     @classmethod
-    def _blank(cls, value: Any, info: Any) -> Any:
-        if value == "":
-            return None if info.field_name == "retries" else RequeueMode.RESTART
-        return value
+    def _blank(cls, value: Any) -> Any:
+        return None if value == "" else value
 
 
 class PurgeBody(Body):

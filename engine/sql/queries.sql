@@ -102,9 +102,15 @@ ON CONFLICT (job_id) DO UPDATE SET
     state = EXCLUDED.state, attempt = EXCLUDED.attempt, max_retries = EXCLUDED.max_retries,
     payload = COALESCE(EXCLUDED.payload, j.payload),
     suspend_on_failure = EXCLUDED.suspend_on_failure,
-    error_type = COALESCE(EXCLUDED.error_type, j.error_type),
-    error_message = COALESCE(EXCLUDED.error_message, j.error_message),
-    traceback = COALESCE(EXCLUDED.traceback, j.traceback),
+    -- The last error of this generation stays while it runs or retries; a success or a
+    -- new generation starts clean (a job that succeeded shows no old error).
+    error_type = CASE WHEN EXCLUDED.state = 'succeeded' OR EXCLUDED.generation <> j.generation
+                      THEN EXCLUDED.error_type ELSE COALESCE(EXCLUDED.error_type, j.error_type) END,
+    error_message = CASE WHEN EXCLUDED.state = 'succeeded' OR EXCLUDED.generation <> j.generation
+                         THEN EXCLUDED.error_message
+                         ELSE COALESCE(EXCLUDED.error_message, j.error_message) END,
+    traceback = CASE WHEN EXCLUDED.state = 'succeeded' OR EXCLUDED.generation <> j.generation
+                     THEN EXCLUDED.traceback ELSE COALESCE(EXCLUDED.traceback, j.traceback) END,
     cause = EXCLUDED.cause, worker = EXCLUDED.worker,
     started_at = COALESCE(EXCLUDED.started_at, j.started_at), updated_at = now(),
     -- A run starts from the checkpoint its message carries; other reports keep the saved one.

@@ -180,7 +180,8 @@ async def test_dead_job_is_listed_shown_and_requeued_once(
         assert job_id in await dead_ids(api)
         first = await api.post("/api/dead-letters/requeue", json=body)
         second = await api.post("/api/dead-letters/requeue", json=body)
-        assert (first.json(), second.json()) == ({"total": 1}, {"total": 0})
+        assert first.json() == {"total": 1}
+        assert second.status_code == 409 and "no longer dead" in second.json()["error"]
         await wait_for(lambda: ran.get(job_id) == [1], what="the requeued job to succeed")
         await wait_for(
             lambda: _is(job_state(api, job_id), "succeeded"), what="the job row to succeed"
@@ -263,7 +264,7 @@ async def test_delete_then_purge(api: httpx.AsyncClient, ns: Settings, worker: W
     assert deleted.json() == {"total": 1}
     assert await dead_ids(api) == {b}
     again = await api.post("/api/dead-letters/delete", json={"ids": [a]})
-    assert again.json() == {"total": 0}
+    assert again.status_code == 409 and "no longer dead" in again.json()["error"]
     bad = await api.post("/api/dead-letters/purge", json={"older_than": "forever"})
     assert bad.status_code == 422 and "older_than" in bad.json()["error"]
     keep = await api.post("/api/dead-letters/purge", json={"older_than": "1d"})
@@ -488,3 +489,53 @@ def test_admin_refuses_a_public_address_without_a_token(cli: Cli) -> None:
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("lazarus: refusing to serve on 0.0.0.0 without LAZARUS_ADMIN_TOKEN")
+
+
+async def test_a_requeued_job_that_succeeds_shows_no_error_of_its_earlier_generation(
+    api: httpx.AsyncClient, ns: Settings, worker: Worker_
+) -> None:
+    async with worker():
+        [job_id] = await kill(api, ns, 1)
+        dead = (await api.get(f"/api/jobs/{job_id}")).json()
+        assert dead["error_type"] == "RuntimeError"
+        moved = await api.post("/api/dead-letters/requeue", json={"ids": [job_id]})
+        assert moved.json() == {"total": 1}
+
+        async def succeeded() -> bool:
+            return await job_state(api, job_id) == "succeeded"
+
+        await wait_for(succeeded, what="the requeued generation to succeed")
+    job = (await api.get(f"/api/jobs/{job_id}")).json()
+    assert job["generation"] == 1
+    assert (job["error_type"], job["error_message"], job["traceback"]) == (None, None, None)
+
+
+async def test_requeueing_a_named_job_that_is_not_dead_is_404_or_409(
+    api: httpx.AsyncClient, ns: Settings, worker: Worker_
+) -> None:
+    async with worker():
+        [job_id] = await kill(api, ns, 1)
+        first = await api.post("/api/dead-letters/requeue", json={"ids": [job_id]})
+        assert first.json() == {"total": 1}
+        again = await api.post("/api/dead-letters/requeue", json={"ids": [job_id]})
+        assert again.status_code == 409 and "no longer dead" in again.json()["error"]
+    unknown = await api.post("/api/dead-letters/requeue", json={"ids": ["nobody"]})
+    assert unknown.status_code == 404 and "nobody" in unknown.json()["error"]
+
+
+async def test_the_dashboards_resume_recovers_by_default_with_the_retries_given(
+    api: httpx.AsyncClient, ns: Settings, worker: Worker_
+) -> None:
+    async with worker():
+        job_id = await enqueue(ns, "http.gated")
+        await wait_for(lambda: _is(job_state(api, job_id), "running"), what="the job to run")
+        assert (await api.post(f"/api/jobs/{job_id}/suspend")).status_code == 200
+        headers = await csrf(api)
+        form = {"job_id": job_id, "retries": "7", "mode": ""}  # the mode box left at default
+        resumed = await api.post("/ui/jobs/resume", data=form, headers=headers)
+        assert f"resumed job {job_id} as generation 1" in resumed.text
+        await wait_for(lambda: _is(job_state(api, job_id), "succeeded"), what="succeeded")
+    assert (await api.get(f"/api/jobs/{job_id}")).json()["max_retries"] == 7
+    entries = (await api.get("/api/audit")).json()["items"]
+    [resume] = [e for e in entries if e["action"] == "resume"]
+    assert resume["selector"]["mode"] == "recover"
