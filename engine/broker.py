@@ -26,7 +26,7 @@ from aio_pika.connection import make_url
 from engine import metrics
 from engine.consumer import LazarusConnection
 from engine.errors import PublishFailed, ServiceUnavailable
-from engine.message import CONTENT_TYPE
+from engine.message import CONTENT_TYPE, check_queue_name
 from engine.settings import Settings
 from engine.topology import Topology, passive_queue
 
@@ -130,6 +130,12 @@ class Broker:
         await self.close()
 
     async def declare_work_queue(self, queue: str) -> AbstractQueue:
+        """Declare ``queue``; PublishFailed if it is no valid queue name, as a requeue of a
+        dead letter whose queue a forged header gave can ask (see engine.dead_records)."""
+        try:
+            check_queue_name(queue)
+        except ValueError as exc:
+            raise PublishFailed(f"cannot route a job to it: {exc}") from None
         return await self.topology.declare_work_queue(self.channel, queue)
 
     async def ensure_work_queue(self, queue: str) -> None:

@@ -41,6 +41,12 @@ GenerationOpt = Annotated[
 QueueArg = Annotated[str, typer.Argument(callback=queue_name, help="Queue name.")]
 
 
+def queue_names(names: list[str] | None) -> list[str] | None:
+    for name in names or []:
+        queue_name(name)
+    return names
+
+
 def show_row(row: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(row)
@@ -176,7 +182,10 @@ async def resume(
 @queues_app.command("list")
 @run_async
 async def list_queues(
-    names: Annotated[list[str] | None, typer.Argument(help="Queues (default: all seen).")] = None,
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(callback=queue_names, help="Queues (default: all seen)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Depth, consumers and pause of each queue."""

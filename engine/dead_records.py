@@ -3,6 +3,10 @@
 A worker stores the deaths it decides; the recorder stores what reaches the broker
 unstored (the broker's own dead letters, deaths while PostgreSQL was down). Both
 build the row from the same body and headers, so a row does not depend on its path.
+
+Any producer in the vhost can publish to the recorder, headers included: a name taken
+from a header is stored only if it can name a queue (see :func:`stored_queue`), else
+the row says :data:`INVALID_NAME` and keeps the header's value among its headers.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from engine.deadletter import (
     H_ATTEMPTS,
@@ -27,10 +32,14 @@ from engine.deadletter import (
 )
 from engine.errors import MessageError
 from engine.executor import fallback_job_id
-from engine.message import JobMessage, decode
+from engine.message import JobMessage, check_queue_name, decode
 from engine.store import DeadRecord, Store, pg_text
 
 log = logging.getLogger("lazarus.deadletters")
+
+# The queue of a dead letter whose body and header name none that is valid. Itself no
+# valid queue name: nothing can be routed by it, and listings of queues skip it.
+INVALID_NAME = "(invalid)"
 
 _INT32_MAX = 2**31 - 1  # attempts, max_retries and generation are 32-bit columns
 # Text columns of a dead letter; PostgreSQL text refuses NUL characters.
@@ -80,7 +89,7 @@ def dead_record(
         job_id=message.id if message else job_id,
         generation=message.generation if message else 0,
         job_type=message.type if message else "",
-        queue=message.queue if message else _text(headers.get(H_QUEUE)),
+        queue=message.queue if message else stored_queue(body, headers.get(H_QUEUE)),
         payload=message.payload if message else None,
         body=body,
         headers=_plain({k: v for k, v in headers.items() if k != H_TRACEBACK}),
@@ -95,6 +104,37 @@ def dead_record(
         died_at=died_at,
         worker=_text(headers.get(H_WORKER)),
     )
+
+
+def stored_queue(body: bytes, header: Any) -> str:
+    """The queue of a dead letter whose body does not decode: the header's if it can name a
+    queue, else the body's ``queue`` if that can; :data:`INVALID_NAME` if either named an
+    unusable one (a forged header, 5,000 characters), "" if neither named any."""
+    given = [_text(header)] if header is not None else []
+    field = _body_field(body, "queue")
+    if field is not None:
+        given.append(field)
+    for name in given:
+        if isinstance(name, str) and _is_queue_name(name):
+            return name
+    return INVALID_NAME if given else ""
+
+
+def _is_queue_name(name: str) -> bool:
+    try:
+        check_queue_name(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _body_field(body: bytes, name: str) -> Any:
+    """Field ``name`` of a body that is a JSON object, else None."""
+    try:
+        fields = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return fields.get(name) if isinstance(fields, dict) else None
 
 
 async def store_dead(store: Store, records: Sequence[DeadRecord]) -> int:

@@ -8,6 +8,8 @@ other is told the job is no longer in the state they expected.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +22,8 @@ from engine.parking import parked_count, unpark
 from engine.relay import drain
 from engine.states import JobState
 from engine.topology import work_queue
+
+log = logging.getLogger("lazarus.lifecycle")
 
 REQUESTED_BY_USER = "Requested by user"
 ACTIVE = (JobState.PENDING, JobState.RUNNING, JobState.RETRYING)
@@ -45,6 +49,19 @@ def pause_fields(pause: dict[str, Any] | None) -> dict[str, Any]:
         "paused_at": pause["paused_at"] if pause else None,
         "reason": pause["reason"] if pause else None,
     }
+
+
+def usable(names: Iterable[str], check: Callable[[str], str]) -> list[str]:
+    """The names ``check`` accepts, sorted. Rows written before names were checked, or a
+    forged dead letter, may hold one no queue can have: it is left out of a listing rather
+    than failing it (and the dashboard, and the API) for everyone."""
+    kept = []
+    for name in names:
+        try:
+            kept.append(check(name))
+        except ValueError:
+            log.debug("not listed: %r is no valid name", name)
+    return sorted(kept)
 
 
 def resumed_message(row: asyncpg.Record) -> bytes:
@@ -204,12 +221,18 @@ class Lifecycle:
         return resumed, moved
 
     async def list_types(self, names: list[str] | None = None) -> list[dict[str, Any]]:
-        """Pause and parked jobs of the named job types (default: every type seen or paused)."""
+        """Pause and parked jobs of the named job types (default: every type seen or paused).
+
+        A named type that is no valid name raises ValueError naming it.
+        """
         pauses = {r["job_type"]: dict(r) for r in await self.store.paused_types()}
-        known = names or sorted({*pauses, *await self.store.known_types()})
+        if names:
+            known = [check_type_name(name) for name in names]
+        else:
+            known = usable({*pauses, *await self.store.known_types()}, check_type_name)
         out = []
         for name in known:
-            pause = pauses.get(check_type_name(name))
+            pause = pauses.get(name)
             out.append(
                 {
                     "job_type": name,
@@ -221,10 +244,17 @@ class Lifecycle:
 
     async def list_queues(self, names: list[str] | None = None) -> list[dict[str, Any]]:
         """Depth, consumers, rate (jobs finished in the last minute) and pause of the named
-        queues (default: every queue seen)."""
+        queues (default: every queue seen).
+
+        A named queue that is no valid name raises ValueError naming it.
+        """
         pauses = {r["queue"]: dict(r) for r in await self.store.paused_queues()}
         rates = await self.store.finished_last_minute()
-        known = names or sorted({"default", *pauses, *await self.store.known_queues()})
+        if names:
+            known = [check_queue_name(name) for name in names]
+        else:
+            seen = {"default", *pauses, *await self.store.known_queues()}
+            known = usable(seen, check_queue_name)
         out = []
         for name in known:
             depth = await self.admin.broker.queue_depth(

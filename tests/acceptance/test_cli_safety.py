@@ -1,18 +1,23 @@
-"""What a message or another person wrote reaches the operator's terminal as plain text."""
+"""What a message, a foreign publisher or another person wrote cannot crash a command, and
+reaches the operator's terminal as plain text."""
 
 from __future__ import annotations
 
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
 import pytest
 
+from engine.store import Store
 from tests.acceptance.conftest import Cli, wait_for_output
+from tests.conftest import make_settings
+from tests.integration.deadletters.test_forged_headers import old_row
 
-OK = 0
+OK, USAGE = 0, 2
 ROOT = Path(__file__).resolve().parents[2]
 # Rich markup that does not parse, a screen clear, an OSC 8 hyperlink, and markup that does.
 HOSTILE = "bad [/4242] \x1b[2J\x1b]8;;http://evil.example\x07click\x1b]8;;\x07 [bold red]x[/]"
@@ -72,3 +77,29 @@ def test_hostile_pause_reasons_are_printed_as_text(hostile: Cli) -> None:
         result = hostile.run(*args)
         assert_inert(result, args)
         assert "[/4242] [2J]8;;http://evil.examplehere]8;;" in result.stdout, args
+
+
+async def test_listings_survive_names_no_queue_or_type_can_have(cli: Cli) -> None:
+    assert cli.run("migrate").returncode == OK
+    store = Store(make_settings(cli.env["LAZARUS_NAMESPACE"]))
+    await store.connect()
+    try:
+        usable = old_row("old-0", queue="billing", job_type="dl.usable")
+        await store.insert_dead(
+            [
+                usable,
+                replace(usable, job_id="old-1", queue="bad queue name!", job_type="bad type!"),
+                replace(usable, job_id="old-2", queue="q" * 5000, job_type="t" * 5000),
+            ]
+        )
+    finally:
+        await store.close()
+    queues = cli.run("queues", "list", "--json")
+    assert queues.returncode == OK, queues.stderr
+    assert [q["queue"] for q in orjson.loads(queues.stdout)] == ["billing", "default"]
+    types = cli.run("types", "list", "--json")
+    assert types.returncode == OK, types.stderr
+    assert [t["job_type"] for t in orjson.loads(types.stdout)] == ["dl.usable"]
+    assert cli.run("queues", "list").returncode == OK
+    named = cli.run("queues", "list", "bad queue name!")
+    assert named.returncode == USAGE and "queue name 'bad queue name!'" in named.stderr
