@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from engine.cli_admin import admin
+from engine.cli_audit import audit
 from engine.cli_common import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
@@ -39,6 +40,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(queues_app, name="queues")
 app.add_typer(types_app, name="types")
 app.command()(admin)
+app.command()(audit)
 
 
 @app.command()

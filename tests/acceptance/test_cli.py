@@ -29,7 +29,7 @@ def wait_dead(cli: Cli, n: int, timeout: float = 30) -> list[dict[str, object]]:
 def test_help_lists_the_commands(cli: Cli) -> None:
     result = cli.run("--help")
     assert result.returncode == OK
-    for command in ("check", "enqueue", "worker", "recorder", "migrate", "dead", "demo"):
+    for command in ("check", "enqueue", "worker", "recorder", "migrate", "dead", "demo", "audit"):
         assert command in result.stdout
 
 
