@@ -24,6 +24,7 @@ from engine.cli_common import (
 )
 from engine.cli_dead import dead_app
 from engine.cli_jobs import jobs_app, queues_app
+from engine.cli_prune import prune
 from engine.cli_text import plain
 from engine.cli_types import types_app
 from engine.message import MAX_ATTEMPTS
@@ -41,6 +42,7 @@ app.add_typer(queues_app, name="queues")
 app.add_typer(types_app, name="types")
 app.command()(admin)
 app.command()(audit)
+app.command()(prune)
 
 
 @app.command()

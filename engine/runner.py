@@ -17,6 +17,7 @@ from engine.errors import SchemaMissing, ServiceUnavailable
 from engine.reanimate import run_reanimator
 from engine.recorder import Recorder
 from engine.relay import run_relay
+from engine.retention import run_pruner
 from engine.settings import Settings
 from engine.store import Store
 from engine.worker import Worker
@@ -25,7 +26,8 @@ log = logging.getLogger("lazarus.runner")
 
 
 class DeadLetterService:
-    """The recorder, the relay and the reanimator on one broker connection and one store."""
+    """The recorder, the relay, the reanimator and the pruner on one broker connection and
+    one store."""
 
     def __init__(
         self,
@@ -38,6 +40,7 @@ class DeadLetterService:
         self.store = store or Store(settings, min_size=0, max_size=3)
         self._owns_store = store is None
         self.recorder = Recorder(broker, self.store)
+        self.settings = settings
         self.broker = broker
         self.reanimate_interval = reanimate_interval
         self._tasks: list[asyncio.Task[None]] = []
@@ -56,6 +59,9 @@ class DeadLetterService:
             asyncio.create_task(
                 run_reanimator(self.store, self.broker, interval=self.reanimate_interval),
                 name="lazarus-reanimator",
+            ),
+            asyncio.create_task(
+                run_pruner(self.settings, self.store, self.broker), name="lazarus-pruner"
             ),
         ]
 

@@ -7,16 +7,19 @@ names the variable, so the CLI can print it instead of a traceback.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from enum import StrEnum
 
 from pydantic import AmqpDsn, Field, PostgresDsn, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.errors import ConfigError
+from engine.filters import parse_age
 
 _NAMESPACE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 MIN_TOKEN_LENGTH = 16  # a guessable token would make the admin's auth a formality
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+NEVER = "never"
 
 
 class QueueType(StrEnum):
@@ -65,6 +68,12 @@ class Settings(BaseSettings):
     # Seconds any one admin query may run in PostgreSQL before it is cancelled.
     admin_statement_timeout: float = Field(default=30.0, gt=0, le=3600)
     admin_max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    # Retention: ages such as 7d, or "never". Rows still dead always wait for a person.
+    retain_jobs: str = "7d"  # succeeded, cancelled and dead job rows, by last change
+    retain_audit: str = "90d"
+    retain_dead_history: str = "30d"  # dead-letter rows requeued or deleted, by that change
+    retain_dead_copies: str = "30d"  # copies on <ns>.dead.retained, by death time
+    prune_interval: float = Field(default=3600.0, ge=1, le=7 * 86400)
 
     @field_validator("namespace")
     @classmethod
@@ -75,6 +84,18 @@ class Settings(BaseSettings):
                 "at most 41 characters (it names a PostgreSQL schema)"
             )
         return value
+
+    @field_validator("retain_jobs", "retain_audit", "retain_dead_history", "retain_dead_copies")
+    @classmethod
+    def _check_age(cls, value: str) -> str:
+        if value.strip().lower() != NEVER:
+            parse_age(value)  # ValueError says what an age looks like
+        return value
+
+    def retention(self, kept: str) -> timedelta | None:
+        """The age past which ``retain_<kept>`` is pruned; None for "never"."""
+        value: str = getattr(self, f"retain_{kept}")
+        return None if value.strip().lower() == NEVER else parse_age(value)
 
     @field_validator("admin_token", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
 
 from engine.errors import SchemaMissing, ServiceUnavailable
 from engine.filters import DeadFilter
@@ -376,6 +377,20 @@ class Store(JobStateQueries):
     async def audit_progress(self, entry: int, count: int, state: str = "running") -> None:
         """How far a bulk operation got; any other ``state`` than 'running' ends the entry."""
         await self.pool.execute(Q["audit_progress"], entry, count, state)
+
+    @asynccontextmanager
+    async def prune_lock(
+        self, key: int
+    ) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record] | None]:
+        """A connection holding the advisory lock ``key``, or None if another holds it."""
+        async with self.pool.acquire() as conn:
+            if not await conn.fetchval(Q["prune_lock"], key):
+                yield None
+                return
+            try:
+                yield conn
+            finally:
+                await conn.fetchval(Q["prune_unlock"], key)
 
     async def end_session(self, sid: str, expires: datetime) -> None:
         """Refuse a dashboard session from now on (a logout); forget ones past expiry."""

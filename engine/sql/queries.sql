@@ -24,10 +24,13 @@ SELECT * FROM dead_letters WHERE job_id = $1 ORDER BY generation;
 -- name: mark_requeue_pending
 -- The compare-and-set that makes concurrent requeues of one job give one winner. A dead
 -- letter whose job a person stopped, or which has a later generation, is not requeued:
--- that would run a stopped job again, or give one job two live generations.
+-- that would run a stopped job again, or give one job two live generations. Nor is one
+-- whose queue no queue can have (a forged header, stored as '(invalid)'): its publish
+-- could never be routed. The pattern is engine.message's queue name check.
 UPDATE dead_letters
    SET status = 'requeue_pending', status_changed_at = now(), status_changed_by = $2
  WHERE id = ANY($1::bigint[]) AND status = 'dead' AND job_type <> ''
+   AND queue ~ '^[A-Za-z0-9_.-]{1,100}$'
    AND NOT EXISTS (
        SELECT 1 FROM jobs j
         WHERE j.job_id = dead_letters.job_id
@@ -237,3 +240,36 @@ SELECT EXISTS (SELECT 1 FROM admin_sessions_ended WHERE sid = $1);
 
 -- name: forget_ended_sessions
 DELETE FROM admin_sessions_ended WHERE expires < now();
+
+-- name: prune_lock
+SELECT pg_try_advisory_lock($1);
+
+-- name: prune_unlock
+SELECT pg_advisory_unlock($1);
+
+-- name: count_finished_jobs
+SELECT count(*) FROM jobs WHERE state IN ('succeeded', 'cancelled', 'dead') AND updated_at < $1;
+
+-- name: prune_finished_jobs
+-- In batches, so no lock is held long; the (state, updated_at) index finds them.
+DELETE FROM jobs WHERE job_id IN (
+    SELECT job_id FROM jobs
+     WHERE state IN ('succeeded', 'cancelled', 'dead') AND updated_at < $1 LIMIT $2);
+
+-- name: count_audit
+SELECT count(*) FROM audit_log WHERE at < $1 AND state <> 'running';
+
+-- name: prune_audit
+DELETE FROM audit_log WHERE id IN (
+    SELECT id FROM audit_log WHERE at < $1 AND state <> 'running' LIMIT $2);
+
+-- name: count_dead_history
+SELECT count(*) FROM dead_letters
+ WHERE status IN ('requeued', 'deleted') AND coalesce(status_changed_at, died_at) < $1;
+
+-- name: prune_dead_history
+-- Rows a person already acted on (requeued, deleted); rows still dead wait for a person.
+DELETE FROM dead_letters WHERE id IN (
+    SELECT id FROM dead_letters
+     WHERE status IN ('requeued', 'deleted') AND coalesce(status_changed_at, died_at) < $1
+     LIMIT $2);

@@ -14,7 +14,8 @@ from engine.admin import Admin
 from engine.broker import Broker
 from engine.dead_records import INVALID_NAME
 from engine.deadletter import H_QUEUE, H_REASON
-from engine.errors import PublishFailed
+from engine.errors import JobStateConflict, PublishFailed
+from engine.filters import DeadFilter
 from engine.lifecycle import Lifecycle
 from engine.recorder import Recorder
 from engine.settings import Settings
@@ -130,3 +131,17 @@ async def test_no_job_is_routed_to_a_queue_no_queue_can_have(dead_settings: Sett
         for name in (INVALID_NAME, "bad queue name!", LONG):
             with pytest.raises(PublishFailed, match="cannot route a job to it: queue name"):
                 await broker.ensure_work_queue(name)
+
+
+async def test_a_dead_letter_whose_queue_no_queue_can_have_stays_dead_and_says_why(
+    dead_settings: Settings, store: Store
+) -> None:
+    usable = old_row("fine", queue="billing", job_type="dl.usable")
+    await store.insert_dead([usable, replace(usable, job_id="stuck", queue=INVALID_NAME)])
+    async with Admin(dead_settings, actor="operator") as admin:
+        assert await admin.requeue(DeadFilter(job_type="dl.usable")) == 1  # only "fine"
+        with pytest.raises(JobStateConflict, match="its queue '\\(invalid\\)' cannot take jobs"):
+            await admin.requeue_one("stuck")
+    assert await store.pool.fetchval("SELECT count(*) FROM requeue_outbox") == 0
+    [row] = await store.history("stuck")
+    assert row["status"] == "dead"
