@@ -424,7 +424,10 @@ def _where(selector: DeadFilter) -> tuple[list[str], list[Any]]:
     if selector.queue:
         add("queue = {}", selector.queue)
     if selector.error_type:
-        add("error_type = {}", selector.error_type)
+        # The stored type is qualified ('asyncio.TimeoutError', 'myapp.errors.Bounce'; builtins
+        # bare): the short class name matches too.
+        add("(error_type = {0} OR right(error_type, length({0}) + 1) = '.' || {0})",
+            selector.error_type)  # fmt: skip
     if selector.error_text:
         escaped = selector.error_text.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_")
         add("error_message ILIKE {}", f"%{escaped}%")
