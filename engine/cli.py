@@ -5,6 +5,8 @@ Exit codes are listed in :mod:`engine.cli_common` and the README.
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Annotated
 
 import typer
@@ -116,6 +118,7 @@ def worker(
     from engine.runner import run_worker
 
     config = settings()
+    importable_from_cwd()
     try:
         load_modules(modules)
         declared = sorted({h.queue for h in registered().values()}) or ["default"]
@@ -130,6 +133,15 @@ def worker(
         await run_worker(config, queues, concurrency, stop_on_signal(), record=record)
 
     run_async(serve)()
+
+
+def importable_from_cwd() -> None:
+    """Put the current directory first on the import path, as Celery, Dramatiq and arq do:
+    ``lazarus worker myapp.jobs`` run from the project imports the project's ``myapp``.
+    An installed console script starts with its own bin directory there instead."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
 
 
 def serve_metrics(host: str, port: int) -> None:
