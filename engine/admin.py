@@ -29,6 +29,7 @@ from engine.relay import Follower, drain
 from engine.settings import Settings, load_settings
 from engine.states import DeadStatus
 from engine.store import Store
+from engine.workers import ALIVE_WITHIN
 
 BATCH = 1000
 Progress = Callable[[int], None]
@@ -246,6 +247,14 @@ class Admin:
 
     async def session_ended(self, sid: str) -> bool:
         return await self.store.session_ended(sid)
+
+    async def list_workers(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Workers seen in the last day, the ones alive first: who handles what, where."""
+        now = now_utc()
+        rows = await self.store.list_workers(
+            now - timedelta(days=1), now - timedelta(seconds=ALIVE_WITHIN), limit
+        )
+        return [dict(r) for r in rows]
 
     async def audit_log(
         self, limit: int = 20, before_id: int | None = None

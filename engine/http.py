@@ -399,6 +399,11 @@ def api_router() -> APIRouter:
         changed, moved = await Lifecycle(admin).resume_type(job_type)
         return m.TypeChange(job_type=job_type, changed=changed, moved=moved)
 
+    @api.get("/workers", tags=["workers"])
+    async def list_workers(admin: AdminDep) -> m.WorkerPage:
+        """Workers seen in the last day, alive first: host, version, queues, job types."""
+        return m.WorkerPage(items=await admin.list_workers())  # type: ignore[arg-type]
+
     @api.get("/audit", tags=["audit"])
     async def audit(
         admin: AdminDep,

@@ -154,6 +154,7 @@ def dashboard_router() -> APIRouter:
                 "suspended", lifecycle.list_jobs(state=JobState.SUSPENDED, limit=20), []
             ),
             "audit": await card("audit", admin.audit_log(10), []),
+            "workers": await card("workers", admin.list_workers(20), []),
             "chart": chart, "top": max([1, *(n for b in chart for n in b.values())]),
         })  # fmt: skip
 

@@ -364,3 +364,20 @@ class AuditEntry(BaseModel):
 class AuditPage(BaseModel):
     items: list[AuditEntry]
     next_before_id: int | None = Field(description="Pass as before_id for the next page.")
+
+
+class WorkerRow(BaseModel):
+    worker_id: str = Field(description="host:pid")
+    host: str
+    pid: int
+    version: str
+    queues: list[str]
+    job_types: dict[str, str] = Field(description="Job types it runs, each with its queue.")
+    started_at: datetime
+    last_seen: datetime
+    stopped_at: datetime | None = Field(description="Set by a clean stop.")
+    alive: bool = Field(description="Seen in the last 30 s and not stopped.")
+
+
+class WorkerPage(BaseModel):
+    items: list[WorkerRow]

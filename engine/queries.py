@@ -1,4 +1,5 @@
-"""Named SQL statements from sql/queries.sql, loaded once; every query module reads them here."""
+"""Named SQL statements from the ``.sql`` files of ``engine/sql`` (not its migrations),
+loaded once; every query module reads them here. A name defined twice is an error."""
 
 from __future__ import annotations
 
@@ -9,9 +10,17 @@ _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
 def load_queries() -> dict[str, str]:
-    text = resources.files("engine.sql").joinpath("queries.sql").read_text()
-    parts = _NAME.split(text)[1:]
-    return {name: body.strip() for name, body in zip(parts[::2], parts[1::2], strict=True)}
+    queries: dict[str, str] = {}
+    folder = resources.files("engine.sql")
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".sql"):
+            continue
+        parts = _NAME.split(entry.read_text())[1:]
+        for name, body in zip(parts[::2], parts[1::2], strict=True):
+            if name in queries:
+                raise RuntimeError(f"query {name!r} is defined twice (engine/sql/{entry.name})")
+            queries[name] = body.strip()
+    return queries
 
 
 Q = load_queries()

@@ -1,7 +1,8 @@
 """Retention: nothing Lazarus writes grows forever.
 
 One pass prunes what is older than its ``LAZARUS_RETAIN_*`` age: finished job rows
-(succeeded, cancelled, dead: each death stays in ``dead_letters``), audit entries (never
+(succeeded, cancelled, dead: each death stays in ``dead_letters``), workers' registry rows
+not seen for as long, audit entries (never
 a bulk operation still running), dead-letter rows a person already acted on (requeued,
 deleted) and the copies on ``<ns>.dead.retained``. Rows still dead are never pruned: a
 person decides (``lazarus dead purge``). Every recording worker and recorder runs a pass
@@ -34,11 +35,12 @@ log = logging.getLogger("lazarus.retention")
 
 PRUNE_LOCK = 0x1A2A_0002  # advisory lock key held while pruning
 BATCH = 5000
-# What a pass prunes: (the retain_<name> setting, count query, delete query).
+# What a pass prunes: (what, the retain_<setting> age it keeps, count query, delete query).
 TABLES = (
-    ("jobs", "count_finished_jobs", "prune_finished_jobs"),
-    ("audit", "count_audit", "prune_audit"),
-    ("dead_history", "count_dead_history", "prune_dead_history"),
+    ("jobs", "jobs", "count_finished_jobs", "prune_finished_jobs"),
+    ("workers", "jobs", "count_workers", "prune_workers"),  # not seen for as long
+    ("audit", "audit", "count_audit", "prune_audit"),
+    ("dead_history", "dead_history", "count_dead_history", "prune_dead_history"),
 )
 
 
@@ -47,6 +49,7 @@ class Pruned:
     """What one pass removed (or, on a dry run, would remove)."""
 
     jobs: int = 0
+    workers: int = 0  # registry rows of workers not seen for LAZARUS_RETAIN_JOBS
     audit: int = 0
     dead_history: int = 0
     dead_copies: int | None = 0  # None on a dry run: copies cannot be counted unread
@@ -55,6 +58,7 @@ class Pruned:
     def as_dict(self) -> dict[str, Any]:
         return {
             "jobs": self.jobs,
+            "workers": self.workers,
             "audit": self.audit,
             "dead_history": self.dead_history,
             "dead_copies": self.dead_copies,
@@ -71,8 +75,8 @@ async def prune(
         if conn is None:
             return Pruned(busy=True)
         counts: dict[str, Any] = {}
-        for kept, count_query, delete_query in TABLES:
-            age = settings.retention(kept)
+        for kept, setting, count_query, delete_query in TABLES:
+            age = settings.retention(setting)
             if age is None:
                 counts[kept] = 0
             elif dry_run:

@@ -21,6 +21,7 @@ from engine.retention import run_pruner
 from engine.settings import Settings
 from engine.store import Store
 from engine.worker import Worker
+from engine.workers import WorkerInfo, keep_registered
 
 log = logging.getLogger("lazarus.runner")
 
@@ -122,19 +123,30 @@ async def run_worker(
     store = Store(settings, min_size=0, max_size=8) if record else None
     worker = Worker(settings, queues, concurrency=concurrency, store=store)
     service = DeadLetterService(settings, worker.broker, store) if store is not None else None
+    registration: asyncio.Task[None] | None = None
 
     async def start() -> None:
+        nonlocal registration
         if store is not None:
             await open_store(store)
         await worker.start()
         if service is not None:
             await service.start()
+        if store is not None:
+            info = WorkerInfo.of_this_process(worker.worker_id, queues)
+            registration = asyncio.create_task(
+                keep_registered(store, info), name="lazarus-registry"
+            )
 
     try:
         if await unless_stopped(start(), stop):
             await stop.wait()
             log.info("stopping: no new jobs, finishing in-flight ones")
     finally:
+        if registration is not None:
+            registration.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await registration
         if service is not None:
             await service.stop()
         await worker.stop()

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -25,6 +25,9 @@ from engine.filters import DeadFilter
 from engine.queries import Q
 from engine.settings import Settings
 from engine.store_jobs import JobStateQueries
+
+if TYPE_CHECKING:
+    from engine.workers import WorkerInfo
 
 MIGRATION_LOCK = 0x1A2A_0001  # advisory lock key held while migrating
 
@@ -391,6 +394,23 @@ class Store(JobStateQueries):
                 yield conn
             finally:
                 await conn.fetchval(Q["prune_unlock"], key)
+
+    async def register_worker(self, info: WorkerInfo) -> None:
+        await self.pool.execute(
+            Q["register_worker"], info.worker_id, info.host, info.pid, info.version,
+            list(info.queues), info.job_types,
+        )  # fmt: skip
+
+    async def worker_seen(self, worker_id: str) -> None:
+        await self.pool.execute(Q["worker_seen"], worker_id)
+
+    async def worker_stopped(self, worker_id: str) -> None:
+        await self.pool.execute(Q["worker_stopped"], worker_id)
+
+    async def list_workers(
+        self, seen_since: datetime, alive_since: datetime, limit: int
+    ) -> list[asyncpg.Record]:
+        return list(await self.pool.fetch(Q["list_workers"], seen_since, alive_since, limit))
 
     async def end_session(self, sid: str, expires: datetime) -> None:
         """Refuse a dashboard session from now on (a logout); forget ones past expiry."""

@@ -428,6 +428,7 @@ async def test_openapi_documents_every_endpoint(api: httpx.AsyncClient) -> None:
         "/api/types/{job_type}/resume",
         "/api/stats",
         "/api/audit",
+        "/api/workers",
     }
     conflict = paths["/api/jobs/{job_id}/suspend"]["post"]["responses"]["409"]
     assert conflict["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
@@ -539,3 +540,25 @@ async def test_the_dashboards_resume_recovers_by_default_with_the_retries_given(
     entries = (await api.get("/api/audit")).json()["items"]
     [resume] = [e for e in entries if e["action"] == "resume"]
     assert resume["selector"]["mode"] == "recover"
+
+
+async def test_workers_are_listed_by_the_api_and_the_dashboard(
+    api: httpx.AsyncClient, ns: Settings
+) -> None:
+    from engine.runner import run_worker
+
+    stop = asyncio.Event()
+    running = asyncio.create_task(run_worker(ns, ["default"], 2, stop, record=True))
+    try:
+
+        async def listed() -> bool:
+            items = (await api.get("/api/workers")).json()["items"]
+            return any(w["alive"] and "http.flaky" in w["job_types"] for w in items)
+
+        await wait_for(listed, what="the worker in GET /api/workers")
+        [worker] = (await api.get("/api/workers")).json()["items"]
+        page = (await api.get("/")).text
+        assert worker["worker_id"] in page and "alive" in page
+    finally:
+        stop.set()
+        await running
