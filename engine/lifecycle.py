@@ -1,9 +1,10 @@
 """People's control over jobs, queues and job types: suspend, resume, cancel, pause, and
 what they see.
 
-Every change is a compare-and-set on the job's state in PostgreSQL: of two people
-(or a person and a failing worker) acting on one job, exactly one wins, and the
-other is told the job is no longer in the state they expected.
+Every change reads the job, then writes with a compare-and-set on the generation and
+state it found: of two people (or a person and a failing worker) acting on one job at
+once, exactly one wins, and the other is told the job is no longer in the state they
+expected, even if the winner left it in a state their operation could also act on.
 """
 
 from __future__ import annotations
@@ -125,7 +126,8 @@ class Lifecycle:
         The cause recorded is 'Requested by user', or 'Requested by user: <reason>'.
         A running job is cancelled at its next await within the workers' poll interval.
         ``generation``, when given, must still be the job's: an operation on what a person
-        saw fails if someone else moved the job on meanwhile.
+        saw fails if someone else moved the job on meanwhile. Without it, the operation acts
+        on the generation and state it finds when it begins.
         """
         return await self._stop(job_id, JobState.SUSPENDED, reason, ACTIVE, generation)
 
@@ -164,9 +166,13 @@ class Lifecycle:
         replace_payload: bool = False,
         generation: int | None = None,
     ) -> dict[str, Any]:
-        """Send a suspended job back to its queue as its next generation."""
+        """Send a suspended job back to its queue as its next generation.
+
+        Like a stop, it acts on the generation it finds suspended when it begins.
+        """
         if retries is not None and retries < 0:
             raise ValueError(f"retries must not be negative, got {retries}")
+        found = await self._found(job_id, (JobState.SUSPENDED,), generation)
         row = await self.store.resume_job(
             job_id,
             retries=retries,
@@ -175,13 +181,10 @@ class Lifecycle:
             keep_checkpoint=mode is RequeueMode.RECOVER,
             actor=self.admin.actor,
             build=resumed_message,
-            generation=generation,
+            generation=found["generation"],
         )
         if row is None:
-            expected = (
-                "suspended" if generation is None else f"suspended in generation {generation}"
-            )
-            raise await self._conflict(job_id, expected)
+            raise await self._conflict(job_id, f"suspended in generation {found['generation']}")
         await drain(self.store, self.admin.broker)
         await self.store.audit(self.admin.actor, "resume", {"job_id": job_id, "mode": mode}, 1)
         return dict(row)
@@ -281,27 +284,54 @@ class Lifecycle:
         from_states: tuple[JobState, ...],
         generation: int | None,
     ) -> dict[str, Any]:
+        found = await self._found(job_id, from_states, generation)
+        # A worker moving the job it found on within its generation (pending, running,
+        # retrying) is no one else's decision and does not make a stop fail; any other
+        # change (a person's stop or resume, a failure's suspension) does.
+        expected = ACTIVE if found["state"] in ACTIVE else (JobState(found["state"]),)
         row = await self.store.stop_job(
             job_id,
             state.value,
             person_cause(reason),
             self.admin.actor,
-            [s.value for s in from_states],
-            generation,
+            [s.value for s in expected],
+            found["generation"],
         )
         if row is None:
-            expected = " or ".join(s.value for s in from_states)
-            if generation is not None:
-                expected += f" in generation {generation}"
-            raise await self._conflict(job_id, expected)
+            raise await self._conflict(
+                job_id, f"{_either(expected)} in generation {found['generation']}"
+            )
         await self.store.audit(self.admin.actor, state.value, {"job_id": job_id}, 1)
         return dict(row)
+
+    async def _found(
+        self, job_id: str, from_states: tuple[JobState, ...], generation: int | None
+    ) -> asyncpg.Record:
+        """The job as an operation finds it when it begins: in one of ``from_states`` and,
+        if given, in ``generation``; else JobNotFound or JobStateConflict."""
+        row = await self.store.get_job(job_id)
+        if row is None:
+            raise JobNotFound(f"no job {job_id!r}")
+        if row["state"] in from_states and generation in (None, row["generation"]):
+            return row
+        expected = _either(from_states)
+        if generation is not None:
+            expected += f" in generation {generation}"
+        raise _no_longer(job_id, expected, row)
 
     async def _conflict(self, job_id: str, expected: str) -> Exception:
         row = await self.store.get_job(job_id)
         if row is None:
             return JobNotFound(f"no job {job_id!r}")
-        return JobStateConflict(
-            f"job {job_id!r} is no longer {expected} "
-            f"(it is {row['state']} in generation {row['generation']})"
-        )
+        return _no_longer(job_id, expected, row)
+
+
+def _either(states: tuple[JobState, ...]) -> str:
+    return " or ".join(s.value for s in states)
+
+
+def _no_longer(job_id: str, expected: str, row: asyncpg.Record) -> JobStateConflict:
+    return JobStateConflict(
+        f"job {job_id!r} is no longer {expected} "
+        f"(it is {row['state']} in generation {row['generation']})"
+    )

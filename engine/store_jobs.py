@@ -86,8 +86,10 @@ class JobStateQueries(ABC):
         cause: str,
         actor: str,
         from_states: Sequence[str],
-        generation: int | None = None,
+        generation: int,
     ) -> asyncpg.Record | None:
+        """Compare-and-set: stop the job only if it is still in ``generation`` and one of
+        ``from_states``; None if it is not (or does not exist)."""
         return await self.pool.fetchrow(
             Q["stop_job"], job_id, state, cause, actor, list(from_states), generation
         )
@@ -102,9 +104,10 @@ class JobStateQueries(ABC):
         keep_checkpoint: bool,
         actor: str,
         build: Any,
-        generation: int | None = None,
+        generation: int,
     ) -> asyncpg.Record | None:
-        """Compare-and-set ``suspended`` → ``pending`` (next generation) and stage its message."""
+        """Compare-and-set ``suspended`` in ``generation`` → ``pending`` in the next one, and
+        stage its message; None if the job is no longer suspended in ``generation``."""
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 Q["resume_job"],

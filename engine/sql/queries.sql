@@ -133,21 +133,22 @@ UPDATE jobs SET checkpoint = $3, updated_at = now()
 SELECT * FROM jobs WHERE job_id = $1;
 
 -- name: stop_job
--- A person suspends or cancels: a compare-and-set on the state, with a seq no worker
--- report can beat.
+-- A person suspends or cancels: a compare-and-set on the generation and states the
+-- operation found when it began, with a seq no worker report can beat.
 UPDATE jobs
    SET state = $2, seq = 1073741824, cause = $3, traceback = NULL, stopped_by = $4,
        token = NULL, updated_at = now()
- WHERE job_id = $1 AND state = ANY($5::text[]) AND ($6::integer IS NULL OR generation = $6)
+ WHERE job_id = $1 AND state = ANY($5::text[]) AND generation = $6
 RETURNING *;
 
 -- name: resume_job
+-- A compare-and-set on the suspended generation the resume found when it began.
 UPDATE jobs
    SET state = 'pending', generation = generation + 1, seq = 0, redeliveries = 0, attempt = 0,
        max_retries = COALESCE($2, max_retries), payload = CASE WHEN $3 THEN $4 ELSE payload END,
        checkpoint = CASE WHEN $5 THEN checkpoint ELSE NULL END,
        cause = NULL, stopped_by = $6, token = NULL, updated_at = now()
- WHERE job_id = $1 AND state = 'suspended' AND ($7::integer IS NULL OR generation = $7)
+ WHERE job_id = $1 AND state = 'suspended' AND generation = $7
 RETURNING *;
 
 -- name: requeue_jobs
