@@ -18,6 +18,10 @@ work queue empty, or ``--timeout`` passes) the run stops and checks:
 - every dying job has its dead-letter row, and no other job has one;
 - every job ran at least once (nothing lost), and how many runs were repeats;
 - the work queue, the delay queues and the recorder's queue are empty.
+For every job found missing (its row says DEAD, or it was meant to die, and it has no
+dead-letter row) it prints the job's history: its jobs row, its runs as the handlers
+recorded them, and its copies on ``<ns>.dead.retained`` and on the recorder's queue
+(read without acking, so they stay where they were).
 It prints the report as JSON, writes it to bench/results/chaos-<UTC time>.json, and
 exits 1 if a check failed.
 """
@@ -40,9 +44,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import asyncpg
 
-from bench.common import ROOT, Child, child_env, python, queue_depth
+from bench.common import AMQP_URL, ROOT, Child, child_env, python, queue_depth
 from bench.lazarus import QUEUE, fresh_namespace
 from engine.client import Client
 from engine.settings import Settings
@@ -62,6 +67,10 @@ class Workers:
         self.concurrency = concurrency
         self.children: list[Child] = []
         self.started = 0
+        self.began = time.monotonic()
+        self.began_at = datetime.now(UTC)  # the same moment on the clock of updated_at
+        # Every worker of the run: (child, seconds into the run it was killed, or None).
+        self.history: list[tuple[Child, float | None]] = []
 
     async def start(self) -> None:
         self.started += 1
@@ -71,11 +80,14 @@ class Workers:
         child = await Child.start(f"chaos-worker-{self.started}", argv, self.env)
         await child.wait_line("ready")
         self.children.append(child)
+        self.history.append((child, None))
 
     async def kill_one(self) -> None:
         child = self.children.pop(random.randrange(len(self.children)))
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signal.SIGKILL)
+        killed_at = round(time.monotonic() - self.began, 2)
+        self.history = [(c, killed_at if c is child else k) for c, k in self.history]
         await child.proc.wait()
         await self.start()
 
@@ -136,7 +148,169 @@ def delay_queue_messages(ns: str) -> int:
     return total
 
 
-async def verify(settings: Settings, expected: dict[str, str], runs_file: Path) -> dict[str, Any]:
+JOB_COLUMNS = (
+    "state",
+    "generation",
+    "seq",
+    "attempt",
+    "redeliveries",
+    "worker",
+    "token",
+    "cause",
+    "error_type",
+    "started_at",
+    "updated_at",
+)
+COPY_HEADERS = (
+    "x-lazarus-reason",
+    "x-lazarus-worker",
+    "x-lazarus-died-at",
+    "x-lazarus-attempts",
+    "x-lazarus-redeliveries",
+    "x-lazarus-error-type",
+)
+
+
+def _plain(value: Any) -> Any:
+    """A header value as JSON can print it (bytes as text, x-death tables as lists)."""
+    if isinstance(value, bytes | bytearray):
+        return value.decode(errors="replace")
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, int | float | str | bool) or value is None:
+        return value
+    return str(value)
+
+
+async def peek_copies(queue: str, job_ids: set[str]) -> dict[str, list[dict[str, Any]]]:
+    """The copies of ``job_ids`` waiting on ``queue``, read without losing any.
+
+    Every ready message is consumed on a channel that never acks; closing the channel
+    hands them all back to the queue (a classic queue keeps their order, a quorum queue
+    counts one more delivery, which queues without a delivery limit ignore).
+    """
+    found: dict[str, list[dict[str, Any]]] = {job_id: [] for job_id in job_ids}
+    depth = await queue_depth(queue)
+    if not depth:
+        return found
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=0)  # unlimited: nothing is acked
+        amqp_queue = await channel.declare_queue(queue, passive=True)
+        seen = 0
+        done = asyncio.Event()
+
+        async def look(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            nonlocal seen
+            seen += 1
+            job_id = _job_id_of(message)
+            if job_id in found:
+                headers = message.headers or {}
+                copy = {h: _plain(headers[h]) for h in COPY_HEADERS if h in headers}
+                if "x-death" in headers:
+                    copy["x-death"] = _plain(headers["x-death"])
+                copy["message_id"] = message.message_id
+                copy["redelivered"] = message.redelivered
+                found[job_id].append(copy)
+            if seen >= depth:
+                done.set()
+
+        tag = await amqp_queue.consume(look, no_ack=False)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout=60)
+        await amqp_queue.cancel(tag)
+        await channel.close()  # unacked: every message goes back to the queue
+    finally:
+        await connection.close()
+    return found
+
+
+def _job_id_of(message: aio_pika.abc.AbstractIncomingMessage) -> str | None:
+    """The job id of a copy: its message id, else the body's ``id``."""
+    if message.message_id:
+        return message.message_id
+    try:
+        body = json.loads(message.body)
+    except ValueError:
+        return None
+    return body.get("id") if isinstance(body, dict) else None
+
+
+def worker_lines(workers: Workers, job_ids: set[str]) -> dict[str, list[str]]:
+    """The workers' log lines that name one of ``job_ids``, each with its worker's pid."""
+    found: dict[str, list[str]] = {job_id: [] for job_id in job_ids}
+    for child, _ in workers.history:
+        with contextlib.suppress(OSError):
+            for line in child.log_path.read_text(errors="replace").splitlines():
+                for job_id in job_ids:
+                    if job_id in line:
+                        found[job_id].append(f"[pid {child.pid}] {line[:300]}")
+    return found
+
+
+def workers_seen(workers: Workers) -> dict[str, str]:
+    """Every worker pid of the run: killed (when, from the run's start) or stopped at the end."""
+    seen = {"run began at": workers.began_at.isoformat()}
+    for child, killed in workers.history:
+        seen[str(child.pid)] = "stopped at the end" if killed is None else f"SIGKILL at {killed} s"
+    return seen
+
+
+async def missing_histories(
+    settings: Settings, missing: list[str], runs_file: Path, workers: Workers
+) -> dict[str, dict[str, Any]]:
+    """What is known of each job that should have a dead-letter row and has none."""
+    wanted = set(missing)
+    conn = await connect(settings)
+    try:
+        job_rows = await conn.fetch("SELECT * FROM jobs WHERE job_id = ANY($1::text[])", missing)
+        dead_rows = await conn.fetch(
+            "SELECT job_id, generation, status, worker, reason, died_at FROM dead_letters"
+            " WHERE job_id = ANY($1::text[])",
+            missing,
+        )
+    finally:
+        await conn.close()
+    runs: dict[str, list[str]] = {job_id: [] for job_id in missing}
+    for line in (await asyncio.to_thread(runs_file.read_text)).splitlines():
+        parts = line.split(maxsplit=1)
+        if parts and parts[0] in wanted:
+            runs[parts[0]].append(parts[1] if len(parts) > 1 else "")
+    ns = settings.namespace
+    retained = await peek_copies(retained_queue(ns), wanted)
+    recorder = await peek_copies(recorder_queue(ns), wanted)
+    rows = {r["job_id"]: r for r in job_rows}
+    logged = await asyncio.to_thread(worker_lines, workers, wanted)
+    histories: dict[str, dict[str, Any]] = {}
+    for job_id in missing:
+        row = rows.get(job_id)
+        histories[job_id] = {
+            "job_row": {c: row[c] for c in JOB_COLUMNS} if row is not None else None,
+            "dead_letter_rows_any_generation": [
+                dict(r) for r in dead_rows if r["job_id"] == job_id
+            ],
+            "runs (attempt generation)": runs[job_id],
+            "retained_copies": len(retained[job_id]),
+            "retained": retained[job_id],
+            "recorder_copies": len(recorder[job_id]),
+            "recorder": recorder[job_id],
+            "worker_log_lines": logged[job_id][:40],
+        }
+    return histories
+
+
+def print_histories(histories: dict[str, dict[str, Any]]) -> None:
+    for job_id, history in histories.items():
+        print(f"missing dead letter: job {job_id}")
+        print(json.dumps(history, indent=2, default=str))
+
+
+async def verify(
+    settings: Settings, expected: dict[str, str], runs_file: Path, workers: Workers
+) -> dict[str, Any]:
     conn = await connect(settings)
     try:
         rows = await conn.fetch("SELECT job_id, state, redeliveries, worker, updated_at FROM jobs")
@@ -167,6 +341,16 @@ async def verify(settings: Settings, expected: dict[str, str], runs_file: Path) 
         "delay_queues": await asyncio.to_thread(delay_queue_messages, ns),
     }
     retained = await queue_depth(retained_queue(ns)) or 0
+    # Counted before the copies are read: reading hands them back to their queues.
+    missing = sorted(
+        job_id
+        for job_id, kind in expected.items()
+        if (kind == "chaos_die" or states.get(job_id) == "dead") and job_id not in dead_ids
+    )
+    histories = (
+        await missing_histories(settings, missing[:20], runs_file, workers) if missing else {}
+    )
+    print_histories(histories)
     checks = {
         "every job in its final state": not wrong_state,
         "every dying job has its dead-letter row": dying <= set(dead_ids),
@@ -190,6 +374,9 @@ async def verify(settings: Settings, expected: dict[str, str], runs_file: Path) 
             for job_id, state in list(wrong_state.items())[:20]
         },
         "wrong_state_count": len(wrong_state),
+        "missing_dead_letters": len(missing),
+        "missing_histories": histories,
+        "workers_seen": workers_seen(workers) if missing else {},
         "dead_rows": len(dead_rows),
         "dead_reasons": dict(collections.Counter(r["reason"] for r in dead_rows)),
         "dead_letter_copies_retained": retained,
@@ -223,7 +410,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         env.pop("BENCH_REPORT_ADDR")
         workers = Workers(env, args.concurrency)
         kills = terminations = 0
-        began = time.monotonic()
+        began = workers.began = time.monotonic()
+        workers.began_at = datetime.now(UTC)
         next_kill = began + random.uniform(0.5, 1.5) * args.kill_every
         next_pg = began + args.pg_every if args.pg_every else float("inf")
         try:
@@ -264,7 +452,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(1.0)  # acks settle
         finally:
             await workers.stop()
-        report = await verify(settings, expected, runs_file)
+        report = await verify(settings, expected, runs_file, workers)
         if all(report["checks"].values()):
             runs_file.unlink(missing_ok=True)
         else:
