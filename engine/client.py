@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from engine.broker import Broker, Outgoing
 from engine.errors import PublishFailed
-from engine.message import MAX_ATTEMPTS, JobMessage, check_queue_name, encode, new_job_id
+from engine.message import (
+    MAX_ATTEMPTS,
+    JobMessage,
+    check_queue_name,
+    encode,
+    new_job_id,
+    now_utc,
+)
 from engine.registry import registered
 from engine.settings import Settings, load_settings
-from engine.topology import delay_tier_ms, work_exchange, work_queue
+from engine.topology import delay_tier_ms, requested_delay_ms, work_exchange, work_queue
 
 
 class Client:
@@ -41,20 +50,25 @@ class Client:
         *,
         queue: str | None = None,
         max_retries: int | None = None,
-        delay: float = 0,
+        delay: float | None = None,
+        at: datetime | None = None,
         job_id: str | None = None,
         suspend_on_failure: bool | None = None,
     ) -> str:
         """Publish one job and return its id once the broker has confirmed it.
 
         ``queue`` defaults to the queue its handler declares when that handler is
-        registered in this process, else ``default``. Raises PublishFailed if the queue
-        does not exist (declare it or start a worker).
+        registered in this process, else ``default``. The job runs no earlier than
+        ``delay`` seconds from now, or than ``at`` (timezone-aware; a time past runs it
+        now), and at most a second later; ValueError if both are given. Raises
+        PublishFailed if the queue does not exist (declare it or start a worker).
         """
+        wait = seconds_to_wait(delay, at)
         message = build_message(
             job_type, payload, queue_for(job_type, queue), max_retries, job_id, suspend_on_failure
         )
-        await self.broker.publish(*await self._route(message, delay))
+        delay_ms = requested_delay_ms(wait) if wait > 0 else 0
+        await self.broker.publish(*await self._route(message, delay_ms))
         return message.id
 
     async def enqueue_many(
@@ -68,16 +82,16 @@ class Client:
         return [m.id for m in messages]
 
     async def publish_message(self, message: JobMessage, delay: float = 0) -> None:
-        """Publish a prepared message (a retry or a requeue) and wait for its confirm."""
-        await self.broker.publish(*await self._route(message, delay))
+        """Publish a prepared message (a retry or a requeue) and wait for its confirm;
+        ``delay`` is a backoff, rounded to its delay tier."""
+        wait = seconds_to_wait(delay, None)
+        await self.broker.publish(*await self._route(message, delay_tier_ms(wait) if wait else 0))
 
-    async def _route(self, message: JobMessage, delay: float) -> Outgoing:
-        if delay < 0:
-            raise ValueError(f"delay must not be negative, got {delay}")
+    async def _route(self, message: JobMessage, delay_ms: int) -> Outgoing:
         body = encode(message)
-        if delay > 0:
+        if delay_ms > 0:
             await self._require_queue(message.queue)
-            exchange, key = await self.broker.delay_route(message.queue, delay_tier_ms(delay))
+            exchange, key = await self.broker.delay_route(message.queue, delay_ms)
         else:
             exchange, key = work_exchange(self.settings.namespace), message.queue
         return exchange, key, body, None, message.id
@@ -91,6 +105,25 @@ class Client:
             raise PublishFailed(
                 f"queue {queue!r} is not declared: start a worker on it or call declare_queue"
             )
+
+
+def seconds_to_wait(delay: float | None, at: datetime | None) -> float:
+    """Seconds until a job may run, from a delay or a run-at time (0: now).
+
+    ValueError if both are given, if ``delay`` is negative or not finite, or if ``at``
+    has no timezone (a naive time is ambiguous between hosts).
+    """
+    if delay is not None and at is not None:
+        raise ValueError(f"give delay or at, not both (delay={delay!r}, at={at!r})")
+    if at is not None:
+        if at.tzinfo is None or at.utcoffset() is None:
+            raise ValueError(f"at must be timezone-aware, got {at!r}")
+        return max(0.0, (at - now_utc()).total_seconds())
+    if delay is None:
+        return 0.0
+    if not math.isfinite(delay) or delay < 0:
+        raise ValueError(f"delay must be a finite number of seconds, not negative, got {delay}")
+    return float(delay)
 
 
 def queue_for(job_type: str, queue: str | None) -> str:

@@ -4,8 +4,8 @@ Names come from pure functions so tests, the README and other services agree::
 
     <ns>.work                 direct exchange; routing key = queue name
     <ns>.q.<queue>            work queue of <queue>
-    <ns>.delay.<queue>.<ms>   holds retries of <queue> for <ms>, then dead-letters them
-                              back to <ns>.work with routing key <queue>
+    <ns>.delay.<queue>.<ms>   holds retries and delayed jobs of <queue> for <ms>, then
+                              dead-letters them back to <ns>.work with routing key <queue>
     <ns>.dead                 fanout exchange of every dead letter
     <ns>.dead.retained        bound to <ns>.dead: a copy of every dead letter for whoever watches
     <ns>.dead.record          fanout exchange of dead letters not yet in PostgreSQL; bound
@@ -73,16 +73,28 @@ def dead_letter_queues(ns: str) -> list[str]:
 
 
 def delay_tier_ms(seconds: float) -> int:
-    """Round a delay to two significant digits of milliseconds.
+    """Round a retry backoff to two significant digits of milliseconds.
 
     Every distinct delay is a queue (all its messages share one TTL, so none waits
     behind a longer one); rounding keeps jittered backoffs from creating a queue
-    per retry, at a cost of at most 5 % of the delay.
+    per retry, at a cost of at most 5 % of the delay. Only for backoffs: a delay a
+    person asks for goes through :func:`requested_delay_ms`.
     """
     ms = max(1, round(seconds * 1000))
     digits = math.floor(math.log10(ms))
     step = 10 ** max(0, digits - 1)
     return int(round(ms / step) * step)
+
+
+def requested_delay_ms(seconds: float) -> int:
+    """A delay a person asked for (enqueue with a delay or a run-at time), in whole
+    seconds rounded up: never early, at most a second late.
+
+    Unlike a backoff it is not tiered (5 % of a day is over an hour); whole seconds
+    still bound the delay queues to one per distinct second.
+    """
+    ms = max(1, math.ceil(seconds * 1000 - 1e-6))  # less than a nanosecond is float noise
+    return -(-ms // 1000) * 1000
 
 
 def delay_queue(ns: str, queue: str, delay_ms: int) -> str:

@@ -1,9 +1,16 @@
-"""Which queue a job goes to when the caller does not say."""
+"""Which queue a job goes to when the caller does not say, and when it may run."""
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
 from engine import JobContext, handler
-from engine.client import queue_for
+from engine.client import Client, queue_for, seconds_to_wait
+from engine.message import JobMessage
+from engine.settings import Settings
 
 
 @handler("client.routed", queue="emails")
@@ -21,3 +28,85 @@ def test_a_given_queue_wins() -> None:
 
 def test_an_unknown_type_goes_to_default() -> None:
     assert queue_for("client.nobody_knows_this", None) == "default"
+
+
+class RecordingBroker:
+    """Enough of a Broker for Client.enqueue: records the delays it routes and the publishes."""
+
+    def __init__(self) -> None:
+        self.topology = self
+        self.delays: list[int] = []
+        self.published: list[tuple[str, str]] = []
+
+    def knows_work_queue(self, queue: str) -> bool:
+        return True
+
+    async def delay_route(self, queue: str, delay_ms: int) -> tuple[str, str]:
+        self.delays.append(delay_ms)
+        return "", f"ns.delay.{queue}.{delay_ms}"
+
+    async def publish(self, exchange: str, routing_key: str, *_: object) -> None:
+        self.published.append((exchange, routing_key))
+
+
+def recording_client() -> tuple[Client, RecordingBroker]:
+    broker = RecordingBroker()
+    settings = Settings(namespace="ns")  # type: ignore[call-arg]
+    return Client(settings, broker=broker), broker  # type: ignore[arg-type]
+
+
+async def test_a_requested_delay_is_kept_to_the_second() -> None:
+    client, broker = recording_client()
+    await client.enqueue("client.routed", None, delay=86_399)
+    assert broker.delays == [86_399_000]
+    assert broker.published == [("", "ns.delay.emails.86399000")]
+
+
+async def test_a_retry_copy_still_goes_to_its_delay_tier() -> None:
+    client, broker = recording_client()
+    await client.publish_message(JobMessage(type="client.routed", payload=None), delay=7.34)
+    assert broker.delays == [7_300]
+
+
+async def test_a_run_at_time_is_never_early() -> None:
+    client, broker = recording_client()
+    at = datetime.now(UTC) + timedelta(seconds=90)
+    await client.enqueue("client.routed", None, at=at)
+    assert broker.delays == [90_000]
+
+
+async def test_a_run_at_time_past_runs_the_job_now() -> None:
+    client, broker = recording_client()
+    await client.enqueue("client.routed", None, at=datetime.now(UTC) - timedelta(hours=1))
+    assert broker.delays == []
+    assert broker.published == [("ns.work", "emails")]
+
+
+def test_a_run_at_time_in_another_zone_counts_from_the_same_instant() -> None:
+    at = datetime.now(timezone(timedelta(hours=-5))) + timedelta(seconds=120)
+    assert 115 < seconds_to_wait(None, at) <= 120
+
+
+def test_no_delay_means_now() -> None:
+    assert seconds_to_wait(None, None) == 0
+    assert seconds_to_wait(0, None) == 0
+
+
+@pytest.mark.parametrize(
+    ("delay", "at", "message"),
+    [
+        (5, datetime.now(UTC), "give delay or at, not both"),
+        (0, datetime.now(UTC), "give delay or at, not both"),
+        (None, datetime(2030, 1, 1), "at must be timezone-aware"),
+        (-1, None, "delay must be"),
+        (math.nan, None, "delay must be"),
+        (math.inf, None, "delay must be"),
+    ],
+)
+async def test_a_bad_delay_or_run_at_time_is_refused(
+    delay: float | None, at: datetime | None, message: str
+) -> None:
+    client, broker = recording_client()
+    with pytest.raises(ValueError, match=message):
+        await client.enqueue("client.routed", None, delay=delay, at=at)
+    assert broker.published == []

@@ -1,4 +1,4 @@
-"""Names of a namespace's exchanges and queues, and delay tiers."""
+"""Names of a namespace's exchanges and queues, delay tiers and requested delays."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from engine.topology import (
     namespace_exchanges,
     record_exchange,
     recorder_queue,
+    requested_delay_ms,
     retained_queue,
     work_exchange,
     work_queue,
@@ -59,6 +60,42 @@ def test_delay_tier_is_within_five_percent_of_the_delay() -> None:
 def test_jittered_delays_share_few_tiers() -> None:
     tiers = {delay_tier_ms(10 + i / 100) for i in range(-100, 101)}
     assert tiers == {*range(9_000, 10_000, 100), 10_000, 11_000}
+
+
+@pytest.mark.parametrize(("seconds", "ms"), [(7.3, 7_300), (7.34, 7_300), (86_399, 86_000_000)])
+def test_a_retry_backoff_still_tiers(seconds: float, ms: int) -> None:
+    assert delay_tier_ms(seconds) == ms
+
+
+@pytest.mark.parametrize(
+    ("seconds", "ms"),
+    [
+        (86_399, 86_399_000),
+        (86_399.2, 86_400_000),
+        (7.3, 8_000),
+        (3_600, 3_600_000),
+        (1, 1_000),
+        (0.001, 1_000),
+        (1.0004, 2_000),
+        (1 + 1e-12, 1_000),  # float noise, not a second more
+        (2_592_000, 2_592_000_000),
+    ],
+)
+def test_a_requested_delay_is_whole_seconds_rounded_up(seconds: float, ms: int) -> None:
+    assert requested_delay_ms(seconds) == ms
+
+
+def test_a_requested_delay_is_never_early_and_at_most_a_second_late() -> None:
+    for ms in [*range(1, 5000, 7), *range(5000, 200_000_000, 99_991)]:
+        queued = requested_delay_ms(ms / 1000)
+        assert ms <= queued < ms + 1000, (ms, queued)
+        assert queued % 1000 == 0
+
+
+def test_a_requested_delay_queue_holds_its_messages_for_that_delay() -> None:
+    args = delay_queue_arguments("ns", "mail", requested_delay_ms(86_399), QueueType.QUORUM)
+    assert args["x-message-ttl"] == 86_399_000
+    assert args["x-expires"] > 86_399_000
 
 
 @pytest.mark.parametrize("queue_type", list(QueueType))
