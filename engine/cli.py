@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib.metadata import version
 from typing import Annotated
 
 import typer
@@ -14,12 +15,17 @@ import typer
 from engine.cli_admin import admin
 from engine.cli_audit import audit
 from engine.cli_common import (
+    EXIT_FAILED,
+    EXIT_OK,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
+    Output,
     configure_logging,
     fail,
     parse_json,
+    print_json,
     queue_name,
+    report_error,
     run_async,
     settings,
     stop_on_signal,
@@ -33,9 +39,13 @@ from engine.message import MAX_ATTEMPTS
 
 app = typer.Typer(
     name="lazarus",
-    help="Lazarus: asyncio jobs on RabbitMQ, with dead letters in PostgreSQL.",
+    help=(
+        "Lazarus: asyncio jobs on RabbitMQ, with dead letters in PostgreSQL.\n\n"
+        "Exit codes: 0 done, 1 the operation failed, 2 bad usage or configuration, 3 a"
+        " service is unavailable. With --json, results go to stdout and a failure is one"
+        ' JSON line on stderr: {"error": "...", "exit": N}.'
+    ),
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 app.add_typer(dead_app, name="dead")
@@ -46,17 +56,43 @@ app.command()(admin)
 app.command()(audit)
 app.command()(prune)
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"lazarus {version('lazarus')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Options of ``lazarus`` itself (the help is the app's)."""
+
 
 @app.command()
 @run_async
-async def check() -> None:
+async def check(as_json: JsonOpt = False) -> None:
     """Tell whether RabbitMQ and PostgreSQL answer (exit 0 if both do, 3 if not)."""
     from engine.health import check_services
 
     report = await check_services(settings())
-    for service, problem in report.items():
-        typer.echo(f"{service}: {'ok' if problem is None else problem}")
-    if any(problem is not None for problem in report.values()):
+    problems = [problem for problem in report.values() if problem is not None]
+    if as_json:
+        print_json({"status": "unavailable" if problems else "ok", **report})
+    else:
+        for service, problem in report.items():
+            typer.echo(f"{service}: {'ok' if problem is None else plain(problem)}")
+    if problems:
+        if as_json:
+            fail("; ".join(problems), EXIT_UNAVAILABLE)
         raise typer.Exit(EXIT_UNAVAILABLE)
 
 
@@ -76,17 +112,20 @@ async def enqueue(
     ] = None,
     delay: Annotated[float, typer.Option(min=0, help="Seconds before the job may run.")] = 0,
     job_id: Annotated[str | None, typer.Option(help="Job id (default: a new UUID).")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Publish one job; print its id once RabbitMQ has confirmed it."""
     from engine.client import Client
 
     body = parse_json(payload, "PAYLOAD")
     async with Client(settings()) as client:
-        typer.echo(
-            await client.enqueue(
-                job_type, body, queue=queue, max_retries=max_retries, delay=delay, job_id=job_id
-            )
+        new_id = await client.enqueue(
+            job_type, body, queue=queue, max_retries=max_retries, delay=delay, job_id=job_id
         )
+    if as_json:
+        print_json({"job_id": new_id})
+    else:
+        typer.echo(new_id)
 
 
 @app.command()
@@ -170,7 +209,7 @@ def recorder() -> None:
 
 @app.command()
 @run_async
-async def migrate() -> None:
+async def migrate(as_json: JsonOpt = False) -> None:
     """Create or update the namespace schema in PostgreSQL (idempotent)."""
     from engine.store import Store
 
@@ -180,7 +219,10 @@ async def migrate() -> None:
         applied = await store.migrate()
     finally:
         await store.close()
-    typer.echo(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+    if as_json:
+        print_json({"applied": applied})
+    else:
+        typer.echo(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
 
 
 @app.command()
@@ -199,5 +241,30 @@ def demo() -> None:
         )
 
 
+def wants_json(argv: list[str]) -> bool:
+    """Whether the command line asks for JSON (``--json`` before any ``--``)."""
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    return "--json" in options
+
+
 def main() -> None:
-    app()
+    """The console script. With --json, usage errors are JSON too (see :func:`fail`)."""
+    argv = sys.argv[1:]
+    if not wants_json(argv):
+        app()
+        return
+    Output.json = True
+    try:
+        code = app(args=argv, prog_name="lazarus", standalone_mode=False)
+    except Exception as exc:
+        # A usage error from the parser (an unknown option, a value out of range): Click's
+        # ClickException, duck-typed because Typer vendors its own copy of Click.
+        message = getattr(exc, "format_message", None)
+        if not callable(message):
+            raise
+        code = int(getattr(exc, "exit_code", EXIT_USAGE))
+        report_error(str(message()), code)
+    except typer.Abort:
+        code = EXIT_FAILED
+        report_error("aborted", code)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from engine.cli_common import print_json, reader, run_async
-from engine.cli_text import console, inert
+from engine.cli_text import inert, print_table
 
 
 def when(moment: datetime | None) -> str:
@@ -49,4 +49,4 @@ async def audit(
         if progress:
             cells += [inert(r.get("state") or ""), when(r.get("finished_at"))]
         table.add_row(*cells)
-    console.print(table)
+    print_table(table)

@@ -7,6 +7,10 @@ Exit codes (the same for every command)::
     2  bad usage or configuration (a bad argument, a bad LAZARUS_* value, a port to serve
        on that is taken)
     3  a service is unavailable (RabbitMQ or PostgreSQL down, schema not migrated)
+
+With ``--json`` a failure is one JSON line on stderr, ``{"error": "...", "exit": N}``,
+with the same exit code: stdout holds only results, so ``lazarus ... --json | jq`` never
+reads an error as data.
 """
 
 from __future__ import annotations
@@ -39,9 +43,34 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+class Output:
+    """How this run reports: set once by ``main`` from the command line."""
+
+    json = False
+
+
+def report_error(message: str, code: int) -> None:
+    """One line on stderr: ``lazarus: ...`` (made inert), or with --json the JSON error."""
+    if Output.json:
+        line = orjson.dumps({"error": message, "exit": code}).decode()
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    else:
+        typer.echo(f"lazarus: {plain(message)}", err=True)
+
+
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    """Print one line (a server's or a message's text in it made inert) and exit."""
-    typer.echo(f"lazarus: {plain(message)}", err=True)
+    """Report one error (a server's or a message's text in it made inert) and exit."""
+    report_error(message, code)
+    raise typer.Exit(code)
+
+
+def fail_all(messages: list[str], code: int = EXIT_FAILED) -> NoReturn:
+    """Report several errors (one line each; one JSON error joining them) and exit."""
+    if Output.json:
+        fail("; ".join(messages), code)
+    for message in messages:
+        typer.echo(f"lazarus: {plain(message)}", err=True)
     raise typer.Exit(code)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -16,12 +17,13 @@ from engine.cli_common import (
     EXIT_USAGE,
     MAX_ID,
     fail,
+    fail_all,
     print_json,
     reader,
     run_async,
     settings,
 )
-from engine.cli_text import console, err_console, inert, plain
+from engine.cli_text import console, err_console, id_column, inert, json_text, print_table
 from engine.filters import DeadFilter, bulk_selection, parse_age
 from engine.message import MAX_ATTEMPTS, now_utc
 from engine.states import DeadStatus
@@ -30,7 +32,46 @@ dead_app = typer.Typer(help="Inspect dead letters and move them back to their qu
 
 TypeOpt = Annotated[str | None, typer.Option("--type", help="Only this job type.")]
 QueueOpt = Annotated[str | None, typer.Option("--queue", help="Only this queue.")]
-ErrorTypeOpt = Annotated[str | None, typer.Option("--error-type", help="Only this error type.")]
+
+
+def stored_error_type(name: str | None) -> str | None:
+    """An error type as workers store it: a builtin by its bare name, others dotted.
+
+    ``builtins.TimeoutError``, ``asyncio.TimeoutError`` and ``socket.timeout`` are all the
+    builtin ``TimeoutError`` (aliases since Python 3.11), stored as ``TimeoutError``; so
+    each is read as that. Other names pass as given.
+    """
+    if name is None:
+        return None
+    return _builtin_aliases().get(name, name)
+
+
+@functools.cache
+def _builtin_aliases() -> dict[str, str]:
+    """``module.Name`` of the standard library's aliases of builtin exceptions, and
+    ``builtins.Name``, each mapped to the bare name workers store."""
+    import asyncio
+    import builtins
+    import concurrent.futures
+    import socket
+
+    aliases: dict[str, str] = {}
+    for module in (builtins, asyncio, asyncio.exceptions, concurrent.futures, socket):
+        for attr, value in vars(module).items():
+            is_error = isinstance(value, type) and issubclass(value, BaseException)
+            if is_error and value.__module__ == "builtins":
+                aliases[f"{module.__name__}.{attr}"] = value.__qualname__
+    return aliases
+
+
+ErrorTypeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--error-type",
+        callback=stored_error_type,
+        help="Only this error type (TimeoutError, or a dotted name like myapp.errors.Gone).",
+    ),
+]
 ErrorOpt = Annotated[
     str | None, typer.Option("--error", help="Only errors whose message contains this text.")
 ]
@@ -139,7 +180,9 @@ async def list_(
     if as_json:
         print_json(rows)
         return
-    table = Table("id", "job id", "gen", "type", "queue", "error", "died", "status")
+    table = Table(
+        "id", id_column("job id", rows), "gen", "type", "queue", "error", "died", "status"
+    )
     for r in rows:
         table.add_row(
             str(r["id"]),
@@ -151,7 +194,7 @@ async def list_(
             r["died_at"].strftime("%F %T"),
             inert(r["status"]),
         )
-    console.print(table)
+    print_table(table)
     if len(rows) == limit:
         console.print(f"more: --before-id {rows[-1]['id']}")
 
@@ -184,10 +227,9 @@ async def show(
         )
         if death.traceback:
             console.print(inert(death.traceback, lines=True), highlight=False)
-        console.print(
-            f"payload {inert(repr(death.payload))}  checkpoint {inert(repr(death.checkpoint))}",
-            highlight=False,
-        )
+        console.print(f"payload {inert(json_text(death.payload))}", highlight=False)
+        if death.checkpoint is not None:
+            console.print(f"checkpoint {inert(json_text(death.checkpoint))}", highlight=False)
         if death.status_changed_at:
             console.print(
                 f"{inert(death.status)} at {death.status_changed_at:%F %T} "
@@ -294,7 +336,5 @@ async def explain_missing(admin: Admin, ids: list[str], done: int) -> None:
     if done == len(set(ids)):
         return
     problems = await admin.unmoved(ids)
-    for line in problems:
-        typer.echo(f"lazarus: {plain(line)}", err=True)
     if problems:
-        raise typer.Exit(EXIT_FAILED)
+        fail_all(problems, EXIT_FAILED)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -20,7 +21,7 @@ from engine.cli_common import (
     run_async,
     settings,
 )
-from engine.cli_text import console, inert
+from engine.cli_text import console, id_column, inert, json_text, print_table, utc
 from engine.lifecycle import REQUESTED_BY_USER, Lifecycle
 from engine.message import MAX_ATTEMPTS
 from engine.states import JobState
@@ -47,13 +48,55 @@ def queue_names(names: list[str] | None) -> list[str] | None:
     return names
 
 
+# What ``jobs show`` tells a person, in this order. The row's bookkeeping (the order of
+# transitions, redelivery counts, a worker's report token) stays out: it means nothing
+# to the reader and would change under their eyes.
+SHOWN_FIELDS = (
+    "job_id",
+    "generation",
+    "job_type",
+    "queue",
+    "state",
+    "attempt",
+    "max_retries",
+    "created_at",
+    "started_at",
+    "updated_at",
+    "worker",
+    "cause",
+    "stopped_by",
+    "error_type",
+    "error_message",
+    "traceback",
+    "suspend_on_failure",
+    "payload",
+    "checkpoint",
+)
+JSON_FIELDS = {"payload", "checkpoint"}
+
+
+def shown(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a job a person reads, in :data:`SHOWN_FIELDS` order."""
+    return {key: row[key] for key in SHOWN_FIELDS if key in row}
+
+
+def as_text(key: str, value: Any) -> str:
+    """A value as a person reads it: JSON for payloads and checkpoints, times in UTC."""
+    if key in JSON_FIELDS:
+        return json_text(value)
+    if isinstance(value, datetime):
+        return utc(value)
+    return str(value)
+
+
 def show_row(row: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(row)
         return
     for key, value in row.items():
         if value is not None and value != "":
-            console.print(f"[bold]{key}[/bold]: {inert(value, lines=True)}", highlight=False)
+            text = inert(as_text(key, value), lines=True)
+            console.print(f"[bold]{key}[/bold]: {text}", highlight=False)
 
 
 @jobs_app.command("list")
@@ -75,7 +118,16 @@ async def list_jobs(
     if as_json:
         print_json(rows)
         return
-    table = Table("job id", "gen", "type", "queue", "state", "attempt", "cause / error", "updated")
+    table = Table(
+        id_column("job id", rows),
+        "gen",
+        "type",
+        "queue",
+        "state",
+        "attempt",
+        "cause / error",
+        "updated",
+    )
     for r in rows:
         why = r["cause"] or (f"{r['error_type']}: {r['error_message']}" if r["error_type"] else "")
         table.add_row(
@@ -88,7 +140,7 @@ async def list_jobs(
             inert(why, limit=60),
             r["updated_at"].strftime("%F %T"),
         )
-    console.print(table)
+    print_table(table)
 
 
 @jobs_app.command()
@@ -96,7 +148,7 @@ async def list_jobs(
 async def show(job_id: JobIdArg, as_json: JsonOpt = False) -> None:
     """State, attempts, times, last error, cause and checkpoint of a job."""
     async with reader() as admin:
-        show_row(await Lifecycle(admin).show(job_id), as_json)
+        show_row(shown(await Lifecycle(admin).show(job_id)), as_json)
 
 
 def show_stopped(row: Mapping[str, Any], as_json: bool) -> None:
@@ -205,7 +257,7 @@ async def list_queues(
             inert(r["paused_by"] or ""),
             inert(r["reason"] or ""),
         )
-    console.print(table)
+    print_table(table)
 
 
 @queues_app.command()
@@ -213,19 +265,26 @@ async def list_queues(
 async def pause(
     queue: QueueArg,
     reason: Annotated[str, typer.Option(help="Why (recorded).")] = REQUESTED_BY_USER,
+    as_json: JsonOpt = False,
 ) -> None:
     """Stop workers taking jobs from a queue; messages stay in RabbitMQ."""
     async with Admin(settings()) as admin:
         changed = await Lifecycle(admin).pause_queue(queue, reason)
-    typer.echo(f"queue {queue} paused" if changed else f"queue {queue} was already paused")
+    if as_json:
+        print_json({"queue": queue, "paused": True, "changed": changed})
+    else:
+        typer.echo(f"queue {queue} paused" if changed else f"queue {queue} was already paused")
 
 
 @queues_app.command("resume")
 @run_async
-async def resume_queue(queue: QueueArg) -> None:
+async def resume_queue(queue: QueueArg, as_json: JsonOpt = False) -> None:
     """Let workers take jobs from a paused queue again."""
     async with Admin(settings()) as admin:
         changed = await Lifecycle(admin).resume_queue(queue)
     if not changed:
         fail(f"queue {queue!r} is not paused", EXIT_FAILED)
-    typer.echo(f"queue {queue} resumed")
+    if as_json:
+        print_json({"queue": queue, "paused": False, "changed": True})
+    else:
+        typer.echo(f"queue {queue} resumed")

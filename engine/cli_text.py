@@ -10,9 +10,14 @@ value goes through :func:`inert` (Rich output) or :func:`plain` (plain output);
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
+import orjson
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Column, Table
 
 # C0 controls, DEL and C1 controls: with ESC and the C1 CSI / OSC gone, no escape sequence
 # or hyperlink survives. Bidirectional overrides go too: they reorder what is shown.
@@ -24,6 +29,7 @@ _LINE_BREAKS = re.compile("[\t\n]")
 # Emoji codes off: ``:warning:`` in an error message is text, not a symbol.
 console = Console(emoji=False)
 err_console = Console(emoji=False, stderr=True)
+_unbounded = Console(emoji=False, width=10_000)
 
 
 def plain(value: object, *, lines: bool = False, limit: int | None = None) -> str:
@@ -43,3 +49,30 @@ def plain(value: object, *, lines: bool = False, limit: int | None = None) -> st
 def inert(value: object, *, lines: bool = False, limit: int | None = None) -> str:
     """:func:`plain`, then escaped so that Rich prints any ``[...]`` in it literally."""
     return escape(plain(value, lines=lines, limit=limit))
+
+
+def json_text(value: Any) -> str:
+    """A payload or checkpoint as compact JSON: what was sent, never a Python repr."""
+    return orjson.dumps(value, default=str).decode()
+
+
+def utc(moment: datetime) -> str:
+    """A time in UTC to the second, as tables and show output print it."""
+    return moment.astimezone(UTC).strftime("%F %T UTC")
+
+
+def id_column(header: str, rows: Iterable[Mapping[str, Any]], key: str = "job_id") -> Column:
+    """A table column that prints every job id in full on one line.
+
+    Ids are what people copy into the next command, so the column never wraps, folds or
+    cuts one with an ellipsis: the other columns wrap instead, and on a terminal too
+    narrow for it the line runs past the edge.
+    """
+    widest = max((len(plain(r[key])) for r in rows), default=len(header))
+    return Column(header, no_wrap=True, overflow="ignore", min_width=max(widest, len(header)))
+
+
+def print_table(table: Table) -> None:
+    """Print a table; into a pipe or file at its natural width, one row a line, so that
+    ``grep`` and ``cut`` see whole rows (a terminal's width still applies on a terminal)."""
+    (console if console.is_terminal else _unbounded).print(table)

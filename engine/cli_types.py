@@ -9,7 +9,7 @@ from rich.table import Table
 
 from engine.admin import Admin
 from engine.cli_common import EXIT_FAILED, fail, print_json, run_async, settings, type_name
-from engine.cli_text import console, inert
+from engine.cli_text import inert, print_table
 from engine.lifecycle import REQUESTED_BY_USER, Lifecycle
 
 types_app = typer.Typer(help="Job types: pause, resume, and what is parked.")
@@ -21,6 +21,7 @@ def type_names(names: list[str] | None) -> list[str] | None:
     return names
 
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 TypeArg = Annotated[str, typer.Argument(callback=type_name, help="Job type.")]
 
 
@@ -31,7 +32,7 @@ async def list_types(
         list[str] | None,
         typer.Argument(callback=type_names, help="Job types (default: all seen or paused)."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Pause and parked jobs of each job type."""
     async with Admin(settings()) as admin:
@@ -48,7 +49,7 @@ async def list_types(
             inert(r["paused_by"] or ""),
             inert(r["reason"] or ""),
         )
-    console.print(table)
+    print_table(table)
 
 
 @types_app.command()
@@ -56,10 +57,14 @@ async def list_types(
 async def pause(
     job_type: TypeArg,
     reason: Annotated[str, typer.Option(help="Why (recorded).")] = REQUESTED_BY_USER,
+    as_json: JsonOpt = False,
 ) -> None:
     """Stop workers running jobs of a type: they park them in RabbitMQ until it is resumed."""
     async with Admin(settings()) as admin:
         changed = await Lifecycle(admin).pause_type(job_type, reason)
+    if as_json:
+        print_json({"job_type": job_type, "paused": True, "changed": changed})
+        return
     typer.echo(
         f"job type {job_type} paused" if changed else f"job type {job_type} was already paused"
     )
@@ -67,11 +72,14 @@ async def pause(
 
 @types_app.command()
 @run_async
-async def resume(job_type: TypeArg) -> None:
+async def resume(job_type: TypeArg, as_json: JsonOpt = False) -> None:
     """Let workers run a paused job type again; its parked jobs go back to their queues."""
     async with Admin(settings()) as admin:
         changed, moved = await Lifecycle(admin).resume_type(job_type)
     if not changed and not moved:
         fail(f"job type {job_type!r} is not paused", EXIT_FAILED)
+    if as_json:
+        print_json({"job_type": job_type, "paused": False, "changed": changed, "moved": moved})
+        return
     state = "resumed" if changed else "was not paused"
     typer.echo(f"job type {job_type} {state}; {moved} parked jobs moved back")
