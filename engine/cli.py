@@ -226,19 +226,34 @@ async def migrate(as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def demo() -> None:
+def demo(as_json: JsonOpt = False) -> None:
     """Migrate, run a worker on the examples, publish jobs that succeed, retry and die."""
     from engine.demo import run_demo
 
     config = settings()
     configure_logging()
-    dead = run_async(run_demo)(config)
-    typer.echo(f"\n{len(dead)} jobs died; see them with `lazarus dead list`:")
-    for row in dead:
+    result = run_async(run_demo)(config)
+    if as_json:
+        print_json({"jobs": result.jobs, "dead": result.dead})
+        return
+    typer.echo("\nWhat happened to each job (`lazarus jobs list` shows them too):")
+    for job in result.jobs:
+        ended = str(job["state"] or "not seen")
+        if job["attempt"] is not None:
+            ended += f", broker attempt {job['attempt']}"
+        typer.echo(
+            f"  {plain(job['job_id'])}  {plain(job['job_type']):14} {ended:28} {job['expected']}"
+        )
+    typer.echo(f"\n{len(result.dead)} jobs died; see them with `lazarus dead list`:")
+    for row in result.dead:
         typer.echo(
             f"  {plain(row['job_id'])}  {plain(row['job_type'] or '-'):14} "
             f"{plain(row['reason'])}: {plain(row['error_message'], limit=70)}"
         )
+    typer.echo(
+        "\nNext: lazarus jobs list; lazarus dead show ID; lazarus dead requeue ID"
+        " (with a worker running: lazarus worker handlers.examples)."
+    )
 
 
 def wants_json(argv: list[str]) -> bool:

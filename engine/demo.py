@@ -1,22 +1,28 @@
 """``lazarus demo``: the whole flow on the example handlers, for a newcomer to watch.
 
-Migrates the schema, runs a worker with its recorder in this process, publishes
-jobs that succeed, retry and die, waits for the dead ones to be stored, and
-prints them.
+Migrates the schema, runs a worker in this process as ``lazarus worker`` runs one (job
+states tracked in PostgreSQL, dead letters stored, requeues relayed), publishes jobs
+that succeed, retry and die, waits until every one has finished, and returns what
+happened to each, and the dead letters. What it leaves behind is what ``lazarus jobs
+list``, ``lazarus dead list`` and the dashboard show afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from engine.admin import Admin
 from engine.client import Client
+from engine.errors import JobNotFound
 from engine.filters import DeadFilter
+from engine.lifecycle import Lifecycle
 from engine.registry import load_modules
 from engine.runner import DeadLetterService
 from engine.settings import Settings
+from engine.states import JobState
 from engine.store import Store
 from engine.worker import Worker
 
@@ -32,37 +38,75 @@ DEMO_JOBS: list[tuple[str, Any, str]] = [
     ("no_such_type", {}, "unknown job type: dies with a clear reason"),
 ]
 EXPECTED_DEAD = 4
+FINAL = {JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED}
 
 
-async def run_demo(settings: Settings, *, timeout: float = 60.0) -> list[dict[str, Any]]:
-    """Run the demo; return the dead letters it produced."""
+@dataclass(frozen=True)
+class DemoResult:
+    """What the demo did: each job as published and as it ended, and the dead letters."""
+
+    jobs: list[dict[str, Any]]  # job_id, job_type, expected, state, attempt
+    dead: list[dict[str, Any]]
+
+
+async def run_demo(settings: Settings, *, timeout: float = 60.0) -> DemoResult:
+    """Run the demo; return each job's final state and the dead letters it produced."""
     load_modules(["handlers.examples"])
-    store = Store(settings)
+    store = Store(settings, min_size=0, max_size=8)
     await store.connect(require_schema=False)
     try:
         await store.migrate()
+        worker = Worker(settings, ["default"], concurrency=8, store=store)
+        await worker.start()
+        service = DeadLetterService(settings, worker.broker, store)
+        await service.start()
+        try:
+            published = await publish(settings, worker)
+            async with Admin(settings, actor="lazarus-demo") as admin:
+                jobs = await wait_until_finished(admin, published, timeout)
+                dead = await admin.list_dead(DeadFilter(ids=tuple(j["job_id"] for j in jobs)))
+            return DemoResult(jobs, dead)
+        finally:
+            await service.stop()
+            await worker.stop(grace=5)
     finally:
         await store.close()
-    worker = Worker(settings, ["default"], concurrency=8)
-    await worker.start()
-    service = DeadLetterService(settings, worker.broker)
-    await service.start()
-    try:
-        async with Client(settings, broker=worker.broker) as client:
-            ids = []
-            for job_type, payload, what in DEMO_JOBS:
-                job_id = await client.enqueue(job_type, payload)
-                ids.append(job_id)
-                log.info("published %s %s: %s", job_type, job_id, what)
-        async with Admin(settings, actor="lazarus-demo") as admin:
-            selector = DeadFilter(ids=tuple(ids))
-            deadline = asyncio.get_running_loop().time() + timeout
-            while await admin.count(selector) < EXPECTED_DEAD:
-                if asyncio.get_running_loop().time() > deadline:
-                    log.warning("not every doomed job died within %.0f s", timeout)
-                    break
-                await asyncio.sleep(0.5)
-            return await admin.list_dead(selector)
-    finally:
-        await service.stop()
-        await worker.stop(grace=5)
+
+
+async def publish(settings: Settings, worker: Worker) -> list[dict[str, Any]]:
+    published = []
+    async with Client(settings, broker=worker.broker) as client:
+        for job_type, payload, expected in DEMO_JOBS:
+            job_id = await client.enqueue(job_type, payload)
+            published.append({"job_id": job_id, "job_type": job_type, "expected": expected})
+            log.info("published %s %s: %s", job_type, job_id, expected)
+    return published
+
+
+async def wait_until_finished(
+    admin: Admin, published: list[dict[str, Any]], timeout: float
+) -> list[dict[str, Any]]:
+    """Each published job with its state and attempt once every job is final (or at the
+    timeout, with a warning naming those that are not)."""
+    lifecycle = Lifecycle(admin)
+    ids = tuple(job["job_id"] for job in published)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        # A job of a type no worker knows dies before it is tracked: its dead letter is
+        # the only row it has.
+        died = {r["job_id"]: r for r in await admin.list_dead(DeadFilter(ids=ids))}
+        jobs = []
+        for job in published:
+            try:
+                row = await lifecycle.show(job["job_id"])
+            except JobNotFound:
+                row = {"state": JobState.DEAD if job["job_id"] in died else None, "attempt": None}
+            jobs.append(job | {"state": row["state"], "attempt": row["attempt"]})
+        waiting = [j["job_id"] for j in jobs if j["state"] not in FINAL]
+        if not waiting:
+            return jobs
+        if loop.time() > deadline:
+            log.warning("not finished within %.0f s: %s", timeout, ", ".join(waiting))
+            return jobs
+        await asyncio.sleep(0.5)

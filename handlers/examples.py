@@ -7,6 +7,7 @@ Run them with ``lazarus worker handlers.examples``.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -36,7 +37,11 @@ async def flaky(ctx: JobContext) -> None:
     """Fails transiently ``fail_times`` times (counted over in-process tries), then succeeds."""
     fail_times = int((ctx.payload or {}).get("fail_times", 2))
     if ctx.try_number <= fail_times:
+        # Logged here so that the demo shows its in-process retries: the engine logs
+        # broker retries and deaths, not the tries within one run.
+        log.info("flaky: try %d of attempt %d fails on purpose", ctx.try_number, ctx.attempt)
         raise Transient(f"flaky: try {ctx.try_number} of {fail_times + 1} fails on purpose")
+    log.info("flaky: try %d of attempt %d succeeds", ctx.try_number, ctx.attempt)
 
 
 @handler("always_fails", policy=RetryPolicy(attempts=1, max_retries=2, retry_delay=0.5))
@@ -48,7 +53,7 @@ async def always_fails(ctx: JobContext) -> None:
 @handler("invalid_input")
 async def invalid_input(ctx: JobContext) -> None:
     """Fails permanently: no retry at all, straight to the dead letters."""
-    raise Permanent(f"payload {ctx.payload!r} can never be processed")
+    raise Permanent(f"payload {json.dumps(ctx.payload)} can never be processed")
 
 
 @handler(

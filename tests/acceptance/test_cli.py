@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 
@@ -287,6 +288,32 @@ def test_demo_shows_jobs_that_succeed_retry_and_die(cli: Cli) -> None:
         "retries exhausted",
         "unknown job type",
     ]
+    # The demo's worker tracks its jobs as `lazarus worker` does: they stay listed.
+    listed = cli.run("jobs", "list", "--json")
+    assert listed.returncode == OK, listed.stderr
+    states = sorted((str(r["job_type"]), str(r["state"])) for r in orjson.loads(listed.stdout))
+    assert states == [
+        ("always_fails", "dead"),
+        ("flaky", "dead"),
+        ("flaky", "succeeded"),
+        ("greet", "succeeded"),
+        ("greet", "succeeded"),
+        ("invalid_input", "dead"),
+    ]
+    # Each job's end is in the summary, and the in-process retries are in the log.
+    ends = re.findall(r"^  \S+  \S+ +(succeeded|dead)\b", result.stdout, re.MULTILINE)
+    assert sorted(ends) == ["dead"] * 4 + ["succeeded"] * 3, result.stdout
+    assert "flaky: try 2 of attempt 0 fails on purpose" in result.stderr
+    assert "flaky: try 3 of attempt 0 succeeds" in result.stderr
+    assert "{'" not in result.stdout  # payloads as JSON, not Python reprs
+
+
+def test_demo_prints_json_for_scripts(cli: Cli) -> None:
+    result = cli.run("demo", "--json", timeout=120)
+    assert result.returncode == OK, result.stderr
+    found = orjson.loads(result.stdout)
+    assert len(found["jobs"]) == 7 and len(found["dead"]) == 4
+    assert {j["state"] for j in found["jobs"]} == {"succeeded", "dead"}
 
 
 def test_a_database_outage_is_exit_code_three_in_one_line(cli: Cli) -> None:
