@@ -175,6 +175,13 @@ class Admin:
             raise JobNotFound(f"no dead letter for job {job_id!r}")
         return [DeadLetter.from_row(r) for r in rows]
 
+    async def groups(self, selector: DeadFilter, limit: int = 20) -> list[dict[str, Any]]:
+        """Matching dead letters by (job type, error type): n, first_died, last_died."""
+        return [dict(r) for r in await self.store.dead_groups(selector, limit)]
+
+    async def suspended_groups(self, limit: int = 20) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self.store.suspended_groups(limit)]
+
     async def count(self, selector: DeadFilter) -> int:
         return await self.store.count_dead(selector)
 

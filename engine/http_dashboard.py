@@ -13,13 +13,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, urlencode
 
 import asyncpg
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from starlette.exceptions import HTTPException
 
 from engine import http_models as m
@@ -35,6 +36,7 @@ from engine.web.sessions import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, Sessio
 
 log = logging.getLogger("lazarus.http")
 Form = dict[str, str]
+PAGE = 50  # dead letters per page
 T = TypeVar("T")
 
 
@@ -47,6 +49,16 @@ def age(when: datetime | None) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def page_start(form: Form) -> int | None:
+    """The keyset of a page of dead letters: rows older than ``before_id``."""
+    text = form.get("before_id", "")
+    if not text:
+        return None
+    if not text.isdigit() or len(text) > 19:
+        raise ValueError(f"before_id {text[:40]!r}: a row id")
+    return int(text)
 
 
 def form_filter(form: Form) -> DeadFilter:
@@ -109,19 +121,37 @@ def set_session(request: Request, response: Response, cookie: str) -> None:
     )
 
 
+def when(moment: datetime | None) -> Markup:
+    """An absolute UTC time with its age beside it; the page's script adds local time."""
+    if moment is None:
+        return Markup("-")
+    utc = moment.astimezone(UTC)
+    return Markup(
+        '<time datetime="{iso}">{text} UTC</time> <small class="muted">{ago} ago</small>'
+    ).format(iso=utc.isoformat(), text=utc.strftime("%Y-%m-%d %H:%M:%S"), ago=age(moment))
+
+
+templates = Jinja2Templates(directory=WEB / "templates")
+templates.env.filters |= {
+    "age": age,
+    "when": when,
+    "quote": lambda text: quote(str(text), safe=""),
+}
+
+
+def page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+    """A template with what every page carries: the CSRF token and who is logged in."""
+    session: Session | None = getattr(request.state, "session", None)
+    common = {
+        "csrf": sessions_of(request).csrf(session) if session else "",
+        "who": session.who if session else "",
+        "auth": request.app.state.token is not None,
+    }
+    return templates.TemplateResponse(request, name, common | context, status_code=status)
+
+
 def dashboard_router() -> APIRouter:
     ui = APIRouter()
-    templates = Jinja2Templates(directory=WEB / "templates")
-    templates.env.filters |= {"age": age, "quote": lambda text: quote(str(text), safe="")}
-
-    def page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
-        session: Session | None = getattr(request.state, "session", None)
-        common = {
-            "csrf": sessions_of(request).csrf(session) if session else "",
-            "who": session.who if session else "",
-            "auth": request.app.state.token is not None,
-        }
-        return templates.TemplateResponse(request, name, common | context, status_code=status)
 
     async def render(request: Request, admin: Admin, form: Form, flash: str = "",
                      ok: bool = True, name: str = "_panel.html") -> Response:  # fmt: skip
@@ -138,17 +168,25 @@ def dashboard_router() -> APIRouter:
 
         try:
             selector = form_filter(form)
+            before_id = page_start(form)
         except ValueError as exc:
-            selector, flash, ok = DeadFilter(), f"filter: {message(exc)}", False
+            selector, before_id, flash, ok = DeadFilter(), None, f"filter: {message(exc)}", False
         lifecycle = Lifecycle(admin)
         counts = await card("counts", lifecycle.counts(), {})
         chart = await card("chart", lifecycle.activity(), [])
+        dead = await card("dead", admin.list_dead(selector, limit=PAGE, before_id=before_id), [])
+        more = dead[-1]["id"] if len(dead) == PAGE else None
+        shown = {k: v for k, v in form.items() if k in FILTERS and v}
         return page(request, name, {
-            "flash": flash, "ok": ok, "filters": form, "problems": problems,
+            "flash": flash, "ok": ok, "filters": shown, "problems": problems,
+            "groups": await card("groups", admin.groups(selector), []),
+            "suspended_groups": await card("groups", admin.suspended_groups(), []),
+            "next_before_id": more,
+            "page_query": urlencode(shown | {"before_id": more}),
             "queues": await card("queues", lifecycle.list_queues(), []),
             "types": await card("types", lifecycle.list_types(), []),
             "counts": {s.value: counts.get(s.value, 0) for s in JobState},
-            "dead": await card("dead", admin.list_dead(selector, limit=50), []),
+            "dead": dead,
             "matching": await card("dead", admin.count(selector), 0),
             "suspended": await card(
                 "suspended", lifecycle.list_jobs(state=JobState.SUSPENDED, limit=20), []
@@ -319,5 +357,8 @@ def dashboard_router() -> APIRouter:
 
         return await act(request, admin, do)
 
+    from engine.web.triage import triage_router  # it builds on this module's helpers
+
     ui.include_router(guarded)
+    ui.include_router(triage_router())
     return ui

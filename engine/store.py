@@ -291,6 +291,23 @@ class Store(JobStateQueries):
         )
         return list(await self.pool.fetch(sql, *args))
 
+    async def dead_groups(self, selector: DeadFilter, limit: int = 20) -> list[asyncpg.Record]:
+        """Matching dead letters counted by (job type, error type), largest group first, with
+        the first and last death of each: what is failing, at a glance."""
+        where, args = _where(selector)
+        args.append(limit)
+        sql = (
+            "SELECT job_type, error_type, count(*) AS n, min(died_at) AS first_died,"
+            " max(died_at) AS last_died FROM dead_letters"
+            f" WHERE {' AND '.join(where) or 'true'} GROUP BY job_type, error_type"
+            f" ORDER BY n DESC, last_died DESC LIMIT ${len(args)}"
+        )
+        return list(await self.pool.fetch(sql, *args))
+
+    async def suspended_groups(self, limit: int = 20) -> list[asyncpg.Record]:
+        """Suspended jobs counted by (job type, error type or a person's stop)."""
+        return list(await self.pool.fetch(Q["suspended_groups"], limit))
+
     async def matching_ids(
         self, selector: DeadFilter, *, after_id: int, upto_id: int, limit: int
     ) -> list[int]:

@@ -31,6 +31,7 @@ from tests.acceptance.test_http import (
     api_client,
     csrf,
     dead_ids,
+    enqueue,
     kill,
     migrated,
 )
@@ -441,3 +442,33 @@ def test_lazarus_admin_no_auth_is_for_loopback_only(cli: Cli) -> None:
     assert result.returncode == 2 and "without LAZARUS_ADMIN_TOKEN" in result.stderr
     short = cli.run("admin", "--port", "1", LAZARUS_ADMIN_TOKEN="short")
     assert short.returncode == 2 and "LAZARUS_ADMIN_TOKEN" in short.stderr
+
+
+async def test_triage_pages_and_bulk_actions_keep_the_same_rules(
+    secured: Settings, worker: Worker_
+) -> None:
+    async with api_client(secured) as client:
+        for path in ("/dead/x", "/jobs/x", "/jobs?state=dead"):
+            response = await client.get(path)
+            assert response.status_code == 303 and response.headers["location"] == "/login"
+        headers = await log_in(client)
+        async with worker():
+            job_id = await enqueue(secured, "http.flaky", {"n": 1})
+
+            async def dead() -> bool:
+                found = await client.get(f"/api/dead-letters/{job_id}", headers=BEARER)
+                return found.status_code == 200
+
+            await wait_for(dead, what="the dead letter")
+        form = {"action": "requeue", "ids": job_id}
+        refused = await client.post("/ui/bulk/apply", data=form)
+        assert refused.status_code == 403
+        preview = await client.post("/ui/bulk/preview", data=form, headers=headers)
+        assert "would be requeued" in preview.text and "1 selected" in preview.text
+        whole = await client.post("/ui/bulk/apply", data={"action": "requeue", "matching": "true"},
+                                  headers=headers)  # fmt: skip
+        assert "ask for all" in whole.text  # an empty filter needs "all" ticked
+        done = await client.post("/ui/bulk/apply", data=form | {"retries": "3"}, headers=headers)
+        assert "requeued 1 dead jobs (restart, 3 retries)" in done.text
+        page = await client.get(f"/dead/{job_id}")
+        assert page.status_code == 200 and "requeued" in page.text

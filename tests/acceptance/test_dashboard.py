@@ -22,6 +22,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from engine import Client, JobContext, Permanent, RetryPolicy, handler
+from engine.filters import DeadFilter
 from engine.settings import Settings
 from engine.store import Store
 from tests.acceptance.conftest import serving
@@ -103,76 +104,105 @@ async def ns() -> AsyncIterator[Settings]:
         yield config
 
 
-async def test_a_dead_job_is_requeued_from_the_dashboard_and_runs_again(
-    ns: Settings, tmp_path: Path
+SIZES = {"desktop": (1400, 1250), "phone": (390, 844)}
+
+
+def shoot(driver: webdriver.Chrome, name: str) -> None:
+    """Save a screenshot under tests/artifacts (and in docs/ for the README when asked)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / name))
+    if os.environ.get("LAZARUS_DOCS_SCREENSHOT"):  # refresh the README's pictures
+        shutil.copyfile(ARTIFACTS / name, DOCS / name)
+
+
+def text_of(driver: webdriver.Chrome, css: str) -> str:
+    return str(wait(driver).until(lambda d: d.find_element(By.CSS_SELECTOR, css).text))
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+async def test_the_triage_flow_finds_opens_selects_requeues_and_audits(
+    ns: Settings, tmp_path: Path, size: str
 ) -> None:
+    """Find the failing group, open a dead letter by its URL, select three rows, requeue
+    them with a new budget after seeing the dry-run count, watch them succeed, and find
+    the action in the audit log; at desktop and at phone width."""
     from engine.http import create_app
 
     store = Store(ns)
     await store.connect()
+    picked = [f"order-{size}-{n}" for n in range(3)]
     try:
         async with tracking_worker(ns), Client(ns) as client:
-            job_id = await client.enqueue("http.flaky", {"order": 17}, job_id="order-17")
-            other = await client.enqueue("http.flaky", {"order": 18}, job_id="order-18")
-            stuck = await client.enqueue("http.picky", {"order": 19}, job_id="order-19")
+            for job_id in [*picked, f"order-{size}-left"]:
+                await client.enqueue("http.flaky", {"order": job_id}, job_id=job_id)
+            stuck = await client.enqueue("http.picky", {"order": 19}, job_id=f"stuck-{size}")
 
             async def settled() -> bool:
                 job = await store.get_job(stuck)
-                return bool(await store.history(job_id) and await store.history(other)) and bool(
-                    job and job["state"] == "suspended"
-                )
+                dead = await store.count_dead(DeadFilter(job_type="http.flaky"))
+                return dead == 4 and bool(job and job["state"] == "suspended")
 
-            await wait_for(settled, what="two dead letters and a suspended job")
+            await wait_for(settled, what="four dead letters and a suspended job")
 
             with serving(create_app(ns, open_access=True)) as base_url:
 
-                def open_and_requeue(driver: webdriver.Chrome) -> str:
+                def triage(driver: webdriver.Chrome) -> dict[str, str]:
+                    width, height = SIZES[size]
+                    driver.set_window_size(width, height)
                     driver.get(base_url + "/")
-                    row = f'tr[data-job-id="{job_id}"]'
-                    text = wait(driver).until(lambda d: d.find_element(By.CSS_SELECTOR, row).text)
-                    assert "RuntimeError" in text and "cannot process" in text
-                    click(driver, f"{row} button.requeue")
-                    return str(
-                        wait(driver).until(lambda d: d.find_element(By.CSS_SELECTOR, ".flash").text)
+                    group = text_of(driver, "#failing")
+                    assert "http.flaky" in group and "RuntimeError" in group and "4" in group
+                    shoot(driver, f"dashboard-{size}.png")
+                    click(driver, "#failing td a")  # the group sets the filter, in the URL
+                    wait(driver).until(lambda d: "type=http.flaky" in d.current_url)
+                    filtered = driver.current_url
+                    overflow = driver.execute_script(
+                        "return document.documentElement.scrollWidth - window.innerWidth"
                     )
+                    driver.get(f"{base_url}/dead/{picked[0]}")  # a dead letter by its URL
+                    detail = text_of(driver, "main.page")
+                    assert "Traceback" in detail and "cannot process" in detail
+                    shoot(driver, f"dead-letter-{size}.png")
+                    driver.get(filtered)
+                    for job_id in picked:
+                        click(driver, f'tr[data-job-id="{job_id}"] input.pick')
+                    click(driver, "#requeue-selected")
+                    confirm = text_of(driver, "#dialog .count")
+                    budget = driver.find_element(By.CSS_SELECTOR, '#confirm input[name="retries"]')
+                    budget.send_keys("2")
+                    click(driver, "#confirm button[type=submit]")
+                    result = text_of(driver, "#dialog .result .flash")
+                    return {"confirm": confirm, "result": result, "overflow": str(overflow)}
 
-                def show_result(driver: webdriver.Chrome) -> str:
-                    click(driver, "#filters button")  # refresh now rather than at the next poll
-                    wait(driver).until(
-                        lambda d: (
-                            not d.find_elements(By.CSS_SELECTOR, f'tr[data-job-id="{job_id}"]')
-                        )
-                    )
-                    click(driver, f'tr[data-job-id="{other}"] button.traceback')
-                    wait(driver).until(
-                        lambda d: "Traceback" in d.find_element(By.ID, "detail").text
-                    )
-                    page = str(driver.find_element(By.TAG_NAME, "body").text)
-                    ARTIFACTS.mkdir(exist_ok=True)
-                    driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))
-                    if os.environ.get("LAZARUS_DOCS_SCREENSHOT"):  # refresh the README's picture
-                        shutil.copyfile(ARTIFACTS / "dashboard.png", DOCS / "dashboard.png")
-                    return page
+                def audited(driver: webdriver.Chrome) -> str:
+                    click(driver, "#dialog [data-close-dialog]")
+                    driver.get(base_url + "/")
+                    return text_of(driver, "#audit")
 
                 with chromium(tmp_path / "profile") as driver:
-                    flash = await asyncio.to_thread(open_and_requeue, driver)
-                    assert flash == f"requeued job {job_id}"
-                    await wait_for(lambda: ran.get(job_id) == [1], what="the job to run again")
+                    seen = await asyncio.to_thread(triage, driver)
+                    assert seen["confirm"].startswith("3 dead letters would be requeued")
+                    assert "3 selected" in seen["confirm"]
+                    assert seen["result"] == "requeued 3 dead jobs (restart, 2 retries)"
+                    # innerWidth counts the scroll bar: a page that fits is 0 or less wider
+                    assert int(seen["overflow"]) <= 0, "the page is wider than the window"
 
                     async def succeeded() -> bool:
-                        job = await store.get_job(job_id)
-                        return bool(job and job["state"] == "succeeded")
+                        jobs = [await store.get_job(j) for j in picked]
+                        return all(j and j["state"] == "succeeded" for j in jobs)
 
-                    await wait_for(succeeded, what="the job row to say succeeded")
-                    page = await asyncio.to_thread(show_result, driver)
+                    await wait_for(succeeded, what="the three requeued jobs to succeed")
+                    assert all(ran.get(j) == [1] for j in picked)
+                    budgets = [(await store.get_job(j) or {}).get("max_retries") for j in picked]
+                    assert budgets == [2, 2, 2]
+                    audit = await asyncio.to_thread(audited, driver)
                     urls = await asyncio.to_thread(requested_urls, driver)
+        left = await store.history(f"order-{size}-left")
+        assert left[-1]["status"] == "dead"  # the row not selected stayed dead
     finally:
         await store.close()
-
-    assert "lacks an address" in page  # the suspended job and its cause
-    assert other in page and "Traceback" in page
-    assert urls, "the performance log recorded no requests"
-    assert all(url.startswith(base_url + "/") for url in urls), urls
+    assert "requeue" in audit and "order-" in audit
+    assert urls and all(url.startswith(base_url + "/") for url in urls), urls
 
 
 @contextlib.contextmanager
