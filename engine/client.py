@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -25,10 +25,20 @@ from engine.topology import delay_tier_ms, requested_delay_ms, work_exchange, wo
 class Client:
     """Publishes job messages. Use as ``async with Client() as client``."""
 
-    def __init__(self, settings: Settings | None = None, *, broker: Broker | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        broker: Broker | None = None,
+        routes: Mapping[str, str] | None = None,
+    ) -> None:
+        """``routes`` (job type -> queue), for types whose handlers live elsewhere: what the
+        workers' registry says (``engine.workers.known_routes``), as ``lazarus enqueue``
+        passes it."""
         self.settings = settings or load_settings()
         self.broker = broker or Broker(self.settings, name="lazarus-client")
         self._owns_broker = broker is None
+        self.routes = dict(routes or {})
 
     async def __aenter__(self) -> Client:
         if self._owns_broker:
@@ -58,28 +68,42 @@ class Client:
         """Publish one job and return its id once the broker has confirmed it.
 
         ``queue`` defaults to the queue its handler declares when that handler is
-        registered in this process, else ``default``. The job runs no earlier than
-        ``delay`` seconds from now, or than ``at`` (timezone-aware; a time past runs it
-        now), and at most a second later; ValueError if both are given. Raises
-        PublishFailed if the queue does not exist (declare it or start a worker).
+        registered in this process, else to the client's ``routes``, else ``default``.
+        The job runs no earlier than ``delay`` seconds from now, or than ``at``
+        (timezone-aware; a time past runs it now), and at most a second later;
+        ValueError if both are given. Raises PublishFailed if the queue does not exist
+        (declare it or start a worker).
         """
         wait = seconds_to_wait(delay, at)
         message = build_message(
-            job_type, payload, queue_for(job_type, queue), max_retries, job_id, suspend_on_failure
+            job_type,
+            payload,
+            self.queue_for(job_type, queue),
+            max_retries,
+            job_id,
+            suspend_on_failure,
         )
         delay_ms = requested_delay_ms(wait) if wait > 0 else 0
         await self.broker.publish(*await self._route(message, delay_ms))
         return message.id
 
     async def enqueue_many(
-        self, jobs: Iterable[tuple[str, Any]], *, queue: str = "default", in_flight: int = 1000
+        self, jobs: Iterable[tuple[str, Any]], *, queue: str | None = None, in_flight: int = 1000
     ) -> list[str]:
-        """Publish many ``(job_type, payload)`` jobs with pipelined confirms; return their ids."""
-        messages = [build_message(t, p, queue, None, None, None) for t, p in jobs]
+        """Publish many ``(job_type, payload)`` jobs with pipelined confirms; return their ids.
+
+        Each goes to ``queue`` if given, else to its type's queue as for :meth:`enqueue`.
+        """
+        messages = [
+            build_message(t, p, self.queue_for(t, queue), None, None, None) for t, p in jobs
+        ]
         exchange = work_exchange(self.settings.namespace)
-        outgoing: list[Outgoing] = [(exchange, queue, encode(m), None, m.id) for m in messages]
+        outgoing: list[Outgoing] = [(exchange, m.queue, encode(m), None, m.id) for m in messages]
         await self.broker.publish_many(outgoing, in_flight=in_flight)
         return [m.id for m in messages]
+
+    def queue_for(self, job_type: str, queue: str | None) -> str:
+        return queue_for(job_type, queue, self.routes)
 
     async def publish_message(self, message: JobMessage, delay: float = 0) -> None:
         """Publish a prepared message (a retry or a requeue) and wait for its confirm;
@@ -126,12 +150,15 @@ def seconds_to_wait(delay: float | None, at: datetime | None) -> float:
     return float(delay)
 
 
-def queue_for(job_type: str, queue: str | None) -> str:
-    """The queue given, else the one the job type's handler declares here, else ``default``."""
+def queue_for(job_type: str, queue: str | None, routes: Mapping[str, str] | None = None) -> str:
+    """The queue given, else the one the job type's handler declares here, else the one
+    ``routes`` (the workers' registry) names, else ``default``."""
     if queue is not None:
         return queue
     handler = registered().get(job_type)
-    return handler.queue if handler is not None else "default"
+    if handler is not None:
+        return handler.queue
+    return (routes or {}).get(job_type, "default")
 
 
 def build_message(

@@ -429,6 +429,9 @@ class Store(JobStateQueries):
     ) -> list[asyncpg.Record]:
         return list(await self.pool.fetch(Q["list_workers"], seen_since, alive_since, limit))
 
+    async def known_routes(self, seen_since: datetime) -> list[asyncpg.Record]:
+        return list(await self.pool.fetch(Q["known_routes"], seen_since))
+
     async def end_session(self, sid: str, expires: datetime) -> None:
         """Refuse a dashboard session from now on (a logout); forget ones past expiry."""
         await self.pool.execute(Q["end_session"], sid, expires)

@@ -15,10 +15,12 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
+from datetime import timedelta
 from importlib import metadata
 
 import asyncpg
 
+from engine.message import now_utc
 from engine.registry import registered
 from engine.store import DB_UNAVAILABLE, Store
 
@@ -73,3 +75,10 @@ async def keep_registered(store: Store, info: WorkerInfo, interval: float = HEAR
         if registered_yet:
             with contextlib.suppress(asyncpg.PostgresError, *DB_UNAVAILABLE):
                 await asyncio.shield(store.worker_stopped(info.worker_id))
+
+
+async def known_routes(store: Store, seen_within: timedelta = timedelta(days=1)) -> dict[str, str]:
+    """Job type -> queue, as the workers seen lately declare them (the running ones win):
+    how a producer without the handlers routes a job to its handler's queue."""
+    rows = await store.known_routes(now_utc() - seen_within)
+    return {r["job_type"]: r["queue"] for r in rows}

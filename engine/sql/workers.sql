@@ -26,3 +26,10 @@ SELECT count(*) FROM workers WHERE last_seen < $1;
 -- name: prune_workers
 DELETE FROM workers WHERE worker_id IN (
     SELECT worker_id FROM workers WHERE last_seen < $1 LIMIT $2);
+
+-- name: known_routes
+-- The queue of each job type, as the workers seen most recently declare it.
+SELECT DISTINCT ON (t.key) t.key AS job_type, t.value AS queue
+  FROM workers w, jsonb_each_text(w.job_types) t
+ WHERE w.last_seen >= $1
+ ORDER BY t.key, (w.stopped_at IS NULL) DESC, w.last_seen DESC;

@@ -37,3 +37,18 @@ async def test_a_worker_registers_what_it_runs_and_marks_its_stop(dead_settings:
     finally:
         stop.set()
         await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_the_registry_names_each_types_queue_for_producers(dead_settings: Settings) -> None:
+    from engine.store import Store
+    from engine.workers import WorkerInfo, known_routes
+
+    store = Store(dead_settings)
+    await store.connect()
+    try:
+        await store.register_worker(WorkerInfo("old:1", ("q1",), {"t.a": "q1", "t.b": "q1"}))
+        await store.worker_stopped("old:1")
+        await store.register_worker(WorkerInfo("new:2", ("q2",), {"t.a": "q2"}))
+        assert await known_routes(store) == {"t.a": "q2", "t.b": "q1"}  # running workers win
+    finally:
+        await store.close()

@@ -110,3 +110,25 @@ async def test_a_bad_delay_or_run_at_time_is_refused(
     with pytest.raises(ValueError, match=message):
         await client.enqueue("client.routed", None, delay=delay, at=at)
     assert broker.published == []
+
+
+def test_a_type_handled_elsewhere_goes_to_the_queue_the_registry_names() -> None:
+    assert queue_for("client.elsewhere", None, {"client.elsewhere": "billing"}) == "billing"
+    assert queue_for("client.routed", None, {"client.routed": "other"}) == "emails"  # local wins
+
+
+async def test_many_jobs_go_each_to_its_types_queue() -> None:
+    broker = RecordingBroker()
+    settings = Settings(namespace="ns")  # type: ignore[call-arg]
+    client = Client(settings, broker=broker, routes={"client.elsewhere": "billing"})  # type: ignore[arg-type]
+    sent: list[tuple[str, str]] = []
+
+    async def publish_many(
+        outgoing: list[tuple[str, str, bytes, object, str]], **_: object
+    ) -> None:
+        sent.extend((exchange, key) for exchange, key, *_ in outgoing)
+
+    broker.publish_many = publish_many  # type: ignore[attr-defined]
+    jobs = [("client.routed", 1), ("client.elsewhere", 2), ("client.nobody", 3)]
+    await client.enqueue_many(jobs)
+    assert [key for _, key in sent] == ["emails", "billing", "default"]
