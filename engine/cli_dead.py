@@ -220,7 +220,7 @@ async def show(
         )
         console.print(
             f"died {death.died_at:%F %T %Z} after {death.attempts} attempts "
-            f"(max retries {death.max_retries}): {inert(death.reason)}"
+            f"(max retries {default_if_none(death.max_retries)}): {inert(death.reason)}"
         )
         console.print(
             f"[bold]{inert(death.error_type)}[/bold]: {inert(death.error_message, lines=True)}"
@@ -235,6 +235,11 @@ async def show(
                 f"{inert(death.status)} at {death.status_changed_at:%F %T} "
                 f"by {inert(death.status_changed_by)}"
             )
+
+
+def default_if_none(value: object) -> str:
+    """A job's own value, or what None means for it: its handler's policy decides."""
+    return "the handler's" if value is None else str(value)
 
 
 def vars_of(obj: Any) -> dict[str, Any]:

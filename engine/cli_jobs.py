@@ -86,6 +86,8 @@ def as_text(key: str, value: Any) -> str:
         return json_text(value)
     if isinstance(value, datetime):
         return utc(value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     return str(value)
 
 

@@ -135,6 +135,9 @@ def test_tables_show_whole_job_ids(cli: Cli, worker: subprocess.Popen[bytes]) ->
         narrow = cli.run(*args, TTY_COMPATIBLE="1", COLUMNS="80", NO_COLOR="1")
         assert narrow.returncode == OK, narrow.stderr
         assert LONG_ID in narrow.stdout, narrow.stdout
+    shown = cli.run("dead", "show", LONG_ID)
+    assert shown.returncode == OK, shown.stderr
+    assert "None" not in shown.stdout and "payload {}" in shown.stdout, shown.stdout
     as_json = cli.run("enqueue", "greet", "--job-id", "greet-1", "--json")
     assert as_json.returncode == OK, as_json.stderr
     assert orjson.loads(as_json.stdout) == {"job_id": "greet-1"}
