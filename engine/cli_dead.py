@@ -211,8 +211,13 @@ async def show(
         print_json([vars_of(d) for d in history])
         return
     for death in history:
-        console.rule(
-            f"job {inert(death.job_id)} generation {death.generation}: {inert(death.status)}"
+        console.rule()
+        # Not the rule's title: a rule cuts a long job id to the terminal's width.
+        console.print(
+            f"[bold]job {inert(death.job_id)}[/bold] generation {death.generation}: "
+            f"{inert(death.status)}",
+            highlight=False,
+            soft_wrap=True,
         )
         console.print(
             f"type {inert(death.job_type or '-')}  queue {inert(death.queue)}  "

@@ -138,6 +138,7 @@ def test_tables_show_whole_job_ids(cli: Cli, worker: subprocess.Popen[bytes]) ->
     shown = cli.run("dead", "show", LONG_ID)
     assert shown.returncode == OK, shown.stderr
     assert "None" not in shown.stdout and "payload {}" in shown.stdout, shown.stdout
+    assert f"job {LONG_ID} generation 0: dead" in shown.stdout
     as_json = cli.run("enqueue", "greet", "--job-id", "greet-1", "--json")
     assert as_json.returncode == OK, as_json.stderr
     assert orjson.loads(as_json.stdout) == {"job_id": "greet-1"}
