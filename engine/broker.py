@@ -9,6 +9,7 @@ channel. Callers ack an original only after that.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -26,7 +27,7 @@ from aio_pika.connection import make_url
 from engine import metrics
 from engine.consumer import LazarusConnection
 from engine.errors import PublishFailed, ServiceUnavailable
-from engine.message import CONTENT_TYPE, check_queue_name
+from engine.message import CONTENT_TYPE, MAX_ID_BYTES, check_queue_name
 from engine.settings import Settings
 from engine.topology import Topology, passive_queue
 
@@ -38,6 +39,20 @@ PERSISTENT = int(DeliveryMode.PERSISTENT)
 
 Outgoing = tuple[str, str, bytes, Mapping[str, Any] | None, str | None]
 """(exchange, routing key, body, headers, message id) of one publish."""
+
+
+def fitting_message_id(message_id: str | None) -> str | None:
+    """``message_id`` if it fits an AMQP short string (255 bytes), else a digest of it.
+
+    Job ids are bounded to fit (engine.message); this keeps a publish possible for an id
+    stored before that bound, whose copies still share one message id.
+    """
+    if message_id is None:
+        return None
+    raw = message_id.encode("utf-8", errors="surrogatepass")
+    if len(raw) <= MAX_ID_BYTES:
+        return message_id
+    return f"sha256:{hashlib.sha256(raw).hexdigest()}"
 
 
 def amqp_properties(
@@ -52,7 +67,7 @@ def amqp_properties(
         content_type=CONTENT_TYPE,
         delivery_mode=PERSISTENT,
         headers=dict(headers) if headers else None,
-        message_id=message_id,
+        message_id=fitting_message_id(message_id),
     )
 
 
@@ -165,7 +180,12 @@ class Broker:
         headers: Mapping[str, Any] | None = None,
         message_id: str | None = None,
     ) -> None:
-        """Publish one persistent message and wait for the broker's confirm."""
+        """Publish one persistent message and wait for the broker's confirm.
+
+        Raises PublishFailed for any failure, one of the message's own too (a value pamqp
+        cannot encode raises TypeError or ValueError): the caller keeps the original
+        unacked and hands it back after a pause, as for a refused publish.
+        """
         try:
             if self.channel.is_closed:
                 raise aiormq.exceptions.ChannelInvalidStateError("publish channel closed")
@@ -189,6 +209,11 @@ class Broker:
         ) as exc:
             raise PublishFailed(
                 f"publish to {exchange!r}/{routing_key!r} not confirmed: {exc!r}"
+            ) from None
+        except Exception as exc:  # the message itself cannot be sent as it is
+            log.error("publish to %r/%r failed: %r", exchange, routing_key, exc, exc_info=exc)
+            raise PublishFailed(
+                f"publish to {exchange!r}/{routing_key!r} failed: {exc!r}"
             ) from None
 
     async def publish_many(self, outgoing: Iterable[Outgoing], *, in_flight: int = 1000) -> int:

@@ -11,10 +11,16 @@ from engine.message import JobMessage
 CheckpointSaver = Callable[[JobMessage, Any], Awaitable[bool]]
 
 
+class JobStopped(LazarusError):
+    """The job's row no longer says this run is going on: a person suspended or cancelled
+    it (or a later generation replaced it). Raised by :meth:`JobContext.checkpoint`; the
+    run ends as stopped, never as a failure to retry."""
+
+
 class JobContext:
     """The running job. ``key`` (job id and generation) is the idempotency key for side effects."""
 
-    __slots__ = ("_latest", "_saver", "message", "try_number", "worker_id")
+    __slots__ = ("_latest", "_saver", "message", "stopped", "try_number", "worker_id")
 
     def __init__(
         self,
@@ -28,6 +34,7 @@ class JobContext:
         self.try_number = try_number  # in-process try within this broker-level run
         self._saver = saver
         self._latest: Any = message.checkpoint
+        self.stopped = False  # a checkpoint was refused: the run is over, whatever follows
 
     @property
     def payload(self) -> Any:
@@ -54,7 +61,9 @@ class JobContext:
     async def checkpoint(self, state: Any) -> None:
         """Save progress (JSON); durable in PostgreSQL before this returns.
 
-        Raises LazarusError if the job type is not tracked, or the job was stopped.
+        Raises LazarusError if the job type is not tracked, JobStopped (a LazarusError) if
+        a person stopped the job: however the handler ends after that, the run counts as
+        stopped.
         """
         if self._saver is None:
             raise LazarusError(
@@ -62,5 +71,6 @@ class JobContext:
                 "(a worker with a database and a handler with track=True)"
             )
         if not await self._saver(self.message, state):
-            raise LazarusError(f"job {self.job_id}: not running any more; checkpoint refused")
+            self.stopped = True
+            raise JobStopped(f"job {self.job_id}: not running any more; checkpoint refused")
         self._latest = state

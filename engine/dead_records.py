@@ -11,13 +11,13 @@ the row says :data:`INVALID_NAME` and keeps the header's value among its headers
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import orjson
 
 from engine.deadletter import (
@@ -32,8 +32,8 @@ from engine.deadletter import (
 )
 from engine.errors import MessageError
 from engine.executor import fallback_job_id
-from engine.message import JobMessage, check_queue_name, decode
-from engine.store import DeadRecord, Store, pg_text
+from engine.message import JobMessage, check_queue_name, decode, job_id_problem
+from engine.store import DB_UNAVAILABLE, DeadRecord, Store, pg_text
 
 log = logging.getLogger("lazarus.deadletters")
 
@@ -42,6 +42,12 @@ log = logging.getLogger("lazarus.deadletters")
 INVALID_NAME = "(invalid)"
 
 _INT32_MAX = 2**31 - 1  # attempts, max_retries and generation are 32-bit columns
+# Header of a bare row that keeps a job id the row could not (see _bare).
+H_ORIGINAL_ID = "x-lazarus-original-job-id"
+# Texts in a B-tree index: an entry must fit in a third of a page (2,704 bytes), and 255
+# characters are at most 1,020 bytes of UTF-8.
+_INDEXED_TEXTS = ("job_type", "queue", "error_type")
+_INDEXED_CHARS = 255
 # Text columns of a dead letter; PostgreSQL text refuses NUL characters.
 _TEXT_FIELDS = (
     "reason",
@@ -138,29 +144,58 @@ def _body_field(body: bytes, name: str) -> Any:
 
 
 async def store_dead(store: Store, records: Sequence[DeadRecord]) -> int:
-    """Insert a batch; if PostgreSQL rejects a value (say a NUL in a JSON string), store the
-    rows one by one and keep a rejected one bare (see :func:`_bare`). Returns rows added."""
+    """Insert a batch; returns rows added. Raises only for an outage (DB_UNAVAILABLE), or if
+    a row fails even in its bare form (then the fault is not the row's).
+
+    If PostgreSQL rejects the batch for any other reason (a NUL in a JSON string, a value
+    too long for an index: SQLSTATE 54000, which is no DataError), the rows are stored one
+    by one and a rejected one is kept bare (see :func:`_bare`): one row never holds back
+    the others.
+    """
     try:
         return await store.insert_dead(records)
-    except asyncpg.DataError as exc:
-        log.warning("a batch of dead letters was rejected (%r); storing them one by one", exc)
+    except DB_UNAVAILABLE:
+        raise
+    except Exception as exc:
+        log.warning(
+            "a batch of %d dead letters was rejected (%r); storing them one by one",
+            len(records),
+            exc,
+        )
     stored = 0
     for record in records:
         try:
             stored += await store.insert_dead([record])
-        except asyncpg.DataError:
+        except DB_UNAVAILABLE:
+            raise
+        except Exception as exc:
+            log.warning(
+                "dead letter of job %.100r generation %s rejected (%r); storing it bare",
+                record.job_id,
+                record.generation,
+                exc,
+            )
             stored += await store.insert_dead([_bare(record)])
     return stored
 
 
 def _bare(record: DeadRecord) -> DeadRecord:
     """The row of a dead letter PostgreSQL rejected: raw body kept, JSON dropped, numbers out
-    of their 32-bit columns replaced and NULs (which text refuses) removed, so it fits."""
+    of their 32-bit columns replaced, NULs (which text refuses) removed, and the indexed
+    texts cut to fit an index entry; a job id that cannot be one is replaced by a digest of
+    it, the original kept in the row's headers, so it fits."""
     texts: dict[str, Any] = {name: pg_text(getattr(record, name)) for name in _TEXT_FIELDS}
+    for name in _INDEXED_TEXTS:
+        texts[name] = texts[name][:_INDEXED_CHARS]
+    headers: dict[str, Any] = {}
+    if job_id_problem(texts["job_id"]) is not None:
+        headers[H_ORIGINAL_ID] = texts["job_id"]
+        digest = hashlib.sha256(record.job_id.encode("utf-8", errors="surrogatepass"))
+        texts["job_id"] = f"sha256:{digest.hexdigest()}"
     return replace(
         record,
         payload=None,
-        headers={},
+        headers=headers,
         checkpoint=None,
         attempts=_int32(record.attempts) or 0,
         max_retries=_int32(record.max_retries),

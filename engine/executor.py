@@ -12,13 +12,14 @@ import functools
 import hashlib
 import traceback
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import CodeType
 from typing import Any
 
-from engine.context import CheckpointSaver, JobContext
+from engine.context import CheckpointSaver, JobContext, JobStopped
 from engine.errors import MessageError, UnknownJobType
-from engine.message import JobMessage, decode, new_job_id
+from engine.message import JobMessage, check_headers, decode, job_id_problem, new_job_id
 from engine.registry import Handler, lookup
 from engine.retry import decide
 from engine.states import Verdict
@@ -102,9 +103,10 @@ def _chained_text(exc: BaseException) -> str:
 
 
 def fallback_job_id(body: bytes, message_id: str | None) -> str:
-    """An id for a dead letter's body without one: the AMQP message id, or one derived
-    from the bytes, so that copies of one dead message give one row."""
-    if message_id:
+    """An id for a dead letter's body without a usable one: the AMQP message id if it can
+    be a job id, else one derived from the bytes, so that copies of one dead message give
+    one row (and a copy's message id always fits)."""
+    if message_id and job_id_problem(message_id) is None:
         return message_id
     return str(uuid.UUID(bytes=hashlib.sha256(body).digest()[:16], version=5))
 
@@ -117,27 +119,35 @@ class Executor:
         self.max_message_bytes = max_message_bytes
 
     def prepare(
-        self, body: bytes, message_id: str | None = None, queue: str = "default"
+        self,
+        body: bytes,
+        message_id: str | None = None,
+        queue: str = "default",
+        headers: Mapping[str, Any] | None = None,
     ) -> Outcome | tuple[Handler, JobMessage]:
         """The handler and message of a delivery, or the DEAD outcome of a bad one.
 
         ``queue``: where the delivery came from, the queue of a body that names none. A
         body without an id takes the AMQP message id, else a new one: two identical
-        bodies published twice are two jobs.
+        bodies published twice are two jobs. ``headers``: the delivery's, whose values
+        the worker reads are checked too (engine.message.check_headers). A malformed
+        message's job id is the AMQP message id if it can be one, else derived from the
+        body (:func:`fallback_job_id`): its copies share it, and it always fits.
         """
-        fallback = message_id or new_job_id()
+        message: JobMessage | None = None
         try:
             message = decode(
                 body,
                 max_bytes=self.max_message_bytes,
-                fallback_id=fallback,
+                fallback_id=message_id or new_job_id(),
                 default_queue=queue,
             )
+            check_headers(headers)
         except MessageError as exc:
             return Outcome(
                 Verdict.DEAD,
                 None,
-                fallback,
+                message.id if message is not None else fallback_job_id(body, message_id),
                 _error("MessageError", exc.reason),
                 DeadReason.MALFORMED,
             )
@@ -156,23 +166,33 @@ class Executor:
     async def run(
         self, handler: Handler, message: JobMessage, saver: CheckpointSaver | None = None
     ) -> Outcome:
-        """Run the in-process tries of one broker-level attempt and classify how it ended."""
+        """Run the in-process tries of one broker-level attempt and classify how it ended.
+
+        Raises JobStopped if the run failed after a checkpoint of it was refused (a person
+        stopped the job): that is no failure to retry or dead-letter.
+        """
         policy = handler.policy
         context = JobContext(message, self.worker_id, 1, saver)
         try:
             try:
                 await _call(handler, context, policy.timeout)
             except Exception as first:
-                if policy.attempts < 2 or not policy.is_transient(first):
+                if policy.attempts < 2 or not policy.is_transient(first) or context.stopped:
                     raise
                 await asyncio.sleep(policy.first_wait())
                 async for attempt in policy.after_first_failure():
+                    if context.stopped:  # outside the attempt: tenacity must not retry it
+                        raise JobStopped(f"job {message.id}: stopped while it ran") from first
                     with attempt:
                         context.try_number = attempt.retry_state.attempt_number + 1
                         await _call(handler, context, policy.timeout)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if context.stopped:  # whatever the handler made of the refused checkpoint
+                if isinstance(exc, JobStopped):
+                    raise
+                raise JobStopped(f"job {message.id}: stopped while it ran") from exc
             error = ErrorInfo.from_exception(exc)
             verdict = decide(policy, exc, message.attempt, message.max_retries)
             if verdict is Verdict.RETRY:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,14 @@ _TYPE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 MAX_ATTEMPTS = 1_000_000  # bound of 'attempt' and 'max_retries': their columns are 32-bit
 MAX_GENERATION = 2**31 - 1
+# A job id travels as the AMQP message_id of every copy (a short string: 255 bytes at
+# most) and keys PostgreSQL indexes; text columns refuse NUL, and logs and terminals
+# should get no control characters.
+MAX_ID_BYTES = 255
+_JOB_ID = re.compile(r"^[^\u0000-\u001f\u007f-\u009f]{0,255}$")
+# Counts the worker reads from headers go into 32-bit columns.
+MAX_COUNT = 2**31 - 1
+H_REDELIVERIES = "x-lazarus-redeliveries"  # redeliveries counted by the worker (engine.redelivery)
 
 
 def now_utc() -> datetime:
@@ -48,6 +57,36 @@ def check_type_name(name: str) -> str:
             "starting with a letter or '_'"
         )
     return name
+
+
+def job_id_problem(job_id: str) -> str | None:
+    """Why ``job_id`` cannot be a job id (None if it can): at most ``MAX_ID_BYTES`` bytes
+    of UTF-8, no control characters."""
+    if not _JOB_ID.fullmatch(job_id):
+        if len(job_id) > MAX_ID_BYTES:
+            return f"is longer than {MAX_ID_BYTES} bytes of UTF-8"
+        return "contains a control character (U+0000-U+001F, U+007F-U+009F)"
+    try:
+        size = len(job_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "is not valid UTF-8 text"
+    if size > MAX_ID_BYTES:
+        return f"is {size} bytes of UTF-8, longer than the {MAX_ID_BYTES} allowed"
+    return None
+
+
+def check_headers(headers: Mapping[str, Any] | None) -> None:
+    """Raise MessageError if a header the worker reads is out of its bounds.
+
+    ``x-lazarus-redeliveries``: an integer from 0 to ``MAX_COUNT``.
+    """
+    count = (headers or {}).get(H_REDELIVERIES)
+    if count is None:
+        return
+    if not isinstance(count, int) or isinstance(count, bool):
+        raise MessageError(f"header {H_REDELIVERIES!r} has the wrong type: {type(count).__name__}")
+    if not 0 <= count <= MAX_COUNT:
+        raise MessageError(f"header {H_REDELIVERIES!r} must be from 0 to {MAX_COUNT}: {count}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +197,21 @@ def decode(
         raise MessageError(f"field 'created_at' is not an ISO 8601 time: {created_raw!r}") from None
     if created_at.tzinfo is None:
         created_at = created_at.replace(tzinfo=UTC)
-    job_id = _optional(body, "id", str, None) or fallback_id or new_job_id()
+    job_id = _optional(body, "id", str, None)
+    if job_id:
+        problem = job_id_problem(job_id)
+        if problem:
+            raise MessageError(f"field 'id' {problem}: {_excerpt(job_id)}")
+    elif fallback_id:
+        problem = job_id_problem(fallback_id)
+        if problem:
+            raise MessageError(
+                f"the AMQP message_id (the job id of a body without 'id') {problem}: "
+                f"{_excerpt(fallback_id)}"
+            )
+        job_id = fallback_id
+    else:
+        job_id = new_job_id()
     return JobMessage(
         type=job_type,
         payload=body.get("payload"),
@@ -171,3 +224,10 @@ def decode(
         checkpoint=body.get("checkpoint"),
         suspend_on_failure=_optional(body, "suspend_on_failure", bool, None),
     )
+
+
+def _excerpt(text: str, limit: int = 64) -> str:
+    """``text`` for an error message: its start, quoted, and its length if cut."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"

@@ -8,6 +8,9 @@ It stores a batch in one statement (``ON CONFLICT (job_id, generation) DO NOTHIN
 commits, then acks the batch. While PostgreSQL is down it acks nothing: the queue
 holds the backlog and the recorder retries with backoff, saying so in the log.
 Crash after the commit and before the ack: the batch is redelivered and ignored.
+A batch PostgreSQL rejects for a value of one of its records (a NUL, a text too long
+for an index) is stored record by record, the rejected one in a bare form that fits
+(engine.dead_records.store_dead): one record never holds back the ones behind it.
 Any other failure (PostgreSQL shutting down, too many connections, a bug) is logged
 with its traceback and retried the same way: a batch is acked only once stored.
 """

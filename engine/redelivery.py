@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from engine.broker import Broker
 from engine.consumer import Delivery
 from engine.errors import PublishFailed, ServiceUnavailable
 from engine.executor import DeadReason, ErrorInfo, Executor, Outcome
-from engine.message import JobMessage
+from engine.message import H_REDELIVERIES, MAX_COUNT, JobMessage
 from engine.registry import Handler
 from engine.settings import Settings
 from engine.settler import Settler
@@ -34,13 +35,15 @@ from engine.tracker import Tracker, Transition
 
 log = logging.getLogger("lazarus.worker")
 
-H_REDELIVERIES = "x-lazarus-redeliveries"
+__all__ = ["H_REDELIVERIES", "Redelivery", "redeliveries"]
 
 
 def redeliveries(delivery: Delivery) -> int:
-    """How many times this job's message came back after a worker died or lost it."""
+    """How many times this job's message came back after a worker died or lost it (0 if
+    the header is out of its bounds: such a message is malformed, see check_headers)."""
     count = (delivery.headers or {}).get(H_REDELIVERIES, 0)
-    return count if isinstance(count, int) else 0
+    valid = isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= MAX_COUNT
+    return count if valid else 0
 
 
 class Redelivery:
@@ -83,11 +86,14 @@ class Redelivery:
 
         The broker's own redelivered flag cannot count, so the count travels in a header.
         """
-        previous = (delivery.headers or {}).get(H_REDELIVERIES, 0)
-        count = (previous if isinstance(previous, int) else 0) + 1
         prepared = self.executor.prepare(
-            delivery.body, delivery.message_id, self.queue_of(delivery)
+            delivery.body, delivery.message_id, self.queue_of(delivery), delivery.headers
         )
+        if isinstance(prepared, Outcome) and prepared.reason == DeadReason.MALFORMED:
+            # It never runs a handler, so it cannot be what killed a worker: it dies once.
+            await self.settler.settle(delivery, prepared)
+            return
+        count = redeliveries(delivery) + 1
         if count > self.settings.max_redeliveries:
             await self._kill_crash_loop(delivery, prepared, count)
             return
@@ -187,6 +193,35 @@ class Redelivery:
             return False
         await self.settler.republish_stored_death(delivery, message, row)
         return True
+
+    async def resume_point(self, message: JobMessage) -> JobMessage:
+        """``message`` with the checkpoint its run saved last, for a copy that came back
+        after its worker died or was stopped past its grace: it resumes from there, as a
+        ``recover`` does, not from the checkpoint its message carries.
+
+        Only the same generation and attempt, still RUNNING (the claim of the run that was
+        lost), counts; if PostgreSQL cannot say, the message's own checkpoint is used.
+        """
+        assert self.store is not None
+        try:
+            job = await self.store.get_job(message.id)
+        except Exception as exc:
+            log.warning(
+                "job %s: cannot read its latest checkpoint (%r); running from its message's",
+                message.id,
+                exc,
+            )
+            await self.store.recover(exc)
+            return message
+        if (
+            job is None
+            or job["checkpoint"] is None
+            or job["state"] != JobState.RUNNING.value
+            or (job["generation"], job["attempt"]) != (message.generation, message.attempt)
+        ):
+            return message
+        log.info("job %s: resuming from the checkpoint its last run saved", message.id)
+        return replace(message, checkpoint=job["checkpoint"])
 
     async def finish_decided(
         self, delivery: Delivery, handler: Handler, message: JobMessage

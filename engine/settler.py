@@ -189,8 +189,7 @@ class Settler:
             )
             return True
         if outcome.verdict is Verdict.RETRY:
-            self.tracker.report(Transition(message, JobState.RETRYING, self.worker_id, error=error))
-            return False
+            return await self._decide_retry(delivery, outcome)
         suspend = message.suspend_on_failure
         if suspend is None:
             suspend = handler.suspend_on_failure
@@ -229,6 +228,33 @@ class Settler:
             self.processed += 1
             return True
         return False
+
+    async def _decide_retry(self, delivery: Delivery, outcome: Outcome) -> bool:
+        """Write RETRYING before the retry is published; True if settled here.
+
+        A failure that arrives after a person stopped the job (their state holds the row)
+        is no retry: the job is acked and counted as stopped, and no copy is published.
+        """
+        assert self.tracker is not None and outcome.message is not None
+        message = outcome.message
+        decision = Transition(message, JobState.RETRYING, self.worker_id, error=outcome.error)
+        try:
+            applied = await self.tracker.decide(decision)
+        except ServiceUnavailable:
+            self.tracker.report(decision)  # written once PostgreSQL answers
+            return False
+        if applied or not await self.refusal_stands(message):
+            return False
+        log.info(
+            "job %s (%s) failed after a person stopped it or another copy ended it; "
+            "its row stands, no retry",
+            message.id,
+            message.type,
+        )
+        metrics.labelled(metrics.JOBS_FINISHED, message.queue, message.type, "stopped").inc()
+        self.ack(delivery)
+        self.processed += 1
+        return True
 
     async def refusal_stands(self, message: JobMessage) -> bool:
         """Whether the row explains why a decisive report was refused: a person stopped

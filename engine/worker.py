@@ -26,6 +26,7 @@ from aio_pika.abc import AbstractChannel, AbstractQueue
 from engine import metrics
 from engine.broker import Broker
 from engine.consumer import Delivery, LightConsumer
+from engine.context import JobStopped
 from engine.control import Control, Pauses
 from engine.dead_writer import DeadLetterWriter
 from engine.errors import PublishFailed
@@ -36,6 +37,7 @@ from engine.redelivery import Redelivery, redeliveries
 from engine.registry import Handler
 from engine.settings import Settings
 from engine.settler import Settler
+from engine.states import Verdict
 from engine.store import Store
 from engine.topology import declare_queue, work_queue, work_queue_arguments
 from engine.tracker import Tracker, started
@@ -198,8 +200,10 @@ class Worker:
             # Shutdown or suspension: no ack; the broker redelivers the job.
             raise
         except Exception:
+            # Handed back after a pause: a failure that repeats on every delivery must not
+            # turn into a hot loop (thousands of tracebacks a second, a core held).
             log.exception("unexpected failure handling a delivery; leaving it to redelivery")
-            await self.settler.nack(delivery)
+            await self.settler.nack_later(delivery)
         finally:
             in_flight.dec()
             self._in_flight.discard(task)
@@ -213,7 +217,7 @@ class Worker:
         # its messages on every round. So nothing runs until pending diverts are settled.
         await self.redelivery.settled()
         prepared = self.executor.prepare(
-            delivery.body, delivery.message_id, self._queue_of(delivery)
+            delivery.body, delivery.message_id, self._queue_of(delivery), delivery.headers
         )
         if isinstance(prepared, Outcome):
             if prepared.message is not None and self.parker.holds(prepared.message.type):
@@ -231,6 +235,8 @@ class Worker:
             await self._park(delivery, message)
             return
         tracked = self.tracker is not None and handler.track
+        if tracked and redeliveries(delivery):
+            message = await self.redelivery.resume_point(message)
         if tracked and not await self._claim(delivery, message):
             if redeliveries(delivery) and await self.redelivery.finish_decided(
                 delivery, handler, message
@@ -248,7 +254,8 @@ class Worker:
         began = time.perf_counter()
         outcome = await self._run(handler, message, tracked, task)
         metrics.labelled(metrics.JOB_DURATION, *labels).observe(time.perf_counter() - began)
-        if outcome is None:  # a person stopped it while it ran
+        if outcome is None:  # a person stopped it while it ran: no failure, no retry
+            log.info("job %s (%s) stopped by a person while it ran", message.id, message.type)
             metrics.labelled(metrics.JOBS_FINISHED, *labels, "stopped").inc()
             self.settler.ack(delivery)
             return
@@ -267,11 +274,12 @@ class Worker:
     async def _run(
         self, handler: Handler, message: JobMessage, tracked: bool, task: asyncio.Task[None]
     ) -> Outcome | None:
-        """Run the handler; None if a person's suspension or cancel interrupted it."""
+        """Run the handler; None if a person's suspension or cancel interrupted it (the
+        cancel, or a refused checkpoint, whatever the handler made of it)."""
         if self.control is not None:
             self.control.running(message, task)
         try:
-            return await self.executor.run(
+            outcome = await self.executor.run(
                 handler, message, self._save_checkpoint if tracked else None
             )
         except asyncio.CancelledError:
@@ -279,6 +287,17 @@ class Worker:
                 raise  # shutdown: no ack, the broker redelivers
             task.uncancel()
             return None
+        except JobStopped:
+            return None
+        else:
+            # A handler that caught the person's cancel and failed otherwise was stopped
+            # all the same: its error is no reason to retry.
+            if self.control is not None and self.control.take_interrupt(message.id):
+                if task.cancelling():
+                    task.uncancel()
+                if outcome.verdict is not Verdict.SUCCEEDED:
+                    return None
+            return outcome
         finally:
             if self.control is not None:
                 self.control.finished(message.id)

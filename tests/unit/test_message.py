@@ -10,9 +10,13 @@ import pytest
 from engine.errors import MessageError
 from engine.message import (
     FORMAT_VERSION,
+    H_REDELIVERIES,
     MAX_ATTEMPTS,
+    MAX_COUNT,
     MAX_GENERATION,
+    MAX_ID_BYTES,
     JobMessage,
+    check_headers,
     decode,
     encode,
 )
@@ -122,3 +126,53 @@ def test_a_body_without_a_queue_takes_the_default_queue() -> None:
 
 def test_an_explicit_queue_wins_over_the_default_queue() -> None:
     assert decode(body(queue="billing"), default_queue="mail").queue == "billing"
+
+
+@pytest.mark.parametrize(
+    ("job_id", "reason"),
+    [
+        ("x" * (MAX_ID_BYTES + 1), "field 'id' is longer than 255 bytes"),
+        ("x" * 10_000, "(10000 characters)"),
+        ("é" * 128, "field 'id' is 256 bytes of UTF-8, longer than the 255 allowed"),
+        ("nul\x00inside", "field 'id' contains a control character"),
+        ("tab\tinside", "field 'id' contains a control character"),
+        ("c1\x9b", "field 'id' contains a control character"),
+    ],
+    ids=["256-bytes", "10k", "multibyte", "nul", "tab", "c1"],
+)
+def test_an_id_outside_its_bounds_is_malformed_naming_the_field(job_id: str, reason: str) -> None:
+    with pytest.raises(MessageError) as raised:
+        decode(body(id=job_id))
+    assert reason in raised.value.reason
+    assert "\x00" not in raised.value.reason  # the reason itself is storable text
+
+
+def test_an_id_at_its_bound_is_accepted() -> None:
+    assert decode(body(id="x" * MAX_ID_BYTES)).id == "x" * MAX_ID_BYTES
+    assert decode(body(id="é" * 127)).id == "é" * 127
+
+
+def test_an_amqp_message_id_that_cannot_be_a_job_id_is_malformed() -> None:
+    with pytest.raises(MessageError, match=r"AMQP message_id .* control character"):
+        decode(body(), fallback_id="amqp\x00id")
+    assert decode(body(id="from-body"), fallback_id="amqp\x00id").id == "from-body"
+
+
+@pytest.mark.parametrize("value", [0, 1, MAX_COUNT])
+def test_a_redelivery_header_in_bounds_is_accepted(value: int) -> None:
+    check_headers({H_REDELIVERIES: value})
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (2**40, "must be from 0 to 2147483647"),
+        (MAX_COUNT + 1, "must be from 0 to 2147483647"),
+        (-1, "must be from 0 to 2147483647"),
+        ("3", "has the wrong type: str"),
+        (True, "has the wrong type: bool"),
+    ],
+)
+def test_a_redelivery_header_out_of_bounds_is_malformed(value: object, reason: str) -> None:
+    with pytest.raises(MessageError, match=f"header 'x-lazarus-redeliveries' {reason}"):
+        check_headers({H_REDELIVERIES: value})

@@ -58,6 +58,7 @@ def test_schema_patterns_are_the_decoders() -> None:
     properties = SCHEMA["properties"]
     assert properties["type"]["pattern"] == message._TYPE_NAME.pattern
     assert properties["queue"]["pattern"] == message._QUEUE_NAME.pattern
+    assert properties["id"]["pattern"] == message._JOB_ID.pattern
 
 
 @pytest.mark.parametrize(
@@ -124,6 +125,12 @@ def test_minimal_body_is_accepted_by_both() -> None:
         body(v="1"),
         body(id=12),
         body(id=["a"]),
+        body(id="x" * 256),
+        body(id="x" * 10_000),
+        body(id="nul\x00inside"),
+        body(id="line\nbreak"),
+        body(id="del\x7f"),
+        body(id="c1\x85"),
         body(queue=7),
         body(queue=""),
         body(queue="no/slash"),
@@ -174,6 +181,9 @@ def test_impossible_date_is_rejected_by_both(created_at: str) -> None:
         body(v=1),
         body(payload={"a": [1, None, "b"]}, checkpoint=[0.5, "x"]),
         body(id=""),
+        body(id="x" * 255),
+        body(id="é" * 127),
+        body(id="tab-free ünïcødé ✓ id"),
         body(queue="a.b-c_1"),
         body(queue="q" * 100),
         {"type": "x" * 200},
@@ -216,6 +226,8 @@ def test_body_decode_accepts_is_accepted_by_the_schema(instance: Any) -> None:
         (b'{"type": "x", "created_at": "2024-05-01T12:00:00"}', False, True),
         (b'{"type": "x", "created_at": "2024-05-01"}', False, True),
         (b'{"type": "x", "created_at": ""}', False, True),
+        # The schema counts characters, the worker bytes of UTF-8: 200 x 2 bytes is too long.
+        (orjson.dumps({"type": "x", "id": "\u00e9" * 200}), True, False),
     ],
 )
 def test_known_differences_stay_known(raw: bytes, schema_ok: bool, decode_ok: bool) -> None:
