@@ -175,15 +175,20 @@ class Admin:
             raise JobNotFound(f"no dead letter for job {job_id!r}")
         return [DeadLetter.from_row(r) for r in rows]
 
-    async def groups(self, selector: DeadFilter, limit: int = 20) -> list[dict[str, Any]]:
-        """Matching dead letters by (job type, error type): n, first_died, last_died."""
-        return [dict(r) for r in await self.store.dead_groups(selector, limit)]
+    async def groups(
+        self, selector: DeadFilter, *, newest: int = 20_000, limit: int = 20
+    ) -> list[dict[str, Any]]:
+        """The newest matching dead letters by (job type, error type): n, first_died,
+        last_died."""
+        rows = await self.store.dead_groups(selector, newest=newest, limit=limit)
+        return [dict(r) for r in rows]
 
     async def suspended_groups(self, limit: int = 20) -> list[dict[str, Any]]:
         return [dict(r) for r in await self.store.suspended_groups(limit)]
 
-    async def count(self, selector: DeadFilter) -> int:
-        return await self.store.count_dead(selector)
+    async def count(self, selector: DeadFilter, *, cap: int | None = None) -> int:
+        """Matching dead letters; with ``cap``, more than ``cap`` only says "many"."""
+        return await self.store.count_dead(selector, cap)
 
     async def requeue(
         self,

@@ -37,6 +37,10 @@ from engine.web.sessions import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, Sessio
 log = logging.getLogger("lazarus.http")
 Form = dict[str, str]
 PAGE = 50  # dead letters per page
+# Counts on the page stop at CAP ("10,000+") and groups cover the NEWEST matching dead
+# letters: the refresh costs the same at a thousand rows or ten million.
+CAP = 10_000
+NEWEST = 20_000
 T = TypeVar("T")
 
 
@@ -172,7 +176,7 @@ def dashboard_router() -> APIRouter:
         except ValueError as exc:
             selector, before_id, flash, ok = DeadFilter(), None, f"filter: {message(exc)}", False
         lifecycle = Lifecycle(admin)
-        counts = await card("counts", lifecycle.counts(), {})
+        counts = await card("counts", lifecycle.counts(cap=CAP), {})
         chart = await card("chart", lifecycle.activity(), [])
         dead = await card("dead", admin.list_dead(selector, limit=PAGE, before_id=before_id), [])
         more = dead[-1]["id"] if len(dead) == PAGE else None
@@ -184,10 +188,11 @@ def dashboard_router() -> APIRouter:
             "next_before_id": more,
             "page_query": urlencode(shown | {"before_id": more}),
             "queues": await card("queues", lifecycle.list_queues(), []),
-            "types": await card("types", lifecycle.list_types(), []),
+            "types": await card("types", lifecycle.list_types(every_parked_queue=False), []),
             "counts": {s.value: counts.get(s.value, 0) for s in JobState},
             "dead": dead,
-            "matching": await card("dead", admin.count(selector), 0),
+            "matching": await card("dead", admin.count(selector, cap=CAP), 0),
+            "cap": CAP, "newest": NEWEST,
             "suspended": await card(
                 "suspended", lifecycle.list_jobs(state=JobState.SUSPENDED, limit=20), []
             ),

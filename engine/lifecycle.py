@@ -115,8 +115,12 @@ class Lifecycle:
                 buckets[index][names[row["series"]]] += row["n"]
         return buckets
 
-    async def counts(self) -> dict[str, int]:
-        return await self.store.count_jobs_by_state()
+    async def counts(self, cap: int | None = None) -> dict[str, int]:
+        """Jobs per state; with ``cap``, each counted up to ``cap + 1`` only, at a cost that
+        does not grow with history (the dashboard's refresh)."""
+        if cap is None:
+            return await self.store.count_jobs_by_state()
+        return await self.store.count_jobs_capped([s.value for s in JobState], cap)
 
     async def suspend(
         self, job_id: str, reason: str | None = None, *, generation: int | None = None
@@ -223,8 +227,14 @@ class Lifecycle:
         )
         return resumed, moved
 
-    async def list_types(self, names: list[str] | None = None) -> list[dict[str, Any]]:
+    async def list_types(
+        self, names: list[str] | None = None, *, every_parked_queue: bool = True
+    ) -> list[dict[str, Any]]:
         """Pause and parked jobs of the named job types (default: every type seen or paused).
+
+        Without ``every_parked_queue`` only paused types are asked about their parked jobs
+        (``parked`` is None for the others): one broker round trip per paused type, not
+        per type. Jobs left parked by a resume that failed half way show in the full form.
 
         A named type that is no valid name raises ValueError naming it.
         """
@@ -236,13 +246,11 @@ class Lifecycle:
         out = []
         for name in known:
             pause = pauses.get(name)
-            out.append(
-                {
-                    "job_type": name,
-                    "parked": await parked_count(self.admin.broker, name),
-                    **pause_fields(pause),
-                }
-            )
+            # A passive declare per type, on a channel of its own (one that fails closes
+            # it): the dashboard's refresh asks only about paused types, where jobs wait.
+            probe = every_parked_queue or pause is not None
+            parked = await parked_count(self.admin.broker, name) if probe else None
+            out.append({"job_type": name, "parked": parked, **pause_fields(pause)})
         return out
 
     async def list_queues(self, names: list[str] | None = None) -> list[dict[str, Any]]:

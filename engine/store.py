@@ -291,16 +291,20 @@ class Store(JobStateQueries):
         )
         return list(await self.pool.fetch(sql, *args))
 
-    async def dead_groups(self, selector: DeadFilter, limit: int = 20) -> list[asyncpg.Record]:
-        """Matching dead letters counted by (job type, error type), largest group first, with
-        the first and last death of each: what is failing, at a glance."""
+    async def dead_groups(
+        self, selector: DeadFilter, *, newest: int, limit: int = 20
+    ) -> list[asyncpg.Record]:
+        """The ``newest`` matching dead letters counted by (job type, error type), largest
+        group first, with the first and last death of each: what is failing now, at a cost
+        that does not grow with the table."""
         where, args = _where(selector)
-        args.append(limit)
+        args += [newest, limit]
         sql = (
             "SELECT job_type, error_type, count(*) AS n, min(died_at) AS first_died,"
-            " max(died_at) AS last_died FROM dead_letters"
-            f" WHERE {' AND '.join(where) or 'true'} GROUP BY job_type, error_type"
-            f" ORDER BY n DESC, last_died DESC LIMIT ${len(args)}"
+            " max(died_at) AS last_died FROM (SELECT job_type, error_type, died_at"
+            f" FROM dead_letters WHERE {' AND '.join(where) or 'true'}"
+            f" ORDER BY id DESC LIMIT ${len(args) - 1}) AS newest"
+            f" GROUP BY job_type, error_type ORDER BY n DESC, last_died DESC LIMIT ${len(args)}"
         )
         return list(await self.pool.fetch(sql, *args))
 
@@ -326,10 +330,14 @@ class Store(JobStateQueries):
         """The newest dead-letter row id (0 if none): the end of a bulk operation's set."""
         return int(await self.pool.fetchval(Q["last_dead_id"]))
 
-    async def count_dead(self, selector: DeadFilter) -> int:
+    async def count_dead(self, selector: DeadFilter, cap: int | None = None) -> int:
+        """Matching rows; with ``cap``, counted up to ``cap + 1`` only (more means "many")."""
         where, args = _where(selector)
-        sql = f"SELECT count(*) FROM dead_letters WHERE {' AND '.join(where) or 'true'}"
-        return int(await self.pool.fetchval(sql, *args))
+        sql = f"SELECT 1 FROM dead_letters WHERE {' AND '.join(where) or 'true'}"
+        if cap is not None:
+            args.append(cap + 1)
+            sql += f" LIMIT ${len(args)}"
+        return int(await self.pool.fetchval(f"SELECT count(*) FROM ({sql}) AS hit", *args))
 
     async def stage_requeue(self, row_ids: Sequence[int], actor: str, build: Any) -> int:
         """Compare-and-set ``dead`` → ``requeue_pending`` and write the outbox, in one transaction.

@@ -63,10 +63,11 @@ class JobStateQueries(ABC):
         return list(await self.pool.fetch(sql, *args))
 
     async def known_queues(self) -> list[str]:
-        rows = await self.pool.fetch(
-            "SELECT DISTINCT queue FROM jobs UNION SELECT DISTINCT queue FROM dead_letters"
-        )
-        return [r["queue"] for r in rows]
+        return [r["queue"] for r in await self.pool.fetch(Q["known_queues"])]
+
+    async def count_jobs_capped(self, states: list[str], cap: int) -> dict[str, int]:
+        """Jobs per state, each counted up to ``cap + 1`` (more than ``cap`` means "many")."""
+        return {s: int(await self.pool.fetchval(Q["count_state_capped"], s, cap)) for s in states}
 
     async def activity(self, since: datetime) -> list[asyncpg.Record]:
         """(minute, series, n) rows since ``since``: succeeded, retrying and dead per minute."""
