@@ -14,6 +14,7 @@ from engine.message import (
     JobMessage,
     check_queue_name,
     encode,
+    job_id_problem,
     new_job_id,
     now_utc,
 )
@@ -171,6 +172,8 @@ def build_message(
 ) -> JobMessage:
     if max_retries is not None and not 0 <= max_retries <= MAX_ATTEMPTS:
         raise ValueError(f"max_retries must be 0 to {MAX_ATTEMPTS}, got {max_retries}")
+    if job_id and (problem := job_id_problem(job_id)):  # refused here, not at the worker
+        raise ValueError(f"job id {job_id[:64]!r}: {problem}")
     return JobMessage(
         type=job_type,
         payload=payload,

@@ -5,16 +5,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from engine.errors import LazarusError
+from engine.errors import JobStopped, LazarusError
 from engine.message import JobMessage
 
 CheckpointSaver = Callable[[JobMessage, Any], Awaitable[bool]]
-
-
-class JobStopped(LazarusError):
-    """The job's row no longer says this run is going on: a person suspended or cancelled
-    it (or a later generation replaced it). Raised by :meth:`JobContext.checkpoint`; the
-    run ends as stopped, never as a failure to retry."""
 
 
 class JobContext:

@@ -29,6 +29,26 @@ H_DIED_AT = "x-lazarus-died-at"
 H_ATTEMPTS = "x-lazarus-attempts"
 
 
+# Headers travel in one AMQP frame (frame_max is 128 KiB by default): a huge error text
+# would make every publish of the copy fail. Past these bounds the text is cut, saying so.
+MAX_ERROR_TYPE = 255
+MAX_ERROR_MESSAGE = 8_192
+MAX_TRACEBACK = 32_768
+CUT = " [...cut: {n} more characters]"
+
+
+def bounded(text: str, limit: int, *, keep_end: bool = False) -> str:
+    """``text`` within ``limit`` characters; a traceback keeps its end, where the error is."""
+    if len(text) <= limit:
+        return text
+    kept = limit - len(CUT.format(n=len(text)))
+    marker = CUT.format(n=len(text) - kept)
+    while len(marker) + kept != limit:  # the count's digits may be one fewer: settle it
+        kept = limit - len(marker)
+        marker = CUT.format(n=len(text) - kept)
+    return marker + text[-kept:] if keep_end else text[:kept] + marker
+
+
 def dead_headers(
     *,
     reason: str,
@@ -47,9 +67,9 @@ def dead_headers(
     if message is not None:
         headers[H_ATTEMPTS] = message.attempt + 1
     if error is not None:
-        headers[H_ERROR_TYPE] = error.type
-        headers[H_ERROR_MESSAGE] = error.message
-        headers[H_TRACEBACK] = error.traceback
+        headers[H_ERROR_TYPE] = bounded(error.type, MAX_ERROR_TYPE)
+        headers[H_ERROR_MESSAGE] = bounded(error.message, MAX_ERROR_MESSAGE)
+        headers[H_TRACEBACK] = bounded(error.traceback, MAX_TRACEBACK, keep_end=True)
     return headers
 
 

@@ -10,6 +10,7 @@ LazarusError
 ├── MessageError           a message body breaks the wire format (carries a reason)
 ├── JobNotFound            no job / dead letter with that id
 ├── JobStateConflict       the job is no longer in the state the operation needs
+├── JobStopped             a person stopped the job while it ran (its checkpoint was refused)
 └── JobFailure             raised by handlers to control retries
     ├── Permanent          never retry: dead-letter at once
     └── Transient          retry in-process, then through the broker
@@ -72,3 +73,9 @@ class Permanent(JobFailure):
 
 class Transient(JobFailure):
     """A passing failure: retry in-process with backoff, then through the broker."""
+
+
+class JobStopped(LazarusError):
+    """The job's row no longer says this run is going on: a person suspended or cancelled
+    it (or a later generation replaced it). Raised by ``JobContext.checkpoint``; the run
+    ends as stopped, never as a failure to retry."""

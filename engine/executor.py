@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from types import CodeType
 from typing import Any
 
-from engine.context import CheckpointSaver, JobContext, JobStopped
-from engine.errors import MessageError, UnknownJobType
+from engine.context import CheckpointSaver, JobContext
+from engine.errors import JobStopped, MessageError, UnknownJobType
 from engine.message import JobMessage, check_headers, decode, job_id_problem, new_job_id
 from engine.registry import Handler, lookup
 from engine.retry import decide

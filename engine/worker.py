@@ -26,10 +26,9 @@ from aio_pika.abc import AbstractChannel, AbstractQueue
 from engine import metrics
 from engine.broker import Broker
 from engine.consumer import Delivery, LightConsumer
-from engine.context import JobStopped
 from engine.control import Control, Pauses
 from engine.dead_writer import DeadLetterWriter
-from engine.errors import PublishFailed
+from engine.errors import JobStopped, PublishFailed
 from engine.executor import Executor, Outcome
 from engine.message import JobMessage
 from engine.parking import Parker

@@ -132,3 +132,12 @@ async def test_many_jobs_go_each_to_its_types_queue() -> None:
     jobs = [("client.routed", 1), ("client.elsewhere", 2), ("client.nobody", 3)]
     await client.enqueue_many(jobs)
     assert [key for _, key in sent] == ["emails", "billing", "default"]
+
+
+async def test_a_job_id_the_wire_format_refuses_is_refused_at_enqueue() -> None:
+    client, broker = recording_client()
+    for bad in ("x" * 256, "nul\x00inside", "é" * 200):  # 400 bytes of UTF-8
+        with pytest.raises(ValueError, match="job id"):
+            await client.enqueue("client.routed", None, job_id=bad)
+    assert broker.published == []
+    await client.enqueue("client.routed", None, job_id="é" * 127)  # 254 bytes: fine
