@@ -32,6 +32,10 @@ _JOB_ID = re.compile(r"^[^\u0000-\u001f\u007f-\u009f]{0,255}$")
 # Counts the worker reads from headers go into 32-bit columns.
 MAX_COUNT = 2**31 - 1
 H_REDELIVERIES = "x-lazarus-redeliveries"  # redeliveries counted by the worker (engine.redelivery)
+# A job whose type the worker that got it does not know (engine.unknown_types): when it
+# was first turned back, and how often since.
+H_UNKNOWN_SINCE = "x-lazarus-unknown-since"
+H_UNKNOWN_BOUNCES = "x-lazarus-unknown-bounces"
 
 
 def now_utc() -> datetime:

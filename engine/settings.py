@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     # Seconds to wait for RabbitMQ or PostgreSQL to answer a new connection.
     connect_timeout: float = Field(default=10.0, gt=0, le=600)
     event_loop: EventLoop = EventLoop.AUTO
+    # Seconds a job of a type this worker does not know keeps going back to its queue for
+    # a worker that does (a rolling deploy) before it dies as "unknown job type"; it keeps
+    # going back while the workers' registry shows a live worker that knows the type.
+    unknown_type_grace: float = Field(default=300.0, ge=0, le=7 * 86400)
     # The admin HTTP server (lazarus admin): see the README's Security section.
     admin_token: SecretStr | None = None
     # Host names (Host header) the admin answers to, comma-separated; loopback names always.

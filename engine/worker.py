@@ -29,7 +29,7 @@ from engine.consumer import Delivery, LightConsumer
 from engine.control import Control, Pauses
 from engine.dead_writer import DeadLetterWriter
 from engine.errors import JobStopped, PublishFailed
-from engine.executor import Executor, Outcome
+from engine.executor import DeadReason, Executor, Outcome
 from engine.message import JobMessage
 from engine.parking import Parker
 from engine.redelivery import Redelivery, redeliveries
@@ -40,6 +40,7 @@ from engine.states import Verdict
 from engine.store import Store
 from engine.topology import declare_queue, work_queue, work_queue_arguments
 from engine.tracker import Tracker, started
+from engine.unknown_types import UnknownTypes
 
 log = logging.getLogger("lazarus.worker")
 
@@ -83,6 +84,7 @@ class Worker:
         self._tags: dict[str, str] = {}
         self._paused: frozenset[str] = frozenset()
         self.parker = Parker(self.broker)
+        self.unknown_types = UnknownTypes(self.broker, store, settings.unknown_type_grace)
         self.settler = Settler(
             self.broker,
             self.worker_id,
@@ -221,6 +223,10 @@ class Worker:
         if isinstance(prepared, Outcome):
             if prepared.message is not None and self.parker.holds(prepared.message.type):
                 await self._park(delivery, prepared.message)  # paused while its handler ships
+            elif prepared.reason == DeadReason.UNKNOWN_TYPE and await self._turned_back(
+                delivery, prepared
+            ):
+                return
             else:
                 await self.settler.settle(delivery, prepared)
             return
@@ -304,6 +310,22 @@ class Worker:
     async def _save_checkpoint(self, message: JobMessage, state: object) -> bool:
         assert self.store is not None
         return await self.store.save_checkpoint(message.id, message.generation, state)
+
+    async def _turned_back(self, delivery: Delivery, outcome: Outcome) -> bool:
+        """Send a job whose type this worker lacks back for one that has it (a rolling
+        deploy); False once it should die as unknown (see engine.unknown_types)."""
+        assert outcome.message is not None
+        try:
+            sent = await self.unknown_types.turn_back(
+                outcome.message, delivery.body, delivery.headers
+            )
+        except PublishFailed as exc:
+            log.warning("job %s: not turned back (%s); redelivered later", outcome.job_id, exc)
+            await self.settler.nack_later(delivery)
+            return True
+        if sent:
+            self.settler.ack(delivery)
+        return sent
 
     async def _park(self, delivery: Delivery, message: JobMessage) -> None:
         """A person paused this job's type: park it (confirmed), then ack; it does not run."""

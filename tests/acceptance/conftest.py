@@ -53,6 +53,7 @@ async def cli() -> AsyncIterator[Cli]:
         "LAZARUS_DATABASE_URL": DATABASE_URL,
         "LAZARUS_NAMESPACE": namespace,
         "LAZARUS_QUEUE_TYPE": "classic",
+        "LAZARUS_UNKNOWN_TYPE_GRACE": "0",  # tests that mean a rolling deploy set their own
     }
     yield Cli(env)
     store = Store(make_settings(namespace))
