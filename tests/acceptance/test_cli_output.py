@@ -29,7 +29,8 @@ def test_shell_completion_is_offered_and_completes_commands(cli: Cli) -> None:
     assert "--install-completion" in cli.run("--help").stdout
     # The shell is detected from the parent process, as when a person types it in bash.
     script = subprocess.run(
-        ["bash", "-c", f"{LAZARUS} --show-completion"],
+        # In a pipeline, so that bash forks it rather than replacing itself with it.
+        ["bash", "-c", f"set -o pipefail; {LAZARUS} --show-completion | cat"],
         env=cli.env,
         capture_output=True,
         text=True,
