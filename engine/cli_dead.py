@@ -69,7 +69,7 @@ ErrorTypeOpt = Annotated[
     typer.Option(
         "--error-type",
         callback=stored_error_type,
-        help="Only this error type (TimeoutError, or a dotted name like myapp.errors.Gone).",
+        help="Only this error type: its class name (TimeoutError, Gone) or dotted name.",
     ),
 ]
 ErrorOpt = Annotated[

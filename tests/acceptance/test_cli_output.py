@@ -184,3 +184,24 @@ async def test_error_type_accepts_the_names_python_gives_it(cli: Cli) -> None:
         assert [r["job_id"] for r in orjson.loads(result.stdout)] == ["timed-out"], name
         counted = cli.run("dead", "requeue", "--error-type", name, "--dry-run", "--json")
         assert orjson.loads(counted.stdout) == {"total": 1}, name
+
+
+async def test_error_type_accepts_the_class_name_of_a_dotted_type(cli: Cli) -> None:
+    assert cli.run("migrate").returncode == OK
+    store = Store(make_settings(cli.env["LAZARUS_NAMESPACE"]))
+    await store.connect()
+    try:
+        now = datetime.now(UTC)
+        row = DeadRecord(
+            "gone", 0, "fetch", "default", None, b"{}", {}, 1, 0, "permanent error",
+            "myapp.errors.Gone", "gone", "", None, now, now, "test",
+        )  # fmt: skip
+        await store.insert_dead([row])
+    finally:
+        await store.close()
+    for name in ("Gone", "errors.Gone", "myapp.errors.Gone"):
+        result = cli.run("dead", "list", "--error-type", name, "--json")
+        assert result.returncode == OK, result.stderr
+        assert [r["job_id"] for r in orjson.loads(result.stdout)] == ["gone"], name
+    for name in ("one", "rs.Gone", "Gon"):
+        assert orjson.loads(cli.run("dead", "list", "--error-type", name, "--json").stdout) == []
