@@ -167,7 +167,7 @@ class Redelivery:
             except ServiceUnavailable:
                 self.tracker.report(decision)  # written once PostgreSQL answers
                 applied = True  # dead letters do not need the job row: the recorder keeps them
-            if not applied and await self.settler.refusal_stands(message):
+            if not applied and await self.settler.refusal_stands(message, dying=True):
                 log.info(
                     "job %s crash-looped after a person stopped it; their state stands", message.id
                 )

@@ -207,9 +207,11 @@ class Settler:
             # DEAD once PostgreSQL answers.
             self.tracker.report(decision)
             return False
-        if not applied and not await self.refusal_stands(message):
-            # Refused, yet no person holds the job: the write's fate is unknown. A death
-            # is stored as a dead letter anyway; a suspension is tried again.
+        if not applied and not await self.refusal_stands(message, dying=True):
+            # Refused, yet no person holds the job and no other copy is known to have
+            # finished it: the write's fate is unknown, or another copy decided DEAD and
+            # may have died before its row. A death is stored as a dead letter anyway; a
+            # suspension is tried again.
             if suspend:
                 await self.nack_later(delivery)
                 return True
@@ -256,10 +258,17 @@ class Settler:
         self.processed += 1
         return True
 
-    async def refusal_stands(self, message: JobMessage) -> bool:
+    async def refusal_stands(self, message: JobMessage, *, dying: bool = False) -> bool:
         """Whether the row explains why a decisive report was refused: a person stopped
         this generation, the job moved on to a later one, or another copy already ended
-        it. If PostgreSQL cannot say: no, so nothing is dropped."""
+        it. If PostgreSQL cannot say: no, so nothing is dropped.
+
+        ``dying``: the refused report is a death this copy can store. A row DEAD at this
+        generation does not explain it away: DEAD is written before the dead letter is
+        stored, and the copy that wrote it may have died in between. Its redelivered copy
+        then owes the dead letter, and is this one if it ran again (its claim, lost with
+        its connection, was granted). The caller stores the death; the key (job id,
+        generation) keeps one row if the other copy stored it after all."""
         assert self.store is not None
         try:
             row = await self.store.get_job(message.id)
@@ -268,6 +277,9 @@ class Settler:
             await self.store.recover(exc)
             return False
         if row is None:
+            return False
+        same = row["generation"] == message.generation
+        if dying and same and row["state"] == JobState.DEAD.value:
             return False
         return bool(row["generation"] > message.generation or row["state"] in _ENDED)
 
