@@ -96,6 +96,16 @@ async def check(as_json: JsonOpt = False) -> None:
         raise typer.Exit(EXIT_UNAVAILABLE)
 
 
+def job_id_option(job_id: str | None) -> str | None:
+    """A job id the wire format refuses is a usage error (exit 2) saying why."""
+    from engine.message import job_id_problem
+
+    problem = None if job_id is None else job_id_problem(job_id)
+    if problem is not None:
+        raise typer.BadParameter(f"job id {plain(job_id)!r} {problem}")
+    return job_id
+
+
 @app.command()
 @run_async
 async def enqueue(
@@ -111,7 +121,9 @@ async def enqueue(
         int | None, typer.Option(min=0, max=MAX_ATTEMPTS, help="Broker-level retries.")
     ] = None,
     delay: Annotated[float, typer.Option(min=0, help="Seconds before the job may run.")] = 0,
-    job_id: Annotated[str | None, typer.Option(help="Job id (default: a new UUID).")] = None,
+    job_id: Annotated[
+        str | None, typer.Option(callback=job_id_option, help="Job id (default: a new UUID).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Publish one job; print its id once RabbitMQ has confirmed it."""

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # Rich markup that does not parse, a screen clear, an OSC 8 hyperlink, and markup that does.
 HOSTILE = "bad [/4242] \x1b[2J\x1b]8;;http://evil.example\x07click\x1b]8;;\x07 [bold red]x[/]"
 SHOWN = "bad [/4242] [2J]8;;http://evil.exampleclick]8;; [bold red]x[/]"
-HOSTILE_ID = "job-[/4242]\x1b[31m"
+# Markup in a job id (control characters in one are refused: see below).
+HOSTILE_ID = "job-[/4242][bold red]x[/]"
 
 
 @pytest.fixture
@@ -63,10 +64,16 @@ def test_hostile_error_messages_and_ids_are_printed_as_text(hostile: Cli) -> Non
     ]:
         result = hostile.run(*args)
         assert_inert(result, args)
-        assert "job-[/4242][31m" in result.stdout, args
+        assert HOSTILE_ID in result.stdout, args
         assert "bad [/4242]" in result.stdout, args
     for args in [("dead", "show", HOSTILE_ID), ("jobs", "show", HOSTILE_ID)]:
         assert SHOWN in hostile.run(*args).stdout, args  # in full: these are not cut
+
+
+def test_a_job_id_with_a_control_character_is_a_usage_error(cli: Cli) -> None:
+    result = cli.run("enqueue", "greet", "{}", "--job-id", "job-\x1b[31m")
+    assert result.returncode == USAGE, result.stderr
+    assert "control character" in result.stderr and "\x1b" not in result.stderr
 
 
 def test_hostile_pause_reasons_are_printed_as_text(hostile: Cli) -> None:
