@@ -5,8 +5,10 @@ Exit codes are listed in :mod:`engine.cli_common` and the README.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from datetime import datetime
 from importlib.metadata import version
 from typing import Annotated
 
@@ -36,6 +38,7 @@ from engine.cli_prune import prune
 from engine.cli_text import plain
 from engine.cli_types import types_app
 from engine.message import MAX_ATTEMPTS
+from engine.settings import Settings
 
 app = typer.Typer(
     name="lazarus",
@@ -106,6 +109,37 @@ def job_id_option(job_id: str | None) -> str | None:
     return job_id
 
 
+def run_at(text: str | None) -> datetime | None:
+    """``--at`` as an aware time; a time without its offset is a usage error (exit 2)."""
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"--at {text[:64]!r}: use an ISO 8601 time such as 2030-01-01T06:00:00Z", EXIT_USAGE)
+    if when.tzinfo is None:
+        fail(f"--at {text[:64]!r}: give its offset (Z, +01:00): whose 06:00 is it?", EXIT_USAGE)
+    return when
+
+
+async def registry_routes(config: Settings) -> dict[str, str]:
+    """Job type -> queue from the workers' registry; empty (jobs go to default or to the
+    handler's queue known here) when PostgreSQL cannot be read: enqueue needs RabbitMQ only."""
+    from engine.store import Store
+    from engine.workers import known_routes
+
+    quick = config.model_copy(update={"connect_timeout": min(2.0, config.connect_timeout)})
+    store = Store(quick, min_size=0, max_size=1)
+    try:
+        await store.connect()
+        return await known_routes(store)
+    except Exception as exc:  # any failure: the producer still publishes
+        logging.getLogger("lazarus.cli").debug("workers' registry unreadable: %r", exc)
+        return {}
+    finally:
+        await store.close()
+
+
 @app.command()
 @run_async
 async def enqueue(
@@ -114,13 +148,25 @@ async def enqueue(
     queue: Annotated[
         str | None,
         typer.Option(
-            callback=queue_name, help="Queue to publish to (default: the handler's, or default)."
+            callback=queue_name,
+            help="Queue to publish to (default: the queue its handler declares, as the "
+            "workers' registry says, else default).",
         ),
     ] = None,
     max_retries: Annotated[
         int | None, typer.Option(min=0, max=MAX_ATTEMPTS, help="Broker-level retries.")
     ] = None,
-    delay: Annotated[float, typer.Option(min=0, help="Seconds before the job may run.")] = 0,
+    delay: Annotated[
+        float | None,
+        typer.Option(min=0, max=10 * 365 * 86400, help="Seconds before the job may run."),
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            help="Run no earlier than this time, ISO 8601 with its offset "
+            "(2030-01-01T06:00:00Z); a time past runs it now."
+        ),
+    ] = None,
     job_id: Annotated[
         str | None, typer.Option(callback=job_id_option, help="Job id (default: a new UUID).")
     ] = None,
@@ -130,10 +176,16 @@ async def enqueue(
     from engine.client import Client
 
     body = parse_json(payload, "PAYLOAD")
-    async with Client(settings()) as client:
+    when = run_at(at)
+    if when is not None and delay is not None:
+        fail("give --delay or --at, not both", EXIT_USAGE)
+    config = settings()
+    routes = await registry_routes(config) if queue is None else {}
+    async with Client(config, routes=routes) as client:
         new_id = await client.enqueue(
-            job_type, body, queue=queue, max_retries=max_retries, delay=delay, job_id=job_id
-        )
+            job_type, body, queue=queue, max_retries=max_retries, delay=delay, at=when,
+            job_id=job_id,
+        )  # fmt: skip
     if as_json:
         print_json({"job_id": new_id})
     else:
