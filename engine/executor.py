@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import logging
 import traceback
 import uuid
 from collections.abc import Mapping
@@ -17,12 +18,16 @@ from dataclasses import dataclass
 from types import CodeType
 from typing import Any
 
+from tenacity import RetryCallState
+
 from engine.context import CheckpointSaver, JobContext
 from engine.errors import JobStopped, MessageError, UnknownJobType
 from engine.message import JobMessage, check_headers, decode, job_id_problem, new_job_id
 from engine.registry import Handler, lookup
 from engine.retry import decide
 from engine.states import Verdict
+
+log = logging.getLogger("lazarus.worker")
 
 
 class DeadReason:
@@ -179,8 +184,16 @@ class Executor:
             except Exception as first:
                 if policy.attempts < 2 or not policy.is_transient(first) or context.stopped:
                     raise
-                await asyncio.sleep(policy.first_wait())
-                async for attempt in policy.after_first_failure():
+                wait = policy.first_wait()
+                _log_try(context, handler, policy.attempts, wait, first)
+
+                def failed_again(state: RetryCallState) -> None:
+                    error = state.outcome.exception() if state.outcome else None
+                    waiting = state.upcoming_sleep
+                    _log_try(context, handler, policy.attempts, waiting, error)
+
+                await asyncio.sleep(wait)
+                async for attempt in policy.after_first_failure(failed_again):
                     if context.stopped:  # outside the attempt: tenacity must not retry it
                         raise JobStopped(f"job {message.id}: stopped while it ran") from first
                     with attempt:
@@ -214,6 +227,16 @@ class Executor:
                 checkpoint=context.checkpoint_state,
             )
         return Outcome(Verdict.SUCCEEDED, message, message.id)
+
+
+def _log_try(
+    context: JobContext, handler: Handler, tries: int, wait: float, error: BaseException | None
+) -> None:
+    """One line per failed in-process try: the retries a person expects to see."""
+    log.info(
+        "job %s (%s) try %d of %d failed, trying again in %.2f s: %r",
+        context.job_id, handler.name, context.try_number, tries, wait, error,
+    )  # fmt: skip
 
 
 async def _call(handler: Handler, context: JobContext, timeout: float | None) -> Any:

@@ -7,10 +7,12 @@ the decision out. Nothing here touches the broker.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     retry_if_exception,
     stop_after_attempt,
     wait_exponential_jitter,
@@ -56,7 +58,9 @@ class RetryPolicy:
         """Seconds between the first try and the second: tenacity's first backoff step."""
         return min(self.backoff + (rng or random).uniform(0, self.jitter), self.backoff_max)
 
-    def after_first_failure(self) -> AsyncRetrying:
+    def after_first_failure(
+        self, before_sleep: Callable[[RetryCallState], None] | None = None
+    ) -> AsyncRetrying:
         """A tenacity loop for tries 2..``attempts``, entered after the first try failed
         transiently and ``first_wait()`` passed; its waits continue the same schedule.
 
@@ -70,6 +74,7 @@ class RetryPolicy:
                 multiplier=self.backoff * 2, max=self.backoff_max, jitter=self.jitter
             ),
             reraise=True,
+            before_sleep=before_sleep,
         )
 
     def is_transient(self, exc: BaseException) -> bool:
