@@ -24,7 +24,7 @@ import asyncpg
 from engine.broker import Broker
 from engine.errors import JobNotFound, JobStateConflict
 from engine.filters import DeadFilter
-from engine.message import JobMessage, check_queue_name, encode, now_utc
+from engine.message import JobMessage, encode, is_queue_name, now_utc
 from engine.relay import Follower, drain
 from engine.settings import Settings, load_settings
 from engine.states import DeadStatus
@@ -40,14 +40,6 @@ class RequeueMode(StrEnum):
 
     RESTART = "restart"  # from the beginning: the checkpoint is cleared
     RECOVER = "recover"  # from the last checkpoint the job saved
-
-
-def valid_queue(name: str) -> bool:
-    try:
-        check_queue_name(name)
-    except ValueError:
-        return False
-    return True
 
 
 def default_actor() -> str:
@@ -341,7 +333,7 @@ class Admin:
         if not rows:
             return JobNotFound(f"no dead letter for job {job_id!r}")
         latest = rows[-1]
-        if latest["status"] == DeadStatus.DEAD and not valid_queue(latest["queue"]):
+        if latest["status"] == DeadStatus.DEAD and not is_queue_name(latest["queue"]):
             return JobStateConflict(
                 f"cannot {verb} job {job_id!r}: its queue {latest['queue']!r} cannot take jobs "
                 "(see the x-lazarus-queue header in lazarus dead show)"

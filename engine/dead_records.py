@@ -32,7 +32,7 @@ from engine.deadletter import (
 )
 from engine.errors import MessageError
 from engine.executor import fallback_job_id
-from engine.message import JobMessage, check_queue_name, decode, job_id_problem
+from engine.message import JobMessage, decode, is_queue_name, job_id_problem
 from engine.store import DB_UNAVAILABLE, DeadRecord, Store, pg_text
 
 log = logging.getLogger("lazarus.deadletters")
@@ -121,17 +121,9 @@ def stored_queue(body: bytes, header: Any) -> str:
     if field is not None:
         given.append(field)
     for name in given:
-        if isinstance(name, str) and _is_queue_name(name):
+        if isinstance(name, str) and is_queue_name(name):
             return name
     return INVALID_NAME if given else ""
-
-
-def _is_queue_name(name: str) -> bool:
-    try:
-        check_queue_name(name)
-    except ValueError:
-        return False
-    return True
 
 
 def _body_field(body: bytes, name: str) -> Any:

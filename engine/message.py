@@ -53,6 +53,11 @@ def check_queue_name(name: str) -> str:
     return name
 
 
+def is_queue_name(name: str) -> bool:
+    """Whether ``name`` can name a queue (check_queue_name without the error)."""
+    return _QUEUE_NAME.fullmatch(name) is not None
+
+
 def check_type_name(name: str) -> str:
     """Return ``name`` if it can name a job type, else raise ValueError naming it."""
     if not _TYPE_NAME.fullmatch(name):
