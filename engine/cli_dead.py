@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -24,7 +23,7 @@ from engine.cli_common import (
     settings,
 )
 from engine.cli_text import console, err_console, id_column, inert, json_text, print_table
-from engine.filters import DeadFilter, bulk_selection, parse_age
+from engine.filters import DeadFilter, bulk_selection, parse_age, stored_error_type
 from engine.message import MAX_ATTEMPTS, now_utc
 from engine.states import DeadStatus
 
@@ -32,36 +31,6 @@ dead_app = typer.Typer(help="Inspect dead letters and move them back to their qu
 
 TypeOpt = Annotated[str | None, typer.Option("--type", help="Only this job type.")]
 QueueOpt = Annotated[str | None, typer.Option("--queue", help="Only this queue.")]
-
-
-def stored_error_type(name: str | None) -> str | None:
-    """An error type as workers store it: a builtin by its bare name, others dotted.
-
-    ``builtins.TimeoutError``, ``asyncio.TimeoutError`` and ``socket.timeout`` are all the
-    builtin ``TimeoutError`` (aliases since Python 3.11), stored as ``TimeoutError``; so
-    each is read as that. Other names pass as given.
-    """
-    if name is None:
-        return None
-    return _builtin_aliases().get(name, name)
-
-
-@functools.cache
-def _builtin_aliases() -> dict[str, str]:
-    """``module.Name`` of the standard library's aliases of builtin exceptions, and
-    ``builtins.Name``, each mapped to the bare name workers store."""
-    import asyncio
-    import builtins
-    import concurrent.futures
-    import socket
-
-    aliases: dict[str, str] = {}
-    for module in (builtins, asyncio, asyncio.exceptions, concurrent.futures, socket):
-        for attr, value in vars(module).items():
-            is_error = isinstance(value, type) and issubclass(value, BaseException)
-            if is_error and value.__module__ == "builtins":
-                aliases[f"{module.__name__}.{attr}"] = value.__qualname__
-    return aliases
 
 
 ErrorTypeOpt = Annotated[

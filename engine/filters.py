@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -67,3 +68,33 @@ def parse_age(text: str) -> timedelta:
     if not match:
         raise ValueError(f"age {text!r}: use a number and a unit s, m, h, d or w (e.g. 30d)")
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def stored_error_type(name: str | None) -> str | None:
+    """An error type as workers store it: a builtin by its bare name, others dotted.
+
+    ``builtins.TimeoutError``, ``asyncio.TimeoutError`` and ``socket.timeout`` are all the
+    builtin ``TimeoutError`` (aliases since Python 3.11), stored as ``TimeoutError``; so
+    each is read as that. Other names pass as given.
+    """
+    if name is None:
+        return None
+    return _builtin_aliases().get(name, name)
+
+
+@functools.cache
+def _builtin_aliases() -> dict[str, str]:
+    """``module.Name`` of the standard library's aliases of builtin exceptions, and
+    ``builtins.Name``, each mapped to the bare name workers store."""
+    import asyncio
+    import builtins
+    import concurrent.futures
+    import socket
+
+    aliases: dict[str, str] = {}
+    for module in (builtins, asyncio, asyncio.exceptions, concurrent.futures, socket):
+        for attr, value in vars(module).items():
+            is_error = isinstance(value, type) and issubclass(value, BaseException)
+            if is_error and value.__module__ == "builtins":
+                aliases[f"{module.__name__}.{attr}"] = value.__qualname__
+    return aliases

@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from engine.admin import RequeueMode
-from engine.filters import DeadFilter, bulk_selection, parse_age
+from engine.filters import DeadFilter, bulk_selection, parse_age, stored_error_type
 from engine.message import MAX_ATTEMPTS, now_utc
 from engine.states import DeadStatus, JobState
 
@@ -110,7 +110,7 @@ class DeadFilterBody(Body):
         return DeadFilter(
             job_type=self.type or None,
             queue=self.queue or None,
-            error_type=self.error_type or None,
+            error_type=stored_error_type(self.error_type or None),
             error_text=self.error or None,
             died_after=after,
             died_before=self.before,

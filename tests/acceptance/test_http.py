@@ -562,3 +562,13 @@ async def test_workers_are_listed_by_the_api_and_the_dashboard(
     finally:
         stop.set()
         await running
+
+
+async def test_the_api_reads_an_error_type_as_the_cli_does(
+    api: httpx.AsyncClient, ns: Settings, worker: Worker_
+) -> None:
+    async with worker():
+        [job_id] = await kill(api, ns, 1)
+    for name in ("RuntimeError", "builtins.RuntimeError"):
+        found = (await api.get("/api/dead-letters", params={"error_type": name})).json()
+        assert [r["job_id"] for r in found["items"]] == [job_id], name
