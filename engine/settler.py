@@ -245,7 +245,17 @@ class Settler:
         except ServiceUnavailable:
             self.tracker.report(decision)  # written once PostgreSQL answers
             return False
-        if applied or not await self.refusal_stands(message):
+        if applied:
+            return False
+        if await self._death_owed(message):
+            # Another copy decided this generation DEAD and may have died before its dead
+            # letter (this copy ran again because its claim was lost with its connection):
+            # no retry, the death is carried out here; one row per generation whatever.
+            log.info("job %s: an earlier copy decided it dead; storing its death", message.id)
+            dead = replace(outcome, verdict=Verdict.DEAD, reason=DeadReason.EXHAUSTED)
+            await self.settle(delivery, dead)
+            return True
+        if not await self.refusal_stands(message):
             return False
         log.info(
             "job %s (%s) failed after a person stopped it or another copy ended it; "
@@ -257,6 +267,21 @@ class Settler:
         self.ack(delivery)
         self.processed += 1
         return True
+
+    async def _death_owed(self, message: JobMessage) -> bool:
+        """Whether the row says this generation is DEAD (written before its dead letter)."""
+        assert self.store is not None
+        try:
+            row = await self.store.get_job(message.id)
+        except Exception as exc:
+            log.warning("job %s: could not read its state (%r)", message.id, exc)
+            await self.store.recover(exc)
+            return False
+        return bool(
+            row is not None
+            and row["generation"] == message.generation
+            and row["state"] == JobState.DEAD.value
+        )
 
     async def refusal_stands(self, message: JobMessage, *, dying: bool = False) -> bool:
         """Whether the row explains why a decisive report was refused: a person stopped

@@ -37,6 +37,18 @@ async def doomed(ctx: JobContext) -> None:
     raise Permanent(f"job {ctx.job_id} dies on purpose")
 
 
+@handler(
+    "lost.changing",
+    policy=RetryPolicy(attempts=1, max_retries=1, transient=(ConnectionError,)),
+)
+async def changing(ctx: JobContext) -> None:
+    """Dies for good on its first run; a copy that runs again fails transiently."""
+    runs[ctx.job_id] = runs.get(ctx.job_id, 0) + 1
+    if runs[ctx.job_id] == 1:
+        raise Permanent(f"job {ctx.job_id} dies on purpose")
+    raise ConnectionError(f"job {ctx.job_id}: the service is away this time")
+
+
 async def dead_rows(store: Store, job_id: str) -> int:
     return int(
         await store.pool.fetchval("SELECT count(*) FROM dead_letters WHERE job_id = $1", job_id)
@@ -53,15 +65,18 @@ async def dead_jobs_without_one_row(store: Store) -> list[tuple[str, int]]:
     return [(r["job_id"], r["n"]) for r in rows]
 
 
+@pytest.mark.parametrize("job_type", ["lost.doomed", "lost.changing"])
 async def test_a_copy_that_runs_again_after_its_predecessor_decided_dead_stores_the_row(
-    dead_settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
+    dead_settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch, job_type: str
 ) -> None:
     """1. The job runs and dies; its DEAD state is written; the worker stops before the
     dead letter's row (as a SIGKILL there would leave it). 2. The message comes back,
     counted; the claim of that copy is lost with its connection (a backend terminated
     mid-statement), so it runs (availability first) and dies again. 3. Its DEAD report is
     refused: the row holds the first copy's DEAD. The job must still end with exactly one
-    dead-letter row and a copy on the broker."""
+    dead-letter row and a copy on the broker. ``lost.changing``'s second run fails
+    transiently: its retry is refused against the DEAD row, and must not be acked as if
+    another copy had carried the death out."""
     ns = dead_settings.namespace
     real_store_death = Settler.store_death
     real_report = Store.report
@@ -88,7 +103,7 @@ async def test_a_copy_that_runs_again_after_its_predecessor_decided_dead_stores_
     monkeypatch.setattr(Settler, "store_death", stop_before_the_row)
     monkeypatch.setattr(Store, "report", lose_the_counted_claim)
     async with running(dead_settings, record=False, store=True), Client(dead_settings) as client:
-        job_id = await client.enqueue("lost.doomed", {"n": 1})
+        job_id = await client.enqueue(job_type, {"n": 1})
         await wait_for(lambda: runs.get(job_id) == 2, what="the counted copy's run")
         await wait_for(
             lambda: _has_row(store, job_id),
