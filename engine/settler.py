@@ -247,7 +247,8 @@ class Settler:
             return False
         if applied:
             return False
-        if await self._death_owed(message):
+        row = await self._row(message)
+        if row is not None and dead_in(row, message):
             # Another copy decided this generation DEAD and may have died before its dead
             # letter (this copy ran again because its claim was lost with its connection):
             # no retry, the death is carried out here; one row per generation whatever.
@@ -255,7 +256,7 @@ class Settler:
             dead = replace(outcome, verdict=Verdict.DEAD, reason=DeadReason.EXHAUSTED)
             await self.settle(delivery, dead)
             return True
-        if not await self.refusal_stands(message):
+        if row is None or not explains_refusal(row, message):
             return False
         log.info(
             "job %s (%s) failed after a person stopped it or another copy ended it; "
@@ -268,45 +269,21 @@ class Settler:
         self.processed += 1
         return True
 
-    async def _death_owed(self, message: JobMessage) -> bool:
-        """Whether the row says this generation is DEAD (written before its dead letter)."""
+    async def _row(self, message: JobMessage) -> asyncpg.Record | None:
+        """The job's row, or None if it has none or PostgreSQL cannot say."""
         assert self.store is not None
         try:
-            row = await self.store.get_job(message.id)
+            return await self.store.get_job(message.id)
         except Exception as exc:
             log.warning("job %s: could not read its state (%r)", message.id, exc)
             await self.store.recover(exc)
-            return False
-        return bool(
-            row is not None
-            and row["generation"] == message.generation
-            and row["state"] == JobState.DEAD.value
-        )
+            return None
 
     async def refusal_stands(self, message: JobMessage, *, dying: bool = False) -> bool:
-        """Whether the row explains why a decisive report was refused: a person stopped
-        this generation, the job moved on to a later one, or another copy already ended
-        it. If PostgreSQL cannot say: no, so nothing is dropped.
-
-        ``dying``: the refused report is a death this copy can store. A row DEAD at this
-        generation does not explain it away: DEAD is written before the dead letter is
-        stored, and the copy that wrote it may have died in between. Its redelivered copy
-        then owes the dead letter, and is this one if it ran again (its claim, lost with
-        its connection, was granted). The caller stores the death; the key (job id,
-        generation) keeps one row if the other copy stored it after all."""
-        assert self.store is not None
-        try:
-            row = await self.store.get_job(message.id)
-        except Exception as exc:
-            log.warning("job %s: could not read its state (%r)", message.id, exc)
-            await self.store.recover(exc)
-            return False
-        if row is None:
-            return False
-        same = row["generation"] == message.generation
-        if dying and same and row["state"] == JobState.DEAD.value:
-            return False
-        return bool(row["generation"] > message.generation or row["state"] in _ENDED)
+        """Whether the row explains why a decisive report was refused (see
+        :func:`explains_refusal`). If PostgreSQL cannot say: no, so nothing is dropped."""
+        row = await self._row(message)
+        return row is not None and explains_refusal(row, message, dying=dying)
 
     def _succeeded(self, delivery: Delivery, outcome: Outcome) -> None:
         self.ack(delivery)
@@ -327,3 +304,24 @@ class Settler:
             metrics.labelled(
                 metrics.DEAD_LETTERS_PUBLISHED, queue, outcome.reason or DeadReason.EXHAUSTED
             ).inc()
+
+
+def dead_in(row: asyncpg.Record, message: JobMessage) -> bool:
+    """Whether the row says the message's generation is DEAD (written before its dead
+    letter is stored, so no proof that the dead letter exists)."""
+    return bool(row["generation"] == message.generation and row["state"] == JobState.DEAD.value)
+
+
+def explains_refusal(row: asyncpg.Record, message: JobMessage, *, dying: bool = False) -> bool:
+    """Whether the row explains a refused decisive report: a person stopped this
+    generation, the job moved on to a later one, or another copy already ended it.
+
+    ``dying``: the refused report is a death this copy can store. A row DEAD at this
+    generation does not explain it away: the copy that wrote it may have died before its
+    dead letter, and its redelivered copy, this one if it ran again (its claim, lost with
+    its connection, was granted), owes it. The caller stores the death; the key (job id,
+    generation) keeps one row if the other copy stored it after all.
+    """
+    if dying and dead_in(row, message):
+        return False
+    return bool(row["generation"] > message.generation or row["state"] in _ENDED)
