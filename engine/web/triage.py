@@ -50,11 +50,12 @@ async def picked_ids(request: Request) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-def selection(form: dict[str, str], ids: list[str]) -> tuple[DeadFilter, bool]:
-    """The dead letters an action names, and whether that is every one (an empty filter)."""
+def selection(form: dict[str, str], ids: list[str], everything: bool) -> tuple[DeadFilter, bool]:
+    """The dead letters an action names, and whether that is every one (an empty filter,
+    which the API's rule accepts only with ``everything``)."""
     if form.get("matching") == "true":
         by_filter = form_filter(form)
-        return bulk_selection((), by_filter, True), by_filter.is_empty()
+        return bulk_selection((), by_filter, everything), by_filter.is_empty()
     if not ids:
         raise ValueError("select dead letters first (the boxes at the left of the rows)")
     return DeadFilter(ids=tuple(ids)), False
@@ -80,7 +81,7 @@ def triage_router() -> APIRouter:
                 count = int(job["state"] == JobState.SUSPENDED)
                 context |= {"noun": "suspended job", "selected": 1}
             else:
-                selector, whole = selection(form, ids)
+                selector, whole = selection(form, ids, everything=True)  # only counted
                 count = await admin.count(selector)
                 context |= {"noun": "dead letters", "whole": whole}
                 if ids:
@@ -171,10 +172,7 @@ async def bulk(
     admin: Admin, action: str, form: dict[str, str], ids: list[str], chosen: m.RequeueOptions
 ) -> tuple[str, bool]:
     """Requeue or delete what the confirmation named, under the API's selection rules."""
-    if form.get("matching") == "true":
-        selector = bulk_selection((), form_filter(form), form.get("all") == "true")
-    else:
-        selector, _ = selection(form, ids)
+    selector, _ = selection(form, ids, everything=form.get("all") == "true")
     if action == "requeue":
         mode = chosen.mode or RequeueMode.RESTART
         moved = await admin.requeue(selector, retries=chosen.retries, mode=mode)
