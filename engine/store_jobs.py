@@ -67,7 +67,8 @@ class JobStateQueries(ABC):
 
     async def count_jobs_capped(self, states: list[str], cap: int) -> dict[str, int]:
         """Jobs per state, each counted up to ``cap + 1`` (more than ``cap`` means "many")."""
-        return {s: int(await self.pool.fetchval(Q["count_state_capped"], s, cap)) for s in states}
+        rows = await self.pool.fetch(Q["count_states_capped"], states, cap)
+        return {r["state"]: int(r["n"]) for r in rows}
 
     async def activity(self, since: datetime) -> list[asyncpg.Record]:
         """(minute, series, n) rows since ``since``: succeeded, retrying and dead per minute."""

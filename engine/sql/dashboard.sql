@@ -27,6 +27,9 @@ SELECT q AS queue FROM j WHERE q IS NOT NULL
 UNION
 SELECT q FROM d WHERE q IS NOT NULL;
 
--- name: count_state_capped
--- Jobs in one state, counted up to $2 + 1: a cost that does not grow with history.
-SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = $1 LIMIT $2 + 1) AS capped;
+-- name: count_states_capped
+-- Jobs in each state of $1, each counted up to $2 + 1 through the state index: a cost
+-- that does not grow with history, in one round trip.
+SELECT s.state, (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE jobs.state = s.state
+                                        LIMIT $2 + 1) AS capped) AS n
+  FROM unnest($1::text[]) AS s(state);
