@@ -1,6 +1,6 @@
 """Lazarus: an asyncio job engine on RabbitMQ with a PostgreSQL dead-letter table."""
 
-from engine.admin import Admin, RequeueMode
+from engine.admin import Admin
 from engine.client import Client
 from engine.context import JobContext
 from engine.errors import (
@@ -22,11 +22,10 @@ from engine.errors import (
 from engine.filters import DeadFilter
 from engine.lifecycle import Lifecycle
 from engine.message import JobMessage
-from engine.reanimate import Reanimation
 from engine.registry import handler
-from engine.retry import RetryPolicy
+from engine.retry import Reanimation, RetryPolicy
 from engine.settings import QueueType, Settings, load_settings
-from engine.states import JobState
+from engine.states import JobState, RequeueMode
 from engine.worker import Worker
 
 __all__ = [

@@ -16,7 +16,6 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 import asyncpg
@@ -24,22 +23,16 @@ import asyncpg
 from engine.broker import Broker
 from engine.errors import JobNotFound, JobStateConflict
 from engine.filters import DeadFilter
-from engine.message import JobMessage, encode, is_queue_name, now_utc
+from engine.generations import requeued_message
+from engine.message import is_queue_name, now_utc
 from engine.relay import Follower, drain
 from engine.settings import Settings, load_settings
-from engine.states import DeadStatus
+from engine.states import DeadStatus, RequeueMode
 from engine.store import Store
 from engine.workers import ALIVE_WITHIN
 
 BATCH = 1000
 Progress = Callable[[int], None]
-
-
-class RequeueMode(StrEnum):
-    """How a moved-back job starts."""
-
-    RESTART = "restart"  # from the beginning: the checkpoint is cleared
-    RECOVER = "recover"  # from the last checkpoint the job saved
 
 
 def default_actor() -> str:
@@ -74,43 +67,6 @@ class DeadLetter:
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> DeadLetter:
         return cls(**{name: row[name] for name in cls.__dataclass_fields__})
-
-
-def restarted_message(
-    row: asyncpg.Record,
-    *,
-    generation: int,
-    max_retries: int | None,
-    checkpoint: Any,
-    created_at: datetime | None,
-    suspend_on_failure: bool | None = None,
-) -> bytes:
-    """The body of a job sent back to its queue: a stored row's job at attempt 0."""
-    return encode(
-        JobMessage(
-            type=row["job_type"],
-            payload=row["payload"],
-            id=row["job_id"],
-            queue=row["queue"],
-            attempt=0,
-            max_retries=max_retries,
-            generation=generation,
-            created_at=created_at or now_utc(),
-            checkpoint=checkpoint,
-            suspend_on_failure=suspend_on_failure,
-        )
-    )
-
-
-def requeued_message(row: asyncpg.Record, retries: int | None, mode: RequeueMode) -> bytes:
-    """The next generation of a dead job: attempt 0, the new budget, checkpoint per mode."""
-    return restarted_message(
-        row,
-        generation=row["generation"] + 1,
-        max_retries=row["max_retries"] if retries is None else retries,
-        checkpoint=row["checkpoint"] if mode is RequeueMode.RECOVER else None,
-        created_at=row["enqueued_at"],
-    )
 
 
 class Admin:

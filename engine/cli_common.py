@@ -37,7 +37,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 # Bounds of integer options, from their PostgreSQL columns: a larger number is a usage
 # error from typer, not a traceback from asyncpg.
 MAX_ID = 2**63 - 1  # bigint: dead-letter ids
-MAX_INT = 2**31 - 1  # integer: generations
 
 P = ParamSpec("P")
 T = TypeVar("T")

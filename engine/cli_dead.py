@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from engine.admin import Admin, RequeueMode
+from engine.admin import Admin
 from engine.cli_common import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -23,9 +23,9 @@ from engine.cli_common import (
     settings,
 )
 from engine.cli_text import console, err_console, id_column, inert, json_text, print_table
-from engine.filters import DeadFilter, bulk_selection, parse_age, stored_error_type
-from engine.message import MAX_ATTEMPTS, now_utc
-from engine.states import DeadStatus
+from engine.filters import DeadFilter, age_ago, bulk_selection, dead_filter, stored_error_type
+from engine.message import MAX_ATTEMPTS
+from engine.states import DeadStatus, RequeueMode
 
 dead_app = typer.Typer(help="Inspect dead letters and move them back to their queues.")
 
@@ -57,15 +57,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")
 
 
 def age_option(flag: str, text: str) -> timedelta:
-    """parse_age, also refusing ages too long ago to count back from now; a usage error."""
+    """:func:`~engine.filters.age_ago` for an option; a bad age is a usage error."""
     try:
-        age = parse_age(text)
-        now_utc() - age
-    except OverflowError:
-        fail(f"{flag} {text!r}: too long ago", EXIT_USAGE)
+        return age_ago(flag, text)
     except ValueError as exc:
-        fail(f"{flag}: {exc}", EXIT_USAGE)
-    return age
+        fail(str(exc), EXIT_USAGE)
 
 
 def build_filter(
@@ -79,18 +75,21 @@ def build_filter(
     before: datetime | None,
     status: DeadStatus | None = DeadStatus.DEAD,
 ) -> DeadFilter:
-    if since is not None:
-        after = now_utc() - age_option("--since", since)
-    return DeadFilter(
-        ids=tuple(ids or ()),
-        job_type=job_type,
-        queue=queue,
-        error_type=error_type,
-        error_text=error,
-        died_after=after,
-        died_before=before,
-        status=status,
-    )
+    try:
+        return dead_filter(
+            ids=ids or (),
+            job_type=job_type,
+            queue=queue,
+            error_type=error_type,
+            error_text=error,
+            since=since,
+            after=after,
+            before=before,
+            status=status,
+            since_name="--since",
+        )
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
 
 
 def selection(ids: list[str] | None, all_: bool, selector: DeadFilter) -> DeadFilter:

@@ -9,10 +9,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from engine.admin import Admin, RequeueMode
+from engine.admin import Admin
 from engine.cli_common import (
     EXIT_FAILED,
-    MAX_INT,
     fail,
     parse_json,
     print_json,
@@ -23,8 +22,8 @@ from engine.cli_common import (
 )
 from engine.cli_text import console, id_column, inert, json_text, print_table, utc
 from engine.lifecycle import REQUESTED_BY_USER, Lifecycle
-from engine.message import MAX_ATTEMPTS
-from engine.states import JobState
+from engine.message import MAX_ATTEMPTS, MAX_GENERATION
+from engine.states import JobState, RequeueMode
 
 jobs_app = typer.Typer(help="Job states: list, show, suspend, resume, cancel.")
 queues_app = typer.Typer(help="Queues: depth, consumers, pause and resume.")
@@ -35,7 +34,7 @@ GenerationOpt = Annotated[
     int | None,
     typer.Option(
         min=0,
-        max=MAX_INT,
+        max=MAX_GENERATION,
         help="Fail unless the job is still in this generation (the one you saw).",
     ),
 ]

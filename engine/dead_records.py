@@ -20,19 +20,24 @@ from typing import Any
 
 import orjson
 
-from engine.deadletter import (
+from engine.errors import MessageError
+from engine.message import (
     H_ATTEMPTS,
     H_DIED_AT,
     H_ERROR_MESSAGE,
     H_ERROR_TYPE,
+    H_ORIGINAL_ID,
     H_QUEUE,
     H_REASON,
     H_TRACEBACK,
     H_WORKER,
+    MAX_INT32,
+    JobMessage,
+    decode,
+    fallback_job_id,
+    is_queue_name,
+    job_id_problem,
 )
-from engine.errors import MessageError
-from engine.executor import fallback_job_id
-from engine.message import JobMessage, decode, is_queue_name, job_id_problem
 from engine.store import DB_UNAVAILABLE, DeadRecord, Store, pg_text
 
 log = logging.getLogger("lazarus.deadletters")
@@ -41,9 +46,7 @@ log = logging.getLogger("lazarus.deadletters")
 # valid queue name: nothing can be routed by it, and listings of queues skip it.
 INVALID_NAME = "(invalid)"
 
-_INT32_MAX = 2**31 - 1  # attempts, max_retries and generation are 32-bit columns
 # Header of a bare row that keeps a job id the row could not (see _bare).
-H_ORIGINAL_ID = "x-lazarus-original-job-id"
 # Texts in a B-tree index: an entry must fit in a third of a page (2,704 bytes), and 255
 # characters are at most 1,020 bytes of UTF-8.
 _INDEXED_TEXTS = ("job_type", "queue", "error_type")
@@ -198,7 +201,7 @@ def _bare(record: DeadRecord) -> DeadRecord:
 
 def _int32(value: Any) -> int | None:
     """``value`` if it is a count a 32-bit column holds (0 to 2**31-1), else None."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _INT32_MAX:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_INT32:
         return value
     return None
 

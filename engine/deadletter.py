@@ -15,19 +15,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.broker import Broker
-from engine.executor import ErrorInfo
-from engine.message import JobMessage
+from engine.message import (
+    H_ATTEMPTS,
+    H_DIED_AT,
+    H_ERROR_MESSAGE,
+    H_ERROR_TYPE,
+    H_QUEUE,
+    H_REASON,
+    H_TRACEBACK,
+    H_WORKER,
+    JobMessage,
+)
+from engine.outcome import ErrorInfo
 from engine.topology import dead_exchange, record_exchange
-
-H_REASON = "x-lazarus-reason"
-H_ERROR_TYPE = "x-lazarus-error-type"
-H_ERROR_MESSAGE = "x-lazarus-error-message"
-H_TRACEBACK = "x-lazarus-traceback"
-H_WORKER = "x-lazarus-worker"
-H_QUEUE = "x-lazarus-queue"
-H_DIED_AT = "x-lazarus-died-at"
-H_ATTEMPTS = "x-lazarus-attempts"
-
 
 # Headers travel in one AMQP frame (frame_max is 128 KiB by default): a huge error text
 # would make every publish of the copy fail. Past these bounds the text is cut, saying so.

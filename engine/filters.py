@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine.states import DeadStatus
@@ -68,6 +68,49 @@ def parse_age(text: str) -> timedelta:
     if not match:
         raise ValueError(f"age {text!r}: use a number and a unit s, m, h, d or w (e.g. 30d)")
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def age_ago(name: str, text: str) -> timedelta:
+    """:func:`parse_age`, also refusing ages too long to count back from now; the
+    ValueError names ``name`` (the option or field the text came in)."""
+    try:
+        value = parse_age(text)
+        datetime.now(UTC) - value
+    except OverflowError:
+        raise ValueError(f"{name} {text!r}: too long ago") from None
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    return value
+
+
+def dead_filter(
+    *,
+    ids: tuple[str, ...] | list[str] = (),
+    job_type: str | None = None,
+    queue: str | None = None,
+    error_type: str | None = None,
+    error_text: str | None = None,
+    since: str | None = None,
+    after: datetime | None = None,
+    before: datetime | None = None,
+    status: DeadStatus | None = DeadStatus.DEAD,
+    since_name: str = "since",
+) -> DeadFilter:
+    """The filter a person gives, from the CLI or HTTP, as the engine reads it: ``since``
+    (an age, which wins over ``after``) becomes a time, an error type is read as workers
+    store it, empty texts mean no condition. ValueError names a bad ``since``."""
+    if since is not None:
+        after = datetime.now(UTC) - age_ago(since_name, since)
+    return DeadFilter(
+        ids=tuple(ids),
+        job_type=job_type or None,
+        queue=queue or None,
+        error_type=stored_error_type(error_type or None),
+        error_text=error_text or None,
+        died_after=after,
+        died_before=before,
+        status=status,
+    )
 
 
 def stored_error_type(name: str | None) -> str | None:

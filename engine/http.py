@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from engine import http_models as m
-from engine.admin import Admin, RequeueMode
+from engine.admin import Admin
 from engine.errors import (
     ConfigError,
     JobNotFound,
@@ -47,7 +47,7 @@ from engine.filters import DeadFilter
 from engine.health import check_services
 from engine.lifecycle import Lifecycle
 from engine.settings import Settings
-from engine.states import DeadStatus, JobState
+from engine.states import DeadStatus, JobState, RequeueMode
 from engine.web.guard import AdminGuard
 from engine.web.sessions import Sessions, same_token
 

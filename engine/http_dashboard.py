@@ -24,13 +24,13 @@ from markupsafe import Markup
 from starlette.exceptions import HTTPException
 
 from engine import http_models as m
-from engine.admin import Admin, RequeueMode
+from engine.admin import Admin
 from engine.errors import JobNotFound, JobStateConflict, LazarusError
 from engine.filters import DeadFilter, bulk_selection
 from engine.http import FILTERS, WEB, AdminDep, bearer, client_address, get_admin, message
 from engine.lifecycle import REQUESTED_BY_USER, Lifecycle
 from engine.message import now_utc
-from engine.states import JobState
+from engine.states import JobState, RequeueMode
 from engine.web.guard import SAFE_METHODS
 from engine.web.sessions import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, Sessions, same_token
 

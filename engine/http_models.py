@@ -19,12 +19,10 @@ from pydantic import (
     field_validator,
 )
 
-from engine.admin import RequeueMode
-from engine.filters import DeadFilter, bulk_selection, parse_age, stored_error_type
-from engine.message import MAX_ATTEMPTS, now_utc
-from engine.states import DeadStatus, JobState
+from engine.filters import DeadFilter, age_ago, bulk_selection, dead_filter
+from engine.message import MAX_ATTEMPTS, MAX_GENERATION
+from engine.states import DeadStatus, JobState, RequeueMode
 
-INT32 = 2**31 - 1  # generations are PostgreSQL integers; retry budgets stop at MAX_ATTEMPTS
 AGE = r"^\s*\d+\s*[smhdw]\s*$"  # documents (only) the format engine.filters.parse_age reads
 # Bounds of what a request may carry: one request must not keep a server or a PostgreSQL
 # backend busy (an unbounded "message contains" did, for ten minutes).
@@ -101,19 +99,19 @@ class DeadFilterBody(Body):
     @classmethod
     def _age(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
-            age(str(info.field_name), value)
+            age_ago(str(info.field_name), value)
         return value
 
     def to_filter(self, status: DeadStatus | None = DeadStatus.DEAD) -> DeadFilter:
         """The engine's filter; ValueError names a bad ``since``."""
-        after = self.after if self.since is None else now_utc() - age("since", self.since)
-        return DeadFilter(
-            job_type=self.type or None,
-            queue=self.queue or None,
-            error_type=stored_error_type(self.error_type or None),
-            error_text=self.error or None,
-            died_after=after,
-            died_before=self.before,
+        return dead_filter(
+            job_type=self.type,
+            queue=self.queue,
+            error_type=self.error_type,
+            error_text=self.error,
+            since=self.since,
+            after=self.after,
+            before=self.before,
             status=status,
         )
 
@@ -167,23 +165,11 @@ class PurgeBody(Body):
     @field_validator("older_than")
     @classmethod
     def _age(cls, value: str, info: ValidationInfo) -> str:
-        age(str(info.field_name), value)
+        age_ago(str(info.field_name), value)
         return value
 
     def age(self) -> timedelta:
-        return age("older_than", self.older_than)
-
-
-def age(field: str, text: str) -> timedelta:
-    """parse_age, also refusing ages too large to subtract from now; ValueError names ``field``."""
-    try:
-        value = parse_age(text)
-        now_utc() - value
-    except OverflowError:
-        raise ValueError(f"{field} {text!r}: too long ago") from None
-    except ValueError as exc:
-        raise ValueError(f"{field}: {exc}") from None
-    return value
+        return age_ago("older_than", self.older_than)
 
 
 class WorkItemsBody(Body):
@@ -266,7 +252,10 @@ class StopBody(Body):
         "'Requested by user').",
     )
     generation: int | None = Field(
-        default=None, ge=0, le=INT32, description="Fail with 409 unless still this generation."
+        default=None,
+        ge=0,
+        le=MAX_GENERATION,
+        description="Fail with 409 unless still this generation.",
     )
 
 
@@ -279,7 +268,10 @@ class ResumeBody(Body):
     )
     payload: Any = Field(default=None, description="Replaces the payload when present.")
     generation: int | None = Field(
-        default=None, ge=0, le=INT32, description="Fail with 409 unless still this generation."
+        default=None,
+        ge=0,
+        le=MAX_GENERATION,
+        description="Fail with 409 unless still this generation.",
     )
 
     @field_validator("payload")

@@ -16,22 +16,19 @@ from typing import Any
 
 import asyncpg
 
-from engine.admin import Admin, RequeueMode, restarted_message
+from engine.admin import Admin
 from engine.errors import JobNotFound, JobStateConflict
+from engine.generations import resumed_message
 from engine.message import check_queue_name, check_type_name, now_utc
 from engine.parking import parked_count, unpark
 from engine.relay import drain
-from engine.states import JobState
+from engine.states import PERSON_SEQ, JobState, RequeueMode
 from engine.topology import work_queue
 
 log = logging.getLogger("lazarus.lifecycle")
 
 REQUESTED_BY_USER = "Requested by user"
 ACTIVE = (JobState.PENDING, JobState.RUNNING, JobState.RETRYING)
-# The seq the stop_job query writes for a person's stop, above any a worker reports. It,
-# not stopped_by, tells who stopped a job: resume_job leaves the resuming person in
-# stopped_by, so a later failure's suspension still carries a name.
-PERSON_SEQ = 2**30
 
 
 def person_cause(reason: str | None) -> str:
@@ -63,18 +60,6 @@ def usable(names: Iterable[str], check: Callable[[str], str]) -> list[str]:
         except ValueError:
             log.debug("not listed: %r is no valid name", name)
     return sorted(kept)
-
-
-def resumed_message(row: asyncpg.Record) -> bytes:
-    """The message of a resumed job's next generation, from its row after the update."""
-    return restarted_message(
-        row,
-        generation=row["generation"],
-        max_retries=row["max_retries"],
-        checkpoint=row["checkpoint"],
-        created_at=row["created_at"],
-        suspend_on_failure=row["suspend_on_failure"],
-    )
 
 
 class Lifecycle:

@@ -7,6 +7,7 @@ which the worker turns into a dead letter instead of a retry loop.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections.abc import Mapping
@@ -22,20 +23,38 @@ FORMAT_VERSION = 1
 CONTENT_TYPE = "application/json"
 _TYPE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
-MAX_ATTEMPTS = 1_000_000  # bound of 'attempt' and 'max_retries': their columns are 32-bit
-MAX_GENERATION = 2**31 - 1
+# The one 32-bit bound: generations, attempts and counts are PostgreSQL integer columns.
+MAX_INT32 = 2**31 - 1
+MAX_ATTEMPTS = 1_000_000  # bound of 'attempt' and 'max_retries', well inside MAX_INT32
+MAX_GENERATION = MAX_INT32
 # A job id travels as the AMQP message_id of every copy (a short string: 255 bytes at
 # most) and keys PostgreSQL indexes; text columns refuse NUL, and logs and terminals
 # should get no control characters.
 MAX_ID_BYTES = 255
 _JOB_ID = re.compile(r"^[^\u0000-\u001f\u007f-\u009f]{0,255}$")
 # Counts the worker reads from headers go into 32-bit columns.
-MAX_COUNT = 2**31 - 1
-H_REDELIVERIES = "x-lazarus-redeliveries"  # redeliveries counted by the worker (engine.redelivery)
-# A job whose type the worker that got it does not know (engine.unknown_types): when it
-# was first turned back, and how often since.
+MAX_COUNT = MAX_INT32
+
+# The wire's headers, every one of them here. A dead-letter copy carries why and where
+# the job died:
+H_REASON = "x-lazarus-reason"
+H_ERROR_TYPE = "x-lazarus-error-type"
+H_ERROR_MESSAGE = "x-lazarus-error-message"
+H_TRACEBACK = "x-lazarus-traceback"
+H_WORKER = "x-lazarus-worker"
+H_QUEUE = "x-lazarus-queue"
+H_DIED_AT = "x-lazarus-died-at"
+H_ATTEMPTS = "x-lazarus-attempts"
+# the id a stored row names when the body's own id was unusable (engine.dead_records):
+H_ORIGINAL_ID = "x-lazarus-original-job-id"
+# redeliveries counted by the worker (engine.redelivery):
+H_REDELIVERIES = "x-lazarus-redeliveries"
+# a job whose type the worker that got it does not know (engine.unknown_types): when it
+# was first turned back, and how often since:
 H_UNKNOWN_SINCE = "x-lazarus-unknown-since"
 H_UNKNOWN_BOUNCES = "x-lazarus-unknown-bounces"
+# a suspended job's message kept in a parked queue, naming the queue it came from:
+H_PARKED_FROM = "x-lazarus-parked-from"
 
 
 def now_utc() -> datetime:
@@ -240,3 +259,12 @@ def _excerpt(text: str, limit: int = 64) -> str:
     if len(text) <= limit:
         return repr(text)
     return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def fallback_job_id(body: bytes, message_id: str | None) -> str:
+    """An id for a dead letter's body without a usable one: the AMQP message id if it can
+    be a job id, else one derived from the bytes, so that copies of one dead message give
+    one row (and a copy's message id always fits)."""
+    if message_id and job_id_problem(message_id) is None:
+        return message_id
+    return str(uuid.UUID(bytes=hashlib.sha256(body).digest()[:16], version=5))

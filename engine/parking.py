@@ -16,12 +16,11 @@ import logging
 from aio_pika.abc import AbstractIncomingMessage
 
 from engine.broker import Broker, Outgoing
-from engine.message import check_queue_name
+from engine.message import H_PARKED_FROM, check_queue_name
 from engine.topology import parked_queue, passive_queue, work_exchange
 
 log = logging.getLogger("lazarus.parking")
 
-H_PARKED_FROM = "x-lazarus-parked-from"
 UNPARK_BATCH = 500
 
 

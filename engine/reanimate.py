@@ -1,6 +1,6 @@
 """Automatic reanimation: some failures cure themselves (a service was down).
 
-A job type may carry a :class:`Reanimation` rule; the reanimator (in every recording
+A job type may carry a :class:`~engine.retry.Reanimation` rule; the reanimator (in every recording
 worker) moves its matching dead letters back on a schedule, at most ``max_times`` per
 job, each move a compare-and-set like a person's requeue and written to the audit log
 as done by ``lazarus-reanimator``. Off unless a handler declares a rule.
@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from engine.admin import RequeueMode, requeued_message
 from engine.broker import Broker
 from engine.errors import LazarusError
+from engine.generations import requeued_message
 from engine.registry import registered
 from engine.relay import drain
 from engine.store import Store
@@ -26,21 +25,6 @@ log = logging.getLogger("lazarus.reanimate")
 
 REANIMATOR = "lazarus-reanimator"
 BATCH = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class Reanimation:
-    """Move dead jobs of a type back ``after`` seconds, with ``retries``, up to ``max_times``."""
-
-    error_types: tuple[str, ...] = ()  # error types the rule applies to; empty: any
-    after: float = 300.0  # seconds a job stays dead before it is moved back
-    retries: int = 1  # broker-retry budget of the moved-back job
-    max_times: int = 3  # automatic moves per job, over all its generations
-    mode: RequeueMode = RequeueMode.RECOVER
-
-    def __post_init__(self) -> None:
-        if self.after < 0 or self.retries < 0 or self.max_times < 1:
-            raise ValueError("Reanimation: after and retries >= 0, max_times >= 1")
 
 
 async def reanimate_once(store: Store, broker: Broker) -> int:

@@ -23,9 +23,11 @@ from typing import Any
 from engine.broker import Broker
 from engine.consumer import Delivery
 from engine.errors import PublishFailed, ServiceUnavailable
-from engine.executor import DeadReason, ErrorInfo, Executor, Outcome
+from engine.executor import Executor
 from engine.message import H_REDELIVERIES, MAX_COUNT, JobMessage
+from engine.outcome import DeadReason, ErrorInfo, Outcome
 from engine.registry import Handler
+from engine.retry import dead_reason
 from engine.settings import Settings
 from engine.settler import Settler
 from engine.states import JobState, Verdict
@@ -233,9 +235,9 @@ class Redelivery:
         worker that dies, or whose publish fails, in between leaves a job row that refuses
         the redelivered copy's claim. Without this the job would be dead with no dead
         letter, or retrying with no retry. A DEAD job gets its dead letter from the row (the
-        reason is told from the attempt: a permanent error on the last attempt reads
-        "retries exhausted"); a RETRYING one gets its retry published again (if the first
-        one was published after all, the claims of the two copies let one run).
+        reason is told from the attempt, by :func:`engine.retry.dead_reason`); a RETRYING
+        one gets its retry published again (if the first one was published after all, the
+        claims of the two copies let one run).
         """
         assert self.store is not None
         try:
@@ -250,9 +252,7 @@ class Redelivery:
             job["error_type"] or "Unknown", job["error_message"] or "", job["traceback"] or ""
         )
         if job["state"] == JobState.DEAD.value:
-            policy = handler.policy
-            budget = policy.max_retries if message.max_retries is None else message.max_retries
-            reason = DeadReason.EXHAUSTED if message.attempt >= budget else DeadReason.PERMANENT
+            reason = dead_reason(handler.policy, None, message.attempt, message.max_retries)
             log.warning(
                 "job %s: dead before its dead letter was stored; storing it now", message.id
             )

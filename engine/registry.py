@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import UnknownJobType
-from engine.retry import RetryPolicy
+from engine.retry import Reanimation, RetryPolicy
 
 if TYPE_CHECKING:
     from engine.context import JobContext
-    from engine.reanimate import Reanimation
+    from engine.message import JobMessage
 
 HandlerFunc = Callable[["JobContext"], Awaitable[Any]]
 
@@ -28,6 +28,13 @@ class Handler:
     suspend_on_failure: bool = False
     track: bool = True  # record states in PostgreSQL; off for fire-and-forget work
     reanimate: Reanimation | None = None  # move dead jobs back automatically
+
+    def suspends(self, message: JobMessage) -> bool:
+        """Whether a final failure of ``message`` suspends it (True) or dead-letters it:
+        the message's own ``suspend_on_failure`` when it says, else the handler's."""
+        if message.suspend_on_failure is None:
+            return self.suspend_on_failure
+        return message.suspend_on_failure
 
 
 _REGISTRY: dict[str, Handler] = {}
@@ -48,7 +55,7 @@ def handler(
     SUSPENDED with its checkpoint instead of dead-lettered. ``track=False`` skips state
     tracking (and with it checkpoints, suspension and duplicate detection) for
     fire-and-forget work. ``reanimate`` moves dead jobs back on a schedule (see
-    :class:`~engine.reanimate.Reanimation`). Registering two different functions under
+    :class:`~engine.retry.Reanimation`). Registering two different functions under
     one type is an error: the second would silently win in one process and lose in
     another.
     """

@@ -23,9 +23,8 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from engine.broker import Broker
-from engine.deadletter import H_DIED_AT
 from engine.errors import LazarusError
-from engine.message import now_utc
+from engine.message import H_DIED_AT, now_utc
 from engine.queries import Q
 from engine.settings import Settings
 from engine.store import DB_UNAVAILABLE, Store

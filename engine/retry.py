@@ -1,4 +1,6 @@
-"""Retry policy: in-process attempts (tenacity), broker-level retries and their delays.
+"""Retry policy: in-process attempts (tenacity), broker-level retries and their delays,
+the budget a job has and why a job that died did; and the rule that moves dead jobs of
+a type back by itself (:class:`Reanimation`).
 
 The executor asks :func:`decide` what a failure means; the worker only carries
 the decision out. Nothing here touches the broker.
@@ -19,7 +21,8 @@ from tenacity import (
 )
 
 from engine.errors import Permanent, Transient
-from engine.states import Verdict
+from engine.outcome import DeadReason
+from engine.states import RequeueMode, Verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,10 @@ class RetryPolicy:
     def is_permanent(self, exc: BaseException) -> bool:
         return isinstance(exc, self.permanent)
 
+    def budget(self, max_retries: int | None) -> int:
+        """Broker retries a job has: its message's own ``max_retries``, else the policy's."""
+        return self.max_retries if max_retries is None else max_retries
+
     def broker_delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before broker-level run number ``attempt + 1``."""
         try:
@@ -100,5 +107,33 @@ def decide(
     """Retry through the broker or dead-letter, for a run that ended in ``exc``."""
     if policy.is_permanent(exc):
         return Verdict.DEAD
-    budget = policy.max_retries if max_retries is None else max_retries
-    return Verdict.RETRY if attempt < budget else Verdict.DEAD
+    return Verdict.RETRY if attempt < policy.budget(max_retries) else Verdict.DEAD
+
+
+def dead_reason(
+    policy: RetryPolicy, exc: BaseException | None, attempt: int, max_retries: int | None
+) -> str:
+    """The :class:`~engine.outcome.DeadReason` of a run that :func:`decide` sent to the dead.
+
+    ``exc`` is None when only the stored text of the error is left (a redelivered copy of
+    a death decided by a worker that died): a death before the budget was spent can only
+    have been a permanent error, and one on the last attempt reads as exhausted.
+    """
+    if exc is not None and policy.is_permanent(exc):
+        return DeadReason.PERMANENT
+    return DeadReason.EXHAUSTED if attempt >= policy.budget(max_retries) else DeadReason.PERMANENT
+
+
+@dataclass(frozen=True, slots=True)
+class Reanimation:
+    """Move dead jobs of a type back ``after`` seconds, with ``retries``, up to ``max_times``."""
+
+    error_types: tuple[str, ...] = ()  # error types the rule applies to; empty: any
+    after: float = 300.0  # seconds a job stays dead before it is moved back
+    retries: int = 1  # broker-retry budget of the moved-back job
+    max_times: int = 3  # automatic moves per job, over all its generations
+    mode: RequeueMode = RequeueMode.RECOVER
+
+    def __post_init__(self) -> None:
+        if self.after < 0 or self.retries < 0 or self.max_times < 1:
+            raise ValueError("Reanimation: after and retries >= 0, max_times >= 1")

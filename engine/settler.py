@@ -26,10 +26,10 @@ from engine.broker import Broker
 from engine.consumer import Delivery
 from engine.dead_records import dead_record
 from engine.dead_writer import DeadLetterWriter
-from engine.deadletter import H_TRACEBACK, dead_headers, publish_dead
+from engine.deadletter import dead_headers, publish_dead
 from engine.errors import PublishFailed, ServiceUnavailable
-from engine.executor import DeadReason, Outcome
-from engine.message import JobMessage, encode
+from engine.message import H_TRACEBACK, JobMessage, encode
+from engine.outcome import DeadReason, Outcome
 from engine.registry import Handler
 from engine.states import JobState, Verdict
 from engine.store import Store
@@ -190,9 +190,7 @@ class Settler:
             return True
         if outcome.verdict is Verdict.RETRY:
             return await self._decide_retry(delivery, outcome)
-        suspend = message.suspend_on_failure
-        if suspend is None:
-            suspend = handler.suspend_on_failure
+        suspend = handler.suspends(message)
         state = JobState.SUSPENDED if suspend else JobState.DEAD
         cause = f"{error.type}: {error.message}" if error else None
         decision = Transition(message, state, self.worker_id, error=error, cause=cause)

@@ -17,6 +17,19 @@ class JobState(StrEnum):
     CANCELLED = "cancelled"  # stopped for good by a person; final
 
 
+# The seq a person's stop writes on a job row, above any a worker reports, so that no late
+# worker report overrides it. It, not stopped_by, tells who stopped a job: resuming leaves
+# the resuming person in stopped_by, so a later failure's suspension still carries a name.
+PERSON_SEQ = 2**30
+
+
+class RequeueMode(StrEnum):
+    """How a stored job starts its next generation."""
+
+    RESTART = "restart"  # from the beginning: the checkpoint is cleared
+    RECOVER = "recover"  # from the last checkpoint the job saved
+
+
 class DeadStatus(StrEnum):
     """Status of one row of the dead-letter table."""
 

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from engine.queries import Q
+from engine.states import PERSON_SEQ
 
 
 class JobStateQueries(ABC):
@@ -93,7 +94,7 @@ class JobStateQueries(ABC):
         """Compare-and-set: stop the job only if it is still in ``generation`` and one of
         ``from_states``; None if it is not (or does not exist)."""
         return await self.pool.fetchrow(
-            Q["stop_job"], job_id, state, cause, actor, list(from_states), generation
+            Q["stop_job"], job_id, state, cause, actor, list(from_states), generation, PERSON_SEQ
         )
 
     async def resume_job(

@@ -25,8 +25,8 @@ from datetime import datetime
 import asyncpg
 
 from engine.errors import ServiceUnavailable
-from engine.executor import ErrorInfo
 from engine.message import JobMessage, now_utc
+from engine.outcome import ErrorInfo
 from engine.states import JobState
 from engine.store import DB_UNAVAILABLE, Store, pg_text
 

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from engine.broker import Broker
-from engine.message import H_UNKNOWN_BOUNCES, H_UNKNOWN_SINCE, JobMessage, now_utc
+from engine.message import H_UNKNOWN_BOUNCES, H_UNKNOWN_SINCE, MAX_COUNT, JobMessage, now_utc
 from engine.store import DB_UNAVAILABLE, Store
 from engine.topology import delay_tier_ms
 from engine.workers import ALIVE_WITHIN
@@ -42,7 +42,7 @@ def first_turned_back(headers: Mapping[str, Any] | None) -> datetime | None:
 
 def bounces(headers: Mapping[str, Any] | None) -> int:
     count = (headers or {}).get(H_UNKNOWN_BOUNCES)
-    return count if isinstance(count, int) and 0 <= count < 2**31 else 0
+    return count if isinstance(count, int) and 0 <= count <= MAX_COUNT else 0
 
 
 class UnknownTypes:

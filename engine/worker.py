@@ -29,8 +29,9 @@ from engine.consumer import Delivery, LightConsumer
 from engine.control import Control, Pauses
 from engine.dead_writer import DeadLetterWriter
 from engine.errors import JobStopped, PublishFailed
-from engine.executor import DeadReason, Executor, Outcome
+from engine.executor import Executor
 from engine.message import JobMessage
+from engine.outcome import DeadReason, Outcome
 from engine.parking import Parker
 from engine.redelivery import Redelivery, redeliveries
 from engine.registry import Handler

@@ -134,9 +134,9 @@ SELECT * FROM jobs WHERE job_id = $1;
 
 -- name: stop_job
 -- A person suspends or cancels: a compare-and-set on the generation and states the
--- operation found when it began, with a seq no worker report can beat.
+-- operation found when it began, with a seq no worker report can beat ($7, PERSON_SEQ).
 UPDATE jobs
-   SET state = $2, seq = 1073741824, cause = $3, traceback = NULL, stopped_by = $4,
+   SET state = $2, seq = $7, cause = $3, traceback = NULL, stopped_by = $4,
        token = NULL, updated_at = now()
  WHERE job_id = $1 AND state = ANY($5::text[]) AND generation = $6
 RETURNING *;

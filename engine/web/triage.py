@@ -17,13 +17,13 @@ from fastapi.security import HTTPAuthorizationCredentials
 from starlette.exceptions import HTTPException
 
 from engine import http_models as m
-from engine.admin import Admin, RequeueMode
+from engine.admin import Admin
 from engine.errors import JobNotFound, LazarusError
 from engine.filters import DeadFilter, bulk_selection
 from engine.http import FILTERS, AdminDep, Name, bearer, message
 from engine.http_dashboard import dashboard_auth, form_filter, page, read_form
 from engine.lifecycle import Lifecycle
-from engine.states import JobState
+from engine.states import JobState, RequeueMode
 
 ACTIONS = {"requeue": "requeued", "delete": "deleted", "resume": "resumed"}
 

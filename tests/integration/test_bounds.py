@@ -18,8 +18,7 @@ import pytest
 
 from engine import JobContext, RetryPolicy, handler
 from engine.broker import Broker
-from engine.deadletter import H_ERROR_TYPE, H_REASON
-from engine.message import H_REDELIVERIES
+from engine.message import H_ERROR_TYPE, H_REASON, H_REDELIVERIES
 from engine.recorder import Recorder
 from engine.settings import Settings
 from engine.store import Store

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine import Client, JobContext, Worker, handler
-from engine.deadletter import H_ERROR_TYPE, H_REASON
+from engine.message import H_ERROR_TYPE, H_REASON
 from engine.settings import Settings
 from engine.topology import retained_queue, work_queue
 from tests.conftest import AMQP_URL, queue_depth, take_dead_letters, wait_for

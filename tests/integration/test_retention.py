@@ -11,9 +11,8 @@ import asyncpg
 import pytest
 
 from engine.broker import Broker
-from engine.deadletter import H_DIED_AT
 from engine.errors import ConfigError
-from engine.message import now_utc
+from engine.message import H_DIED_AT, now_utc
 from engine.retention import PRUNE_LOCK, prune
 from engine.settings import Settings, load_settings
 from engine.store import Store

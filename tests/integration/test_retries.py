@@ -10,15 +10,15 @@ import orjson
 import pytest
 
 from engine import Client, JobContext, Permanent, RetryPolicy, Transient, Worker, handler
-from engine.deadletter import (
+from engine.message import (
     H_ATTEMPTS,
     H_ERROR_MESSAGE,
     H_ERROR_TYPE,
     H_QUEUE,
     H_REASON,
     H_TRACEBACK,
+    decode,
 )
-from engine.message import decode
 from engine.settings import Settings
 from engine.topology import delay_queue, delay_tier_ms, retained_queue, work_queue
 from tests.conftest import publish_raw, queue_depth, take_dead_letters, wait_for

@@ -141,3 +141,19 @@ async def test_a_job_id_the_wire_format_refuses_is_refused_at_enqueue() -> None:
             await client.enqueue("client.routed", None, job_id=bad)
     assert broker.published == []
     await client.enqueue("client.routed", None, job_id="é" * 127)  # 254 bytes: fine
+
+
+def test_the_message_says_whether_a_final_failure_suspends_else_the_handler_does() -> None:
+    from engine.message import JobMessage
+    from engine.registry import Handler
+    from engine.retry import RetryPolicy
+
+    async def work(ctx: object) -> None:
+        return None
+
+    suspending = Handler("t", work, RetryPolicy(), suspend_on_failure=True)
+    assert suspending.suspends(JobMessage(type="t", payload=None))
+    assert not suspending.suspends(JobMessage(type="t", payload=None, suspend_on_failure=False))
+    assert Handler("t", work, RetryPolicy()).suspends(
+        JobMessage(type="t", payload=None, suspend_on_failure=True)
+    )

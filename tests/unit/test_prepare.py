@@ -5,8 +5,9 @@ from __future__ import annotations
 import orjson
 
 from engine import JobContext, handler
-from engine.executor import Executor, Outcome
+from engine.executor import Executor
 from engine.message import JobMessage
+from engine.outcome import Outcome
 
 WORKER = Executor("unit-worker")
 

@@ -7,7 +7,8 @@ import random
 import pytest
 
 from engine.errors import Permanent, Transient
-from engine.retry import RetryPolicy, decide
+from engine.outcome import DeadReason
+from engine.retry import RetryPolicy, dead_reason, decide
 from engine.states import Verdict
 
 
@@ -77,3 +78,14 @@ def test_custom_permanent_errors_win_over_transient_ones() -> None:
 def test_invalid_policy_names_its_field(kwargs: dict[str, float], field: str) -> None:
     with pytest.raises(ValueError, match=f"RetryPolicy.{field}"):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_dead_reason_says_why_from_the_error_or_from_the_attempt_alone() -> None:
+    policy = RetryPolicy(max_retries=2)
+    assert dead_reason(policy, Permanent("no"), 0, None) == DeadReason.PERMANENT
+    assert dead_reason(policy, Permanent("no"), 2, None) == DeadReason.PERMANENT
+    assert dead_reason(policy, Transient("again"), 2, None) == DeadReason.EXHAUSTED
+    # Only the stored text is left: a death before the budget was spent was permanent.
+    assert dead_reason(policy, None, 1, None) == DeadReason.PERMANENT
+    assert dead_reason(policy, None, 2, None) == DeadReason.EXHAUSTED
+    assert dead_reason(policy, None, 1, 1) == DeadReason.EXHAUSTED

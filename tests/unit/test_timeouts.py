@@ -8,7 +8,8 @@ import asyncio
 import pytest
 
 from engine import JobContext, RetryPolicy, handler
-from engine.executor import Executor, Outcome
+from engine.executor import Executor
+from engine.outcome import Outcome
 from engine.registry import lookup
 from engine.states import Verdict
 from tests.unit.test_prepare import job_of

@@ -13,10 +13,10 @@ import pytest
 from engine.admin import Admin
 from engine.broker import Broker
 from engine.dead_records import INVALID_NAME
-from engine.deadletter import H_QUEUE, H_REASON
 from engine.errors import JobStateConflict, PublishFailed
 from engine.filters import DeadFilter
 from engine.lifecycle import Lifecycle
+from engine.message import H_QUEUE, H_REASON
 from engine.recorder import Recorder
 from engine.settings import Settings
 from engine.store import DeadRecord, Store

@@ -6,7 +6,8 @@ import asyncio
 
 from engine import Client, JobContext, RetryPolicy, Worker, handler
 from engine.admin import Admin
-from engine.reanimate import REANIMATOR, Reanimation, reanimate_once
+from engine.reanimate import REANIMATOR, reanimate_once
+from engine.retry import Reanimation
 from engine.runner import DeadLetterService
 from engine.settings import Settings
 from engine.store import Store

@@ -14,7 +14,7 @@ import pytest
 from engine.broker import Broker
 from engine.consumer import Delivery
 from engine.dead_records import store_dead
-from engine.deadletter import H_ATTEMPTS, H_ERROR_MESSAGE, H_REASON
+from engine.message import H_ATTEMPTS, H_ERROR_MESSAGE, H_REASON
 from engine.recorder import Recorder
 from engine.settings import Settings
 from engine.store import DeadRecord, Store

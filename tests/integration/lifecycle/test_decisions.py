@@ -14,7 +14,7 @@ from engine.admin import Admin
 from engine.errors import PublishFailed
 from engine.filters import DeadFilter
 from engine.lifecycle import Lifecycle
-from engine.redelivery import H_REDELIVERIES
+from engine.message import H_REDELIVERIES
 from engine.settings import Settings
 from engine.store import Store
 from engine.topology import work_queue

@@ -10,8 +10,8 @@ import asyncpg
 import pytest
 
 from engine.errors import ServiceUnavailable
-from engine.executor import ErrorInfo
 from engine.message import JobMessage
+from engine.outcome import ErrorInfo
 from engine.states import JobState
 from engine.store import Store
 from engine.tracker import Tracker, Transition, started
