@@ -138,7 +138,7 @@ def dead_headers_like_lazarus() -> dict[str, Any]:
         "x-lazarus-error-type": "engine.errors.Permanent",
         "x-lazarus-error-message": "bench_die dies on purpose",
         "x-lazarus-traceback": "Traceback (most recent call last):\n"
-        + '  File "/work/engine/executor.py", line 120, in _call\n    await fn(ctx)\n' * 3
+        + '  File "/work/engine/worker/executor.py", line 120, in _call\n    await fn(ctx)\n' * 3
         + "engine.errors.Permanent: bench_die dies on purpose\n",
     }
 

@@ -49,9 +49,9 @@ import asyncpg
 
 from bench.common import AMQP_URL, ROOT, Child, child_env, python, queue_depth
 from bench.lazarus import QUEUE, fresh_namespace
+from engine.amqp.topology import recorder_queue, retained_queue, work_queue
 from engine.client import Client
 from engine.settings import Settings
-from engine.topology import recorder_queue, retained_queue, work_queue
 
 MIX = {"chaos_ok": 0.70, "chaos_flaky": 0.15, "chaos_die": 0.15}
 FINAL_STATE = {"chaos_ok": "succeeded", "chaos_flaky": "succeeded", "chaos_die": "dead"}

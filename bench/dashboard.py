@@ -19,9 +19,9 @@ import time
 import httpx
 
 from bench.lazarus import fresh_namespace
-from engine.http import create_app
+from engine.pg.store import Store
 from engine.settings import Settings
-from engine.store import Store
+from engine.web.api import create_app
 
 SEED_DEAD = """
 INSERT INTO dead_letters (job_id, generation, job_type, queue, payload, body, attempts, reason,

@@ -1,7 +1,7 @@
 """Dead-letter burst and bulk requeue: what the recorder and the admin API sustain.
 
-Both rows need ``engine.recorder`` and ``engine.admin``; while either is missing they
-say "not available yet" and carry no number.
+Both rows need ``engine.deadletters.recorder`` and ``engine.admin.facade``; while either is
+missing they say "not available yet" and carry no number.
 
 Burst: N jobs of type ``bench_die_once`` (Permanent at once in their first generation)
 wait in a queue; a worker with
@@ -34,10 +34,16 @@ from bench.common import (
     stop_all,
 )
 from bench.lazarus import QUEUE, fresh_namespace, start_worker
+from engine.amqp.topology import work_queue
 from engine.client import Client
-from engine.topology import work_queue
 
-NEEDS = ("engine.recorder", "engine.admin", "engine.store", "engine.filters", "engine.runner")
+NEEDS = (
+    "engine.deadletters.recorder",
+    "engine.admin.facade",
+    "engine.pg.store",
+    "engine.filters",
+    "engine.worker.runner",
+)
 RECORD_TIMEOUT = 180.0
 
 
@@ -67,7 +73,7 @@ async def burst_and_requeue(
 
     ``processes``: worker processes, each with its own recorder (as ``lazarus worker``).
     """
-    from engine.admin import Admin
+    from engine.admin.facade import Admin
     from engine.filters import DeadFilter
 
     async with fresh_namespace(queue_type) as (settings, store):

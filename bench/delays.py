@@ -13,15 +13,15 @@ import time
 import uuid
 
 from engine import Client, JobContext, Worker, handler
-from engine.broker import Broker
-from engine.settings import load_settings
-from engine.topology import (
+from engine.amqp.broker import Broker
+from engine.amqp.topology import (
     dead_letter_queues,
     delay_queue,
     delay_tier_ms,
     namespace_exchanges,
     work_queue,
 )
+from engine.settings import load_settings
 
 arrived: dict[str, float] = {}
 

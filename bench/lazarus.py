@@ -33,14 +33,14 @@ from bench.common import (
     stop_all,
 )
 from bench.common import unique as unique_name
-from engine.client import Client
-from engine.settings import Settings, load_settings
-from engine.store import Store
-from engine.topology import (
+from engine.amqp.topology import (
     dead_letter_queues,
     namespace_exchanges,
     work_queue,
 )
+from engine.client import Client
+from engine.pg.store import Store
+from engine.settings import Settings, load_settings
 
 QUEUE = "default"
 

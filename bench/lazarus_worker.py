@@ -17,10 +17,10 @@ from pathlib import Path
 
 from bench import jobs, probe  # noqa: F401  (jobs registers the handlers)
 from engine import loop as event_loop
-from engine.runner import DeadLetterService, open_store
+from engine.pg.store import Store
 from engine.settings import load_settings
-from engine.store import Store
-from engine.worker import Worker
+from engine.worker.consume import Worker
+from engine.worker.runner import DeadLetterService, open_store
 
 
 async def run(queue: str, concurrency: int, record: bool) -> None:

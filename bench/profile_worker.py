@@ -22,9 +22,9 @@ from pathlib import Path
 
 from bench.common import ROOT, child_env, queue_depth
 from bench.lazarus import QUEUE, fresh_namespace
+from engine.amqp.topology import work_queue
 from engine.client import Client
 from engine.filters import DeadFilter
-from engine.topology import work_queue
 
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*)\)$")
 

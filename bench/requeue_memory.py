@@ -18,10 +18,10 @@ from pathlib import Path
 
 from bench.common import child_env, queue_depth
 from bench.lazarus import QUEUE, fresh_namespace
+from engine.amqp.topology import work_queue
 from engine.client import build_message
 from engine.message import encode
-from engine.store import DeadRecord
-from engine.topology import work_queue
+from engine.pg.store import DeadRecord
 
 INSERT_BATCH = 5_000
 

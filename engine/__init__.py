@@ -1,6 +1,7 @@
 """Lazarus: an asyncio job engine on RabbitMQ with a PostgreSQL dead-letter table."""
 
-from engine.admin import Admin
+from engine.admin.facade import Admin
+from engine.admin.lifecycle import Lifecycle
 from engine.client import Client
 from engine.context import JobContext
 from engine.errors import (
@@ -20,13 +21,12 @@ from engine.errors import (
     UnknownJobType,
 )
 from engine.filters import DeadFilter
-from engine.lifecycle import Lifecycle
 from engine.message import JobMessage
 from engine.registry import handler
 from engine.retry import Reanimation, RetryPolicy
 from engine.settings import QueueType, Settings, load_settings
 from engine.states import JobState, RequeueMode
-from engine.worker import Worker
+from engine.worker.consume import Worker
 
 __all__ = [
     "Admin",

@@ -7,7 +7,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from engine.broker import Broker, Outgoing
+from engine.amqp.broker import Broker, Outgoing
+from engine.amqp.topology import delay_tier_ms, requested_delay_ms, work_exchange, work_queue
 from engine.errors import PublishFailed
 from engine.message import (
     MAX_ATTEMPTS,
@@ -20,7 +21,6 @@ from engine.message import (
 )
 from engine.registry import registered
 from engine.settings import Settings, load_settings
-from engine.topology import delay_tier_ms, requested_delay_ms, work_exchange, work_queue
 
 
 class Client:
@@ -34,7 +34,7 @@ class Client:
         routes: Mapping[str, str] | None = None,
     ) -> None:
         """``routes`` (job type -> queue), for types whose handlers live elsewhere: what the
-        workers' registry says (``engine.workers.known_routes``), as ``lazarus enqueue``
+        workers' registry says (``engine.pg.workers.known_routes``), as ``lazarus enqueue``
         passes it."""
         self.settings = settings or load_settings()
         self.broker = broker or Broker(self.settings, name="lazarus-client")

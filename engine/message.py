@@ -45,11 +45,11 @@ H_WORKER = "x-lazarus-worker"
 H_QUEUE = "x-lazarus-queue"
 H_DIED_AT = "x-lazarus-died-at"
 H_ATTEMPTS = "x-lazarus-attempts"
-# the id a stored row names when the body's own id was unusable (engine.dead_records):
+# the id a stored row names when the body's own id was unusable (engine.deadletters.records):
 H_ORIGINAL_ID = "x-lazarus-original-job-id"
-# redeliveries counted by the worker (engine.redelivery):
+# redeliveries counted by the worker (engine.worker.redelivery):
 H_REDELIVERIES = "x-lazarus-redeliveries"
-# a job whose type the worker that got it does not know (engine.unknown_types): when it
+# a job whose type the worker that got it does not know (engine.worker.unknown_types): when it
 # was first turned back, and how often since:
 H_UNKNOWN_SINCE = "x-lazarus-unknown-since"
 H_UNKNOWN_BOUNCES = "x-lazarus-unknown-bounces"

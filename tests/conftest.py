@@ -18,15 +18,15 @@ import aiormq
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
-from engine.settings import QueueType, Settings
-from engine.topology import (
+from engine.amqp.topology import (
     dead_letter_queues,
     namespace_exchanges,
     retained_queue,
     work_exchange,
     work_queue,
 )
-from engine.worker import Worker
+from engine.settings import QueueType, Settings
+from engine.worker.consume import Worker
 
 AMQP_URL = os.environ.get("LAZARUS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 DATABASE_URL = os.environ.get(

@@ -16,14 +16,14 @@ from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials
 from starlette.exceptions import HTTPException
 
-from engine import http_models as m
-from engine.admin import Admin
+from engine.admin.facade import Admin
+from engine.admin.lifecycle import Lifecycle
 from engine.errors import JobNotFound, LazarusError
 from engine.filters import DeadFilter, bulk_selection
-from engine.http import FILTERS, AdminDep, Name, bearer, message
-from engine.http_dashboard import dashboard_auth, form_filter, page, read_form
-from engine.lifecycle import Lifecycle
 from engine.states import JobState, RequeueMode
+from engine.web import models as m
+from engine.web.api import FILTERS, AdminDep, Name, bearer, message
+from engine.web.dashboard import dashboard_auth, form_filter, page, read_form
 
 ACTIONS = {"requeue": "requeued", "delete": "deleted", "resume": "resumed"}
 

@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from engine.store import Store
+from engine.pg.store import Store
 from tests.conftest import AMQP_URL, DATABASE_URL, delete_namespace, make_settings, unique_namespace
 
 LAZARUS = shutil.which("lazarus", path=str(Path(sys.executable).parent)) or "lazarus"

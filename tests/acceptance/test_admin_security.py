@@ -16,12 +16,12 @@ import pytest
 from pydantic import SecretStr
 
 from engine import Client
+from engine.admin.lifecycle import Lifecycle
 from engine.errors import ConfigError
-from engine.http import create_app
-from engine.http_models import DeadFilterBody
-from engine.lifecycle import Lifecycle
+from engine.pg.store import Store
 from engine.settings import Settings, load_settings
-from engine.store import Store
+from engine.web.api import create_app
+from engine.web.models import DeadFilterBody
 from tests.acceptance.conftest import Cli, serving
 from tests.acceptance.test_http import (
     BASE,

@@ -10,7 +10,7 @@ from importlib.metadata import version
 
 import orjson
 
-from engine.store import DeadRecord, Store
+from engine.pg.store import DeadRecord, Store
 from tests.acceptance.conftest import LAZARUS, Cli
 from tests.conftest import make_settings
 

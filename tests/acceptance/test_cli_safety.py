@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from engine.store import Store
+from engine.pg.store import Store
 from tests.acceptance.conftest import Cli, wait_for_output
 from tests.conftest import make_settings
 from tests.integration.deadletters.test_forged_headers import old_row

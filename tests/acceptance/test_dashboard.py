@@ -23,8 +23,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from engine import Client, JobContext, Permanent, RetryPolicy, handler
 from engine.filters import DeadFilter
+from engine.pg.store import Store
 from engine.settings import Settings
-from engine.store import Store
 from tests.acceptance.conftest import serving
 from tests.acceptance.test_http import flaky, migrated, ran
 from tests.conftest import wait_for
@@ -126,7 +126,7 @@ async def test_the_triage_flow_finds_opens_selects_requeues_and_audits(
     """Find the failing group, open a dead letter by its URL, select three rows, requeue
     them with a new budget after seeing the dry-run count, watch them succeed, and find
     the action in the audit log; at desktop and at phone width."""
-    from engine.http import create_app
+    from engine.web.api import create_app
 
     store = Store(ns)
     await store.connect()
@@ -239,7 +239,7 @@ async def test_a_logged_in_person_visiting_another_site_cannot_be_made_to_act(
 ) -> None:
     from pydantic import SecretStr
 
-    from engine.http import create_app
+    from engine.web.api import create_app
 
     token = "browser-test-token-1234"
     secured = ns.model_copy(update={"admin_token": SecretStr(token)})

@@ -14,10 +14,10 @@ import pytest
 from pydantic import SecretStr
 
 from engine import Client, JobContext, RetryPolicy, handler
-from engine.http import create_app
+from engine.pg.store import Store
 from engine.settings import Settings
-from engine.store import Store
-from engine.worker import Worker
+from engine.web.api import create_app
+from engine.worker.consume import Worker
 from tests.acceptance.conftest import Cli
 from tests.conftest import DATABASE_URL, delete_namespace, make_settings, unique_namespace, wait_for
 from tests.integration.conftest import TcpProxy
@@ -545,7 +545,7 @@ async def test_the_dashboards_resume_recovers_by_default_with_the_retries_given(
 async def test_workers_are_listed_by_the_api_and_the_dashboard(
     api: httpx.AsyncClient, ns: Settings
 ) -> None:
-    from engine.runner import run_worker
+    from engine.worker.runner import run_worker
 
     stop = asyncio.Event()
     running = asyncio.create_task(run_worker(ns, ["default"], 2, stop, record=True))

@@ -32,9 +32,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from engine import Client
-from engine.http import create_app
+from engine.pg.store import Store
 from engine.settings import Settings
-from engine.store import Store
+from engine.web.api import create_app
 from tests.acceptance.conftest import serving
 from tests.acceptance.test_http import flaky
 from tests.conftest import delete_namespace, make_settings, unique_namespace, wait_for

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from engine.pg.store import Store
 from engine.settings import QueueType, Settings
-from engine.store import Store
 from tests.conftest import delete_namespace, make_settings, unique_namespace
 
 

@@ -17,12 +17,12 @@ import orjson
 import pytest
 
 from engine import JobContext, RetryPolicy, handler
-from engine.broker import Broker
+from engine.amqp.broker import Broker
+from engine.amqp.topology import record_exchange, retained_queue, work_exchange
+from engine.deadletters.recorder import Recorder
 from engine.message import H_ERROR_TYPE, H_REASON, H_REDELIVERIES
-from engine.recorder import Recorder
+from engine.pg.store import Store
 from engine.settings import Settings
-from engine.store import Store
-from engine.topology import record_exchange, retained_queue, work_exchange
 from tests.conftest import AMQP_URL, queue_depth, wait_for
 from tests.integration.deadletters.test_recording import running
 

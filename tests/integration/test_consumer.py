@@ -9,10 +9,10 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from aio_pika.queue import Queue
 
-from engine.broker import Broker
-from engine.consumer import Delivery, LightConsumer, LightQueue
+from engine.amqp.broker import Broker
+from engine.amqp.consumer import Delivery, LightConsumer, LightQueue
+from engine.amqp.topology import declare_queue, work_exchange, work_queue, work_queue_arguments
 from engine.settings import Settings
-from engine.topology import declare_queue, work_exchange, work_queue, work_queue_arguments
 from tests.conftest import queue_depth, wait_for
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from engine import Client
+from engine.amqp.topology import delay_queue, work_queue
 from engine.message import now_utc
 from engine.settings import Settings
-from engine.topology import delay_queue, work_queue
 from tests.conftest import queue_depth, wait_for
 
 

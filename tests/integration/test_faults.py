@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from engine import Client, JobContext, Worker, handler
+from engine.amqp.topology import retained_queue, work_queue
 from engine.message import H_ERROR_TYPE, H_REASON
 from engine.settings import Settings
-from engine.topology import retained_queue, work_queue
 from tests.conftest import AMQP_URL, queue_depth, take_dead_letters, wait_for
 from tests.integration.fault_handlers import events
 
@@ -46,7 +46,7 @@ async def spawn(tmp_path: Path) -> AsyncIterator[Spawn]:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
-            "from engine.cli import main; main()",
+            "from engine.cli.main import main; main()",
             "worker",
             HANDLERS,
             "--no-record",  # dead letters stay in their queues: no PostgreSQL needed

@@ -9,9 +9,9 @@ import orjson
 import pytest
 
 from engine import JobContext, Worker, handler
+from engine.amqp.topology import retained_queue
 from engine.message import H_ERROR_MESSAGE, H_ERROR_TYPE, H_REASON
 from engine.settings import Settings
-from engine.topology import retained_queue
 from tests.conftest import publish_raw, queue_depth, take_dead_letters, wait_for
 
 pytestmark = pytest.mark.timeout(30)

@@ -12,11 +12,11 @@ import pytest
 from prometheus_client import REGISTRY
 
 from engine import Client, JobContext, RetryPolicy, handler
-from engine.admin import Admin
-from engine.lifecycle import Lifecycle
+from engine.admin.facade import Admin
+from engine.admin.lifecycle import Lifecycle
+from engine.pg.store import Store
 from engine.settings import Settings
-from engine.store import Store
-from engine.worker import Worker
+from engine.worker.consume import Worker
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(60)

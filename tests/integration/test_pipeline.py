@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from engine import Client, JobContext, PublishFailed, Worker, handler
+from engine.amqp.topology import work_exchange
 from engine.settings import Settings
-from engine.topology import work_exchange
 from tests.conftest import AMQP_URL, wait_for
 
 seen: dict[str, list[object]] = {}

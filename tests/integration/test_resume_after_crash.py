@@ -13,9 +13,9 @@ from contextlib import asynccontextmanager
 import pytest
 
 from engine import Client, JobContext, RetryPolicy, handler
+from engine.pg.store import Store
 from engine.settings import Settings
-from engine.store import Store
-from engine.worker import Worker
+from engine.worker.consume import Worker
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -81,8 +81,8 @@ async def test_a_run_stopped_past_its_grace_resumes_from_its_saved_checkpoint(
 WORKER_SCRIPT = """
 import asyncio, sys
 from engine.settings import Settings
-from engine.store import Store
-from engine.worker import Worker
+from engine.pg.store import Store
+from engine.worker.consume import Worker
 import tests.integration.test_resume_after_crash as jobs
 
 async def main() -> None:

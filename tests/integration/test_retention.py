@@ -10,13 +10,13 @@ import aio_pika
 import asyncpg
 import pytest
 
-from engine.broker import Broker
+from engine.amqp.broker import Broker
+from engine.amqp.topology import dead_exchange, retained_queue
+from engine.deadletters.retention import PRUNE_LOCK, prune
 from engine.errors import ConfigError
 from engine.message import H_DIED_AT, now_utc
-from engine.retention import PRUNE_LOCK, prune
+from engine.pg.store import Store
 from engine.settings import Settings, load_settings
-from engine.store import Store
-from engine.topology import dead_exchange, retained_queue
 from tests.conftest import DATABASE_URL
 
 OLD, NEW = timedelta(days=100), timedelta(hours=1)

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from engine import Client, JobContext, Permanent, RetryPolicy, Transient, Worker, handler
+from engine.amqp.topology import delay_queue, delay_tier_ms, retained_queue, work_queue
 from engine.message import (
     H_ATTEMPTS,
     H_ERROR_MESSAGE,
@@ -20,7 +21,6 @@ from engine.message import (
     decode,
 )
 from engine.settings import Settings
-from engine.topology import delay_queue, delay_tier_ms, retained_queue, work_queue
 from tests.conftest import publish_raw, queue_depth, take_dead_letters, wait_for
 
 pytestmark = pytest.mark.timeout(30)

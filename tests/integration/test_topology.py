@@ -6,8 +6,8 @@ import aio_pika
 import pytest
 
 from engine import TopologyError, Worker
+from engine.amqp.topology import work_queue
 from engine.settings import QueueType, Settings
-from engine.topology import work_queue
 from tests.conftest import AMQP_URL
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from engine import JobContext, handler
-from engine.admin import Admin
-from engine.runner import run_worker
+from engine.admin.facade import Admin
+from engine.pg.workers import engine_version
 from engine.settings import Settings
-from engine.workers import engine_version
+from engine.worker.runner import run_worker
 from tests.conftest import wait_for
 
 
@@ -40,8 +40,8 @@ async def test_a_worker_registers_what_it_runs_and_marks_its_stop(dead_settings:
 
 
 async def test_the_registry_names_each_types_queue_for_producers(dead_settings: Settings) -> None:
-    from engine.store import Store
-    from engine.workers import WorkerInfo, known_routes
+    from engine.pg.store import Store
+    from engine.pg.workers import WorkerInfo, known_routes
 
     store = Store(dead_settings)
     await store.connect()

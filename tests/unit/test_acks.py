@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from engine.acks import AckBatcher
+from engine.amqp.acks import AckBatcher
 
 sent: list[tuple[object, int, bool]] = []
 

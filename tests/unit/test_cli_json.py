@@ -6,7 +6,7 @@ from typing import Any
 
 import typer.main
 
-from engine.cli import app, wants_json
+from engine.cli.main import app, wants_json
 
 # Long-running processes: they log, they print no result.
 SERVERS = {"worker", "recorder", "admin"}

@@ -26,7 +26,7 @@ import typer.main
 import yaml
 from packaging.requirements import Requirement
 
-from engine.cli import app
+from engine.cli.main import app
 from engine.settings import Settings
 from engine.web.guard import host_name
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from engine.dead_writer import DeadLetterWriter
+from engine.deadletters.writer import DeadLetterWriter
 from engine.errors import ServiceUnavailable
-from engine.store import DeadRecord
+from engine.pg.store import DeadRecord
 
 RECORD = DeadRecord(
     job_id="j",

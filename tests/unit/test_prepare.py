@@ -5,9 +5,9 @@ from __future__ import annotations
 import orjson
 
 from engine import JobContext, handler
-from engine.executor import Executor
 from engine.message import JobMessage
 from engine.outcome import Outcome
+from engine.worker.executor import Executor
 
 WORKER = Executor("unit-worker")
 

@@ -8,10 +8,10 @@ import asyncio
 import pytest
 
 from engine import JobContext, RetryPolicy, handler
-from engine.executor import Executor
 from engine.outcome import Outcome
 from engine.registry import lookup
 from engine.states import Verdict
+from engine.worker.executor import Executor
 from tests.unit.test_prepare import job_of
 
 WORKER = Executor("unit-worker")

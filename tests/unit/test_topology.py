@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.settings import QueueType
-from engine.topology import (
+from engine.amqp.topology import (
     dead_exchange,
     delay_queue,
     delay_queue_arguments,
@@ -19,6 +18,7 @@ from engine.topology import (
     work_queue,
     work_queue_arguments,
 )
+from engine.settings import QueueType
 
 
 def test_names_of_a_namespace() -> None:

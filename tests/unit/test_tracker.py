@@ -10,7 +10,7 @@ import pytest
 
 from engine.message import JobMessage
 from engine.states import JobState
-from engine.tracker import Tracker, Transition, started
+from engine.worker.tracker import Tracker, Transition, started
 
 
 class FakeStore:

@@ -7,9 +7,9 @@ import logging
 import pytest
 
 from engine import JobContext, RetryPolicy, handler
-from engine.executor import Executor
 from engine.registry import lookup
 from engine.states import Verdict
+from engine.worker.executor import Executor
 from tests.unit.test_prepare import job_of
 
 tries: list[int] = []

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from engine import PublishFailed
-from engine import deadletter as deadletter_module
-from engine import settler as settler_module
+from engine.deadletters import protocol as deadletter_module
+from engine.worker import settler as settler_module
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from engine import Client, JobContext, RetryPolicy, handler
-from engine.admin import Admin
+from engine.admin.facade import Admin
 from engine.filters import DeadFilter
+from engine.pg.store import Store
 from engine.settings import Settings
-from engine.store import Store
 from tests.conftest import wait_for
 from tests.integration.deadletters.test_recording import running
 from tests.integration.lifecycle.conftest import tracking_worker

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from engine.filters import DeadFilter
+from engine.pg.store import Store
 from engine.settings import Settings
-from engine.store import Store
 from tests.integration.deadletters.test_forged_headers import old_row
 
 

@@ -10,17 +10,17 @@ from typing import Any
 import aio_pika
 import pytest
 
-from engine.admin import Admin
-from engine.broker import Broker
-from engine.dead_records import INVALID_NAME
+from engine.admin.facade import Admin
+from engine.admin.lifecycle import Lifecycle
+from engine.amqp.broker import Broker
+from engine.amqp.topology import record_exchange
+from engine.deadletters.recorder import Recorder
+from engine.deadletters.records import INVALID_NAME
 from engine.errors import JobStateConflict, PublishFailed
 from engine.filters import DeadFilter
-from engine.lifecycle import Lifecycle
 from engine.message import H_QUEUE, H_REASON
-from engine.recorder import Recorder
+from engine.pg.store import DeadRecord, Store
 from engine.settings import Settings
-from engine.store import DeadRecord, Store
-from engine.topology import record_exchange
 from tests.conftest import AMQP_URL, wait_for
 
 LONG = "q" * 5000

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 from engine import Client, JobContext, RetryPolicy, handler
-from engine.deadletter import MAX_ERROR_MESSAGE, MAX_TRACEBACK, bounded
+from engine.deadletters.protocol import MAX_ERROR_MESSAGE, MAX_TRACEBACK, bounded
+from engine.pg.store import Store
 from engine.settings import Settings
-from engine.store import Store
 from tests.conftest import wait_for
 from tests.integration.deadletters.test_recording import running
 

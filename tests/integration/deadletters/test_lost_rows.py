@@ -17,17 +17,17 @@ import asyncpg
 import pytest
 
 from engine import Client, JobContext, Permanent, RetryPolicy, handler
+from engine.amqp.topology import retained_queue, work_queue
+from engine.pg.store import Store
 from engine.settings import Settings
-from engine.settler import Settler
 from engine.states import JobState
-from engine.store import Store
-from engine.topology import retained_queue, work_queue
+from engine.worker.settler import Settler
 from tests.conftest import queue_depth, wait_for
 from tests.integration.deadletters.test_recording import running
 
 runs: dict[str, int] = {}
 
-# Columns of a tracker row (engine.tracker.Transition.row) read here.
+# Columns of a tracker row (engine.worker.tracker.Transition.row) read here.
 REDELIVERIES, STATE = 3, 6
 
 

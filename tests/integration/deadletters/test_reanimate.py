@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 
 from engine import Client, JobContext, RetryPolicy, Worker, handler
-from engine.admin import Admin
-from engine.reanimate import REANIMATOR, reanimate_once
+from engine.admin.facade import Admin
+from engine.deadletters.reanimate import REANIMATOR, reanimate_once
+from engine.pg.store import Store
 from engine.retry import Reanimation
-from engine.runner import DeadLetterService
 from engine.settings import Settings
-from engine.store import Store
+from engine.worker.runner import DeadLetterService
 from tests.conftest import wait_for
 
 runs: dict[str, int] = {}

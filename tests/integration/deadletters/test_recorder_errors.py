@@ -11,14 +11,14 @@ import aio_pika
 import asyncpg
 import pytest
 
-from engine.broker import Broker
-from engine.consumer import Delivery
-from engine.dead_records import store_dead
+from engine.amqp.broker import Broker
+from engine.amqp.consumer import Delivery
+from engine.amqp.topology import record_exchange
+from engine.deadletters.recorder import Recorder
+from engine.deadletters.records import store_dead
 from engine.message import H_ATTEMPTS, H_ERROR_MESSAGE, H_REASON
-from engine.recorder import Recorder
+from engine.pg.store import DeadRecord, Store
 from engine.settings import Settings
-from engine.store import DeadRecord, Store
-from engine.topology import record_exchange
 from tests.conftest import AMQP_URL, wait_for
 
 StartRecorder = Callable[[], Awaitable[Recorder]]

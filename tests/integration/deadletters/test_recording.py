@@ -11,11 +11,11 @@ import aio_pika
 import pytest
 
 from engine import Client, JobContext, RetryPolicy, Worker, handler
-from engine.recorder import Recorder
-from engine.runner import DeadLetterService
+from engine.amqp.topology import record_exchange, retained_queue
+from engine.deadletters.recorder import Recorder
+from engine.pg.store import Store
 from engine.settings import Settings
-from engine.store import Store
-from engine.topology import record_exchange, retained_queue
+from engine.worker.runner import DeadLetterService
 from tests.conftest import AMQP_URL, wait_for
 from tests.integration.conftest import TcpProxy
 

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from engine import Client, JobContext, JobNotFound, JobStateConflict, RetryPolicy, handler
-from engine.admin import Admin
+from engine.admin.facade import Admin
 from engine.filters import DeadFilter
+from engine.pg.store import Store
 from engine.settings import Settings
 from engine.states import RequeueMode
-from engine.store import Store
 from tests.conftest import wait_for
 from tests.integration.deadletters.test_recording import running
 
@@ -124,7 +124,7 @@ async def test_a_crash_after_staging_is_finished_by_the_relay_once(
     """Crash point: the API committed the requeue and died before publishing it."""
     ids = await kill_without_worker(dead_settings, store, 30)
     row_ids = [r["id"] for r in await store.pool.fetch("SELECT id FROM dead_letters")]
-    from engine.generations import requeued_message
+    from engine.deadletters.generations import requeued_message
 
     staged = await store.stage_requeue(
         row_ids, "crashed-admin", lambda r: requeued_message(r, None, RequeueMode.RESTART)

@@ -7,13 +7,13 @@ from typing import Any
 import pytest
 
 from engine import PublishFailed
-from engine import admin as admin_module
-from engine.admin import Admin
-from engine.broker import Broker
+from engine.admin import facade as admin_module
+from engine.admin.facade import Admin
+from engine.amqp.broker import Broker
+from engine.amqp.topology import work_queue
 from engine.filters import DeadFilter
+from engine.pg.store import Store
 from engine.settings import Settings
-from engine.store import Store
-from engine.topology import work_queue
 from tests.integration.deadletters.test_requeue import kill_without_worker
 
 pytestmark = pytest.mark.usefixtures("small_batches")

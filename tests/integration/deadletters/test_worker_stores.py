@@ -9,11 +9,11 @@ import aio_pika
 import pytest
 
 from engine import Client, JobContext, RetryPolicy, handler
-from engine.broker import Broker
+from engine.amqp.broker import Broker
+from engine.amqp.topology import recorder_queue, retained_queue, work_exchange, work_queue
+from engine.pg.store import Store
 from engine.settings import Settings
-from engine.settler import Settler
-from engine.store import Store
-from engine.topology import recorder_queue, retained_queue, work_exchange, work_queue
+from engine.worker.settler import Settler
 from tests.conftest import AMQP_URL, delete_queues, queue_depth, wait_for
 from tests.integration.conftest import TcpProxy
 from tests.integration.deadletters.test_recording import running

@@ -7,12 +7,12 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from engine.admin import Admin
-from engine.lifecycle import Lifecycle
-from engine.runner import DeadLetterService
+from engine.admin.facade import Admin
+from engine.admin.lifecycle import Lifecycle
+from engine.pg.store import Store
 from engine.settings import Settings
-from engine.store import Store
-from engine.worker import Worker
+from engine.worker.consume import Worker
+from engine.worker.runner import DeadLetterService
 
 
 @asynccontextmanager

@@ -10,14 +10,14 @@ import orjson
 import pytest
 
 from engine import Client, JobContext, JobStateConflict, Permanent, RetryPolicy, handler
-from engine.admin import Admin
+from engine.admin.facade import Admin
+from engine.admin.lifecycle import Lifecycle
+from engine.amqp.topology import work_queue
 from engine.errors import PublishFailed
 from engine.filters import DeadFilter
-from engine.lifecycle import Lifecycle
 from engine.message import H_REDELIVERIES
+from engine.pg.store import Store
 from engine.settings import Settings
-from engine.store import Store
-from engine.topology import work_queue
 from tests.conftest import AMQP_URL, wait_for
 from tests.integration.lifecycle.conftest import tracking_worker
 from tests.integration.lifecycle.test_states import job_state, state_is

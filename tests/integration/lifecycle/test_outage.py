@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from engine import Client, JobContext, Permanent, RetryPolicy, handler
+from engine.pg.store import Store
 from engine.settings import Settings
-from engine.store import Store
 from tests.conftest import wait_for
 from tests.integration.conftest import TcpProxy
 from tests.integration.lifecycle.conftest import tracking_worker

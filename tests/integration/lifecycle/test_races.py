@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from engine import Client, JobContext, JobStateConflict, Permanent, RetryPolicy, handler
-from engine.lifecycle import Lifecycle
+from engine.admin.lifecycle import Lifecycle
 from engine.settings import Settings
 from tests.conftest import wait_for
 from tests.integration.lifecycle.conftest import tracking_worker

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from engine import Client, JobContext, JobStateConflict, Permanent, RetryPolicy, handler
-from engine.lifecycle import REQUESTED_BY_USER, Lifecycle
+from engine.admin.lifecycle import REQUESTED_BY_USER, Lifecycle
 from engine.message import JobMessage
+from engine.pg.store import Store
 from engine.settings import Settings
 from engine.states import RequeueMode
-from engine.store import Store
 from tests.conftest import wait_for
 from tests.integration.lifecycle.conftest import tracking_worker
 

@@ -12,9 +12,9 @@ import pytest
 from engine.errors import ServiceUnavailable
 from engine.message import JobMessage
 from engine.outcome import ErrorInfo
+from engine.pg.store import Store
 from engine.states import JobState
-from engine.store import Store
-from engine.tracker import Tracker, Transition, started
+from engine.worker.tracker import Tracker, Transition, started
 from tests.conftest import make_settings, unique_namespace
 
 

@@ -9,14 +9,14 @@ from collections.abc import AsyncIterator
 import pytest
 
 from engine import Client, JobContext, handler
-from engine.broker import Broker
-from engine.lifecycle import Lifecycle
-from engine.parking import Parker, parked_count
+from engine.admin.lifecycle import Lifecycle
+from engine.amqp.broker import Broker
+from engine.amqp.parking import Parker, parked_count
+from engine.amqp.topology import parked_queue, work_queue
+from engine.pg.store import Store
 from engine.registry import registered
 from engine.settings import Settings
-from engine.store import Store
-from engine.topology import parked_queue, work_queue
-from engine.worker import Worker
+from engine.worker.consume import Worker
 from tests.conftest import delete_queues, queue_depth, wait_for
 from tests.integration.lifecycle.conftest import tracking_worker
 

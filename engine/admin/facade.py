@@ -1,0 +1,307 @@
+"""What people and scripts do with dead letters; the CLI and the HTTP API both call this.
+
+Every change of a dead letter is a compare-and-set on its status, so concurrent
+callers get one winner and the others a count of zero (or JobStateConflict
+where they named the job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import getpass
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from engine.amqp.broker import Broker
+from engine.deadletters.generations import requeued_message
+from engine.errors import JobNotFound, JobStateConflict
+from engine.filters import DeadFilter
+from engine.message import is_queue_name, now_utc
+from engine.outbox.relay import Follower, drain
+from engine.pg.store import Store
+from engine.pg.workers import ALIVE_WITHIN
+from engine.settings import Settings, load_settings
+from engine.states import DeadStatus, RequeueMode
+
+BATCH = 1000
+Progress = Callable[[int], None]
+
+
+def default_actor() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One death of a job, as shown by ``dead show``."""
+
+    id: int
+    job_id: str
+    generation: int
+    job_type: str
+    queue: str
+    status: str
+    reason: str
+    error_type: str
+    error_message: str
+    traceback: str
+    attempts: int
+    max_retries: int | None
+    payload: Any
+    checkpoint: Any
+    headers: dict[str, Any]
+    enqueued_at: datetime | None
+    died_at: datetime
+    worker: str
+    status_changed_at: datetime | None
+    status_changed_by: str | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> DeadLetter:
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+
+
+class Admin:
+    """Dead-letter operations over one store and broker. Use as ``async with Admin() as admin``."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        actor: str | None = None,
+        broker: bool = True,
+        statement_timeout: float | None = None,
+    ) -> None:
+        """``broker=False`` opens PostgreSQL only: enough to read dead letters and jobs,
+        while RabbitMQ is unreachable. ``statement_timeout`` bounds every query (seconds)."""
+        self.settings = settings or load_settings()
+        self.actor = actor or default_actor()
+        self.store = Store(self.settings, statement_timeout=statement_timeout)
+        self.broker = Broker(self.settings, name="lazarus-admin")
+        self._with_broker = broker
+
+    def acting_as(self, actor: str) -> Admin:
+        """The same connections, with ``actor`` written to the audit log and status changes."""
+        twin = copy.copy(self)
+        twin.actor = actor
+        return twin
+
+    async def __aenter__(self) -> Admin:
+        await self.store.connect()
+        if not self._with_broker:
+            return self
+        try:
+            await self.broker.connect()
+        except BaseException:
+            await self.store.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._with_broker:
+            await self.broker.close()
+        await self.store.close()
+
+    async def list_dead(
+        self, selector: DeadFilter, *, limit: int = 50, before_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        rows = await self.store.list_dead(selector, limit=limit, before_id=before_id)
+        return [dict(r) for r in rows]
+
+    async def show(self, job_id: str) -> list[DeadLetter]:
+        """Every death of a job, oldest generation first."""
+        rows = await self.store.history(job_id)
+        if not rows:
+            raise JobNotFound(f"no dead letter for job {job_id!r}")
+        return [DeadLetter.from_row(r) for r in rows]
+
+    async def groups(
+        self, selector: DeadFilter, *, newest: int = 20_000, limit: int = 20
+    ) -> list[dict[str, Any]]:
+        """The newest matching dead letters by (job type, error type): n, first_died,
+        last_died."""
+        rows = await self.store.dead_groups(selector, newest=newest, limit=limit)
+        return [dict(r) for r in rows]
+
+    async def suspended_groups(self, limit: int = 20) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self.store.suspended_groups(limit)]
+
+    async def count(self, selector: DeadFilter, *, cap: int | None = None) -> int:
+        """Matching dead letters; with ``cap``, more than ``cap`` only says "many"."""
+        return await self.store.count_dead(selector, cap)
+
+    async def requeue(
+        self,
+        selector: DeadFilter,
+        *,
+        retries: int | None = None,
+        mode: RequeueMode = RequeueMode.RESTART,
+        rate: float | None = None,
+        progress: Progress | None = None,
+    ) -> int:
+        """Move matching dead jobs back to their queues; return how many moved.
+
+        ``retries`` is the new broker-retry budget (default: the job's own). Rows are
+        streamed in batches of BATCH; ``rate`` caps jobs per second.
+        """
+        if retries is not None and retries < 0:
+            raise ValueError(f"retries must not be negative, got {retries}")
+        selector = replace(selector, status=DeadStatus.DEAD)
+
+        what = selector.describe() | {"mode": mode.value, "retries": retries}
+        async with Follower(self.store, self.broker, max_ahead=2 * BATCH) as follower:
+
+            async def stage(ids: list[int]) -> int:
+                moved = await self.store.stage_requeue(
+                    ids, self.actor, lambda row: requeued_message(row, retries, mode)
+                )
+                await follower.staged(moved)
+                return moved
+
+            return await self._each_batch("requeue", what, selector, stage, rate, progress)
+
+    async def requeue_one(
+        self, job_id: str, *, retries: int | None = None, mode: RequeueMode = RequeueMode.RESTART
+    ) -> None:
+        """Requeue one job, or say why not (JobNotFound, JobStateConflict)."""
+        if await self.requeue(DeadFilter(ids=(job_id,)), retries=retries, mode=mode) == 0:
+            raise await self.why_not(job_id, "requeue")
+
+    async def delete(self, selector: DeadFilter, *, progress: Progress | None = None) -> int:
+        """Mark matching dead letters deleted (kept as history until purged)."""
+        selector = replace(selector, status=DeadStatus.DEAD)
+
+        async def mark(ids: list[int]) -> int:
+            return await self.store.mark_deleted(ids, self.actor)
+
+        return await self._each_batch("delete", selector.describe(), selector, mark, None, progress)
+
+    async def delete_one(self, job_id: str) -> None:
+        if await self.delete(DeadFilter(ids=(job_id,))) == 0:
+            raise await self.why_not(job_id, "delete")
+
+    async def purge(self, older_than: timedelta) -> int:
+        """Remove rows (any status but a requeue in progress) that died before now - older_than."""
+        total = await self.store.purge(datetime.now(UTC) - older_than)
+        await self.store.audit(
+            self.actor, "purge", {"older_than_seconds": older_than.total_seconds()}, total
+        )
+        return total
+
+    async def note(self, action: str, details: dict[str, Any]) -> None:
+        """Write an audit entry for an action that changes no dead letter (a login)."""
+        await self.store.audit(self.actor, action, details, 1)
+
+    async def end_session(self, sid: str, expires: datetime) -> None:
+        """A logout: the dashboard session ``sid`` is refused from now on."""
+        await self.store.end_session(sid, expires)
+        await self.note("logout", {"session": sid[:8]})
+
+    async def session_ended(self, sid: str) -> bool:
+        return await self.store.session_ended(sid)
+
+    async def list_workers(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Workers seen in the last day, the ones alive first: who handles what, where."""
+        now = now_utc()
+        rows = await self.store.list_workers(
+            now - timedelta(days=1), now - timedelta(seconds=ALIVE_WITHIN), limit
+        )
+        return [dict(r) for r in rows]
+
+    async def audit_log(
+        self, limit: int = 20, before_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Audit entries newest first: who did what, to how many, and whether it finished
+        ('running' while it goes, 'done', or 'interrupted'); page with ``before_id``."""
+        return [dict(r) for r in await self.store.audit_recent(limit, before_id)]
+
+    async def relay(self) -> int:
+        """Publish requeues a crashed caller staged but did not send."""
+        return await drain(self.store, self.broker)
+
+    async def _each_batch(
+        self,
+        action: str,
+        described: dict[str, Any],
+        selector: DeadFilter,
+        apply: Callable[[list[int]], Any],
+        rate: float | None,
+        progress: Progress | None,
+    ) -> int:
+        """Apply ``apply`` to the rows matching ``selector`` when the walk began, in batches.
+
+        Rows added later (a requeued job that dies again gets a new row) are never walked:
+        the operation ends, and a dry run's count is what it moves on a quiet system. The
+        audit entry is written first and kept up to date, so an interrupted run says how
+        far it got.
+        """
+        entry = await self.store.audit_begin(self.actor, action, described)
+        total, after, state = 0, 0, "interrupted"
+        try:
+            last = await self.store.last_dead_id()
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            batch = BATCH if rate is None else max(1, min(BATCH, int(rate)))
+            while ids := await self.store.matching_ids(
+                selector, after_id=after, upto_id=last, limit=batch
+            ):
+                after = ids[-1]
+                total += await apply(ids)
+                await self.store.audit_progress(entry, total)
+                if progress is not None:
+                    progress(total)
+                if rate is not None:
+                    # Sleep until the average rate since the start is back under the cap.
+                    ahead = total / rate - (loop.time() - started)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+            state = "done"
+        finally:
+            with contextlib.suppress(Exception):  # an outage must not hide the first error
+                await self.store.audit_progress(entry, total, state)
+        return total
+
+    async def unmoved(self, job_ids: list[str]) -> list[str]:
+        """Why each of ``job_ids`` was not moved by this admin: it is unknown, or no longer
+        dead because another caller got there first."""
+        problems = []
+        for job_id in dict.fromkeys(job_ids):
+            history = await self.store.history(job_id)
+            if not history:
+                problems.append(f"no dead letter for job {job_id!r}")
+            elif history[-1]["status"] == DeadStatus.DEAD:
+                problems.append(str(await self.why_not(job_id, "move")))
+            elif history[-1]["status_changed_by"] != self.actor:
+                problems.append(f"job {job_id!r} is no longer dead ({history[-1]['status']})")
+        return problems
+
+    async def why_not(self, job_id: str, verb: str) -> Exception:
+        """Why ``job_id`` could not be moved: JobNotFound, or JobStateConflict saying its state."""
+        rows = await self.store.history(job_id)
+        if not rows:
+            return JobNotFound(f"no dead letter for job {job_id!r}")
+        latest = rows[-1]
+        if latest["status"] == DeadStatus.DEAD and not is_queue_name(latest["queue"]):
+            return JobStateConflict(
+                f"cannot {verb} job {job_id!r}: its queue {latest['queue']!r} cannot take jobs "
+                "(see the x-lazarus-queue header in lazarus dead show)"
+            )
+        if latest["status"] == DeadStatus.DEAD:
+            job = await self.store.get_job(job_id)
+            if job is not None:
+                return JobStateConflict(
+                    f"cannot {verb} job {job_id!r}: its job is {job['state']} at generation "
+                    f"{job['generation']} (see lazarus jobs show)"
+                )
+        return JobStateConflict(
+            f"cannot {verb} job {job_id!r}: it is no longer dead "
+            f"(generation {latest['generation']} is {latest['status']})"
+        )

@@ -1,0 +1,1 @@
+"""The ``lazarus`` command: it parses and prints, the admin facade decides."""

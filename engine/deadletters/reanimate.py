@@ -1,0 +1,70 @@
+"""Automatic reanimation: some failures cure themselves (a service was down).
+
+A job type may carry a :class:`~engine.retry.Reanimation` rule; the reanimator (in every recording
+worker) moves its matching dead letters back on a schedule, at most ``max_times`` per
+job, each move a compare-and-set like a person's requeue and written to the audit log
+as done by ``lazarus-reanimator``. Off unless a handler declares a rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from engine.amqp.broker import Broker
+from engine.deadletters.generations import requeued_message
+from engine.errors import LazarusError
+from engine.outbox.relay import drain
+from engine.pg.store import Store
+from engine.registry import registered
+
+log = logging.getLogger("lazarus.reanimate")
+
+REANIMATOR = "lazarus-reanimator"
+BATCH = 1000
+
+
+async def reanimate_once(store: Store, broker: Broker) -> int:
+    """One pass over every registered rule; return how many jobs were moved back."""
+    moved = 0
+    now = datetime.now(UTC)
+    for job_type, handler in registered().items():
+        rule = handler.reanimate
+        if rule is None:
+            continue
+        while ids := await store.reanimation_candidates(
+            job_type,
+            rule.error_types,
+            now - timedelta(seconds=rule.after),
+            REANIMATOR,
+            rule.max_times,
+            BATCH,
+        ):
+            count = await store.stage_requeue(
+                ids, REANIMATOR, lambda row, r=rule: requeued_message(row, r.retries, r.mode)
+            )
+            await drain(store, broker)
+            await store.audit(
+                REANIMATOR,
+                "reanimate",
+                {"job_type": job_type, "error_types": list(rule.error_types)},
+                count,
+            )
+            moved += count
+            if count == 0:
+                break  # another reanimator took them
+    return moved
+
+
+async def run_reanimator(store: Store, broker: Broker, *, interval: float = 30.0) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            moved = await reanimate_once(store, broker)
+            if moved:
+                log.info("reanimated %d dead jobs", moved)
+        except (LazarusError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("reanimation pass failed: %r", exc)

@@ -1,0 +1,139 @@
+"""The recorder: moves dead letters from ``<ns>.dead.recorder`` into PostgreSQL, once each.
+
+What reaches it: whatever RabbitMQ dead-letters by itself, and the deaths a worker
+could not store (no database, or PostgreSQL down). A worker with a database stores
+its deaths itself (engine.deadletters.writer), and their copies never reach this queue.
+
+It stores a batch in one statement (``ON CONFLICT (job_id, generation) DO NOTHING``),
+commits, then acks the batch. While PostgreSQL is down it acks nothing: the queue
+holds the backlog and the recorder retries with backoff, saying so in the log.
+Crash after the commit and before the ack: the batch is redelivered and ignored.
+A batch PostgreSQL rejects for a value of one of its records (a NUL, a text too long
+for an index) is stored record by record, the rejected one in a bare form that fits
+(engine.deadletters.records.store_dead): one record never holds back the ones behind it.
+Any other failure (PostgreSQL shutting down, too many connections, a bug) is logged
+with its traceback and retried the same way: a batch is acked only once stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aio_pika.abc import AbstractChannel
+
+from engine import metrics
+from engine.amqp.broker import Broker
+from engine.amqp.consumer import Delivery, LightConsumer
+from engine.amqp.topology import declare_queue, queue_type_arguments, recorder_queue
+from engine.deadletters.batching import take_batch
+from engine.deadletters.records import dead_record, store_dead
+from engine.pg.store import DB_UNAVAILABLE, DeadRecord, Store
+
+log = logging.getLogger("lazarus.recorder")
+
+
+class Recorder:
+    """Consumes the recorder queue in batches of up to ``batch_size``."""
+
+    def __init__(
+        self, broker: Broker, store: Store, *, batch_size: int = 500, linger: float = 0.05
+    ) -> None:
+        self.broker = broker
+        self.store = store
+        self.batch_size = batch_size
+        self.linger = linger
+        self.recorded = 0
+        self._pending: asyncio.Queue[Delivery] = asyncio.Queue()
+        self._channel: AbstractChannel | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._consumer_tag: str | None = None
+
+    async def start(self) -> None:
+        self._channel = await self.broker.connection.channel()
+        await self._channel.set_qos(prefetch_count=self.batch_size * 2)
+        # Declared on this channel, not looked up: a robust channel restores only the queues
+        # declared on it (and their consumers) after a reconnect.
+        queue = await declare_queue(
+            self._channel,
+            recorder_queue(self.broker.ns),
+            queue_type_arguments(self.broker.settings.queue_type),
+        )
+        self._consumer_tag = await queue.consume(LightConsumer(self._pending.put))
+        self._task = asyncio.create_task(self._run(), name="lazarus-recorder")
+        self._task.add_done_callback(_log_death)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()  # unacked dead letters go back to the queue
+
+    async def _run(self) -> None:
+        while True:
+            await self._store(await take_batch(self._pending, self.batch_size, self.linger))
+
+    async def _store(self, batch: list[Delivery]) -> None:
+        """Store the batch, retrying with backoff until it is stored; then ack it."""
+        delay = 0.5
+        traced = False  # a traceback of this failure streak is already in the log
+        while True:
+            try:
+                records = [dead_record(d.body, d.message_id, d.headers or {}) for d in batch]
+                stored = await self._insert(records)
+                break
+            except Exception as exc:
+                traced = _log_failure(exc, len(batch), delay, traced=traced)
+                await self.store.recover(exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        self.recorded += stored
+        metrics.DEAD_LETTERS_RECORDED.inc(stored)
+        # One multiple-ack covers the batch: every earlier delivery on this channel is in it.
+        last = max(batch, key=lambda d: d.delivery_tag or 0)
+        try:
+            await last.ack(multiple=True)
+        except Exception as exc:  # the channel died: redelivery, and the insert ignores them
+            log.warning(
+                "ack of %d dead letters failed (%r); they will be redelivered", len(batch), exc
+            )
+
+    async def _insert(self, records: list[DeadRecord]) -> int:
+        return await store_dead(self.store, records)
+
+
+def _log_failure(exc: Exception, waiting: int, delay: float, *, traced: bool) -> bool:
+    """An outage is a warning; anything else gets its traceback once per failure streak.
+    Returns whether this streak's traceback is now logged."""
+    if isinstance(exc, DB_UNAVAILABLE):
+        what = "PostgreSQL unavailable"
+    elif traced:
+        what = "storing dead letters failed again"
+    else:
+        log.error(
+            "storing %d dead letters failed, they wait in RabbitMQ unacked; retrying in %.1f s",
+            waiting,
+            delay,
+            exc_info=exc,
+        )
+        return True
+    log.warning(
+        "%s, %d dead letters wait in RabbitMQ unacked; retrying in %.1f s: %r",
+        what,
+        waiting,
+        delay,
+        exc,
+    )
+    return traced
+
+
+def _log_death(task: asyncio.Task[None]) -> None:
+    """Nothing awaits the recorder task until stop(): say so if it ends on its own."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("the recorder stopped; dead letters are no longer stored", exc_info=exc)
+    else:
+        log.error("the recorder stopped; dead letters are no longer stored")

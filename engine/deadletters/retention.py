@@ -1,0 +1,158 @@
+"""Retention: nothing Lazarus writes grows forever.
+
+One pass prunes what is older than its ``LAZARUS_RETAIN_*`` age: finished job rows
+(succeeded, cancelled, dead: each death stays in ``dead_letters``), workers' registry rows
+not seen for as long, audit entries (never
+a bulk operation still running), dead-letter rows a person already acted on (requeued,
+deleted) and the copies on ``<ns>.dead.retained``. Rows still dead are never pruned: a
+person decides (``lazarus dead purge``). Every recording worker and recorder runs a pass
+each ``LAZARUS_PRUNE_INTERVAL``; a PostgreSQL advisory lock lets exactly one process
+prune at a time, and the others skip that round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aio_pika
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from engine.amqp.broker import Broker
+from engine.amqp.topology import retained_queue
+from engine.errors import LazarusError
+from engine.message import H_DIED_AT, now_utc
+from engine.pg.queries import Q
+from engine.pg.store import DB_UNAVAILABLE, Store
+from engine.settings import Settings
+
+log = logging.getLogger("lazarus.retention")
+
+PRUNE_LOCK = 0x1A2A_0002  # advisory lock key held while pruning
+BATCH = 5000
+# What a pass prunes: (what, the retain_<setting> age it keeps, count query, delete query).
+TABLES = (
+    ("jobs", "jobs", "count_finished_jobs", "prune_finished_jobs"),
+    ("workers", "jobs", "count_workers", "prune_workers"),  # not seen for as long
+    ("audit", "audit", "count_audit", "prune_audit"),
+    ("dead_history", "dead_history", "count_dead_history", "prune_dead_history"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What one pass removed (or, on a dry run, would remove)."""
+
+    jobs: int = 0
+    workers: int = 0  # registry rows of workers not seen for LAZARUS_RETAIN_JOBS
+    audit: int = 0
+    dead_history: int = 0
+    dead_copies: int | None = 0  # None on a dry run: copies cannot be counted unread
+    busy: bool = False  # another process held the lock: nothing was done
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "jobs": self.jobs,
+            "workers": self.workers,
+            "audit": self.audit,
+            "dead_history": self.dead_history,
+            "dead_copies": self.dead_copies,
+            "busy": self.busy,
+        }
+
+
+async def prune(
+    settings: Settings, store: Store, broker: Broker | None, *, dry_run: bool = False
+) -> Pruned:
+    """One pass, under the prune lock; ``broker`` None leaves the retained copies alone."""
+    now = now_utc()
+    async with store.prune_lock(PRUNE_LOCK) as conn:
+        if conn is None:
+            return Pruned(busy=True)
+        counts: dict[str, Any] = {}
+        for kept, setting, count_query, delete_query in TABLES:
+            age = settings.retention(setting)
+            if age is None:
+                counts[kept] = 0
+            elif dry_run:
+                counts[kept] = int(await conn.fetchval(Q[count_query], now - age))
+            else:
+                counts[kept] = await _delete_in_batches(conn, Q[delete_query], now - age)
+        copies_age = settings.retention("dead_copies")
+        if dry_run:
+            counts["dead_copies"] = None
+        elif broker is None or copies_age is None:
+            counts["dead_copies"] = 0
+        else:
+            counts["dead_copies"] = await prune_copies(broker, now - copies_age)
+    return Pruned(**counts)
+
+
+async def _delete_in_batches(
+    conn: PoolConnectionProxy[asyncpg.Record], query: str, before: datetime
+) -> int:
+    total = 0
+    while True:
+        status = await conn.execute(query, before, BATCH)
+        deleted = int(status.split()[-1])
+        total += deleted
+        if deleted < BATCH:
+            return total
+
+
+async def prune_copies(broker: Broker, before: datetime) -> int:
+    """Take copies older than ``before`` from the head of the retained queue.
+
+    The queue is in order of death, so the pass stops at the first younger copy (which
+    goes back; on a quorum queue, behind the others) or one without a death time.
+    """
+    channel = await broker.connection.channel()
+    taken = 0
+    try:
+        queue = await channel.get_queue(retained_queue(broker.ns), ensure=False)
+        while (message := await queue.get(no_ack=False, fail=False)) is not None:
+            died = died_at(message)
+            if died is None or died >= before:
+                await message.nack(requeue=True)
+                break
+            await message.ack()
+            taken += 1
+    finally:
+        await channel.close()
+    return taken
+
+
+def died_at(message: aio_pika.abc.AbstractIncomingMessage) -> datetime | None:
+    """When a retained copy's job died: its header, else the time RabbitMQ dead-lettered it."""
+    headers = message.headers or {}
+    text = headers.get(H_DIED_AT)
+    if isinstance(text, str):
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            return None
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        when = deaths[0].get("time")
+        if isinstance(when, datetime):
+            return when if when.tzinfo else when.replace(tzinfo=now_utc().tzinfo)
+    return None
+
+
+async def run_pruner(settings: Settings, store: Store, broker: Broker) -> None:
+    """A pass each prune interval (the first one a minute after start), until cancelled."""
+    delay = min(60.0, settings.prune_interval)
+    while True:
+        await asyncio.sleep(delay)
+        delay = settings.prune_interval
+        try:
+            done = await prune(settings, store, broker)
+        except (LazarusError, asyncpg.PostgresError, *DB_UNAVAILABLE) as exc:
+            log.warning("prune pass failed, next in %g s: %r", delay, exc)
+            continue
+        if not done.busy and any((done.jobs, done.audit, done.dead_history, done.dead_copies)):
+            log.info("pruned %s", done.as_dict())

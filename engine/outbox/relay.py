@@ -1,0 +1,118 @@
+"""The relay: publishes staged requeues from the outbox, then marks them sent.
+
+The outbox row is written in the same transaction as the dead letter's status
+change, so a requeue is never half done: a crash before the commit leaves the job
+dead, a crash after it leaves a row the next relay pass publishes. A crash after
+the broker's confirm and before the relay's commit publishes that job once more;
+the (job id, generation) idempotency key covers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from engine.amqp.broker import Broker, Outgoing
+from engine.amqp.topology import work_exchange
+from engine.errors import LazarusError
+from engine.pg.store import Store
+
+log = logging.getLogger("lazarus.relay")
+
+BATCH = 1000
+
+
+async def drain(store: Store, broker: Broker, *, batch: int = BATCH) -> int:
+    """Publish every outbox row (pipelined confirms); return how many were sent."""
+    sent = 0
+    exchange = work_exchange(broker.ns)
+    while True:
+        async with store.claim_outbox(batch) as rows:
+            if not rows:
+                return sent
+            for queue in {r["queue"] for r in rows}:
+                await broker.ensure_work_queue(queue)
+            outgoing: list[Outgoing] = [
+                (exchange, r["queue"], bytes(r["body"]), None, r["job_id"]) for r in rows
+            ]
+            await broker.publish_many(outgoing)
+            sent += len(rows)
+
+
+class Follower:
+    """Drains the outbox while a caller keeps staging into it.
+
+    A bulk requeue stages batch k+1 in PostgreSQL while batch k waits for the broker's
+    confirms, instead of the two taking turns. Use as ``async with Follower(...) as f``
+    and ``await f.staged(n)`` after each commit of n rows: it returns at once while
+    publishing is at most ``max_ahead`` rows behind, else waits, so the outbox stays
+    small. Leaving the block publishes the rest and raises what the publishing raised;
+    whatever is not published stays in the outbox for the relay.
+    """
+
+    def __init__(self, store: Store, broker: Broker, *, max_ahead: int = 2 * BATCH) -> None:
+        self._store = store
+        self._broker = broker
+        self._max_ahead = max_ahead
+        self._ahead = 0  # rows staged and not yet seen leave the outbox
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._finished = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Follower:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, exc_type: object, *_: object) -> None:
+        assert self._task is not None
+        if exc_type is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            return
+        self._finished = True
+        self._wake.set()
+        await self._task
+
+    async def staged(self, rows: int) -> None:
+        """``rows`` were committed to the outbox; raises if publishing already failed."""
+        self._ahead += rows
+        self._wake.set()
+        while self._ahead > self._max_ahead:
+            self._raise_failure()
+            self._progress.clear()
+            await self._progress.wait()
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        assert self._task is not None
+        if self._task.done():
+            self._task.result()
+
+    async def _run(self) -> None:
+        try:
+            while not self._finished or self._wake.is_set():
+                await self._wake.wait()
+                self._wake.clear()
+                before = self._ahead
+                await drain(self._store, self._broker)
+                # drain() returns once it finds the outbox empty: every row staged before
+                # it started is published, by it or by another relay that holds it.
+                self._ahead -= before
+                self._progress.set()
+        finally:
+            self._progress.set()  # a waiting staged() sees the failure
+
+
+async def run_relay(store: Store, broker: Broker, *, interval: float = 5.0) -> None:
+    """Drain the outbox every ``interval`` seconds: finishes requeues whose caller died."""
+    while True:
+        try:
+            sent = await drain(store, broker)
+            if sent:
+                log.info("relay published %d staged requeues", sent)
+        except (LazarusError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("relay pass failed, retrying in %.0f s: %r", interval, exc)
+        await asyncio.sleep(interval)

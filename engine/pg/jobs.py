@@ -1,0 +1,154 @@
+"""Job-state, checkpoint, queue- and type-pause queries: the lifecycle's half of the store.
+
+Mixed into :class:`engine.pg.store.Store`, which owns the pool; kept apart so the dead-letter
+and the lifecycle queries each read as one module.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from engine.pg.queries import Q
+from engine.states import PERSON_SEQ
+
+
+class JobStateQueries(ABC):
+    """Queries on ``jobs``, ``queue_pauses`` and ``type_pauses``."""
+
+    @property
+    @abstractmethod
+    def pool(self) -> asyncpg.Pool:
+        """The connection pool of the store these queries are mixed into."""
+
+    async def report(self, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, int]]:
+        """Apply worker-reported transitions (one row per job, see JobReport); return the
+        (job id, seq) pairs that were applied."""
+        if not rows:
+            return set()
+        columns = [list(c) for c in zip(*rows, strict=True)]
+        applied = await self.pool.fetch(Q["report_transitions"], *columns)
+        return {(r["job_id"], r["seq"]) for r in applied}
+
+    async def save_checkpoint(self, job_id: str, generation: int, state: Any) -> bool:
+        status = await self.pool.execute(Q["save_checkpoint"], job_id, generation, state)
+        return status.endswith(" 1")
+
+    async def get_job(self, job_id: str) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(Q["get_job"], job_id)
+
+    async def list_jobs(
+        self,
+        *,
+        state: str | None = None,
+        job_type: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+    ) -> list[asyncpg.Record]:
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (("state", state), ("job_type", job_type), ("queue", queue)):
+            if value is not None:
+                args.append(value)
+                where.append(f"{column} = ${len(args)}")
+        args.append(limit)
+        sql = (
+            "SELECT job_id, generation, job_type, queue, state, attempt, max_retries, cause,"
+            " error_type, error_message, updated_at FROM jobs"
+            f" WHERE {' AND '.join(where) or 'true'} ORDER BY updated_at DESC LIMIT ${len(args)}"
+        )
+        return list(await self.pool.fetch(sql, *args))
+
+    async def known_queues(self) -> list[str]:
+        return [r["queue"] for r in await self.pool.fetch(Q["known_queues"])]
+
+    async def count_jobs_capped(self, states: list[str], cap: int) -> dict[str, int]:
+        """Jobs per state, each counted up to ``cap + 1`` (more than ``cap`` means "many")."""
+        rows = await self.pool.fetch(Q["count_states_capped"], states, cap)
+        return {r["state"]: int(r["n"]) for r in rows}
+
+    async def activity(self, since: datetime) -> list[asyncpg.Record]:
+        """(minute, series, n) rows since ``since``: succeeded, retrying and dead per minute."""
+        return list(await self.pool.fetch(Q["activity_per_minute"], since))
+
+    async def finished_last_minute(self) -> dict[str, int]:
+        return {r["queue"]: r["n"] for r in await self.pool.fetch(Q["finished_last_minute"])}
+
+    async def count_jobs_by_state(self) -> dict[str, int]:
+        rows = await self.pool.fetch("SELECT state, count(*) AS n FROM jobs GROUP BY state")
+        return {r["state"]: r["n"] for r in rows}
+
+    async def stop_job(
+        self,
+        job_id: str,
+        state: str,
+        cause: str,
+        actor: str,
+        from_states: Sequence[str],
+        generation: int,
+    ) -> asyncpg.Record | None:
+        """Compare-and-set: stop the job only if it is still in ``generation`` and one of
+        ``from_states``; None if it is not (or does not exist)."""
+        return await self.pool.fetchrow(
+            Q["stop_job"], job_id, state, cause, actor, list(from_states), generation, PERSON_SEQ
+        )
+
+    async def resume_job(
+        self,
+        job_id: str,
+        *,
+        retries: int | None,
+        payload: Any,
+        replace_payload: bool,
+        keep_checkpoint: bool,
+        actor: str,
+        build: Any,
+        generation: int,
+    ) -> asyncpg.Record | None:
+        """Compare-and-set ``suspended`` in ``generation`` → ``pending`` in the next one, and
+        stage its message; None if the job is no longer suspended in ``generation``."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                Q["resume_job"],
+                job_id,
+                retries,
+                replace_payload,
+                payload,
+                keep_checkpoint,
+                actor,
+                generation,
+            )
+            if row is not None:
+                await conn.execute(
+                    Q["insert_outbox"], [None], [row["job_id"]], [row["queue"]], [build(row)]
+                )
+            return row
+
+    async def stopped_among(self, job_ids: Sequence[str]) -> dict[str, int]:
+        rows = await self.pool.fetch(Q["stopped_among"], list(job_ids))
+        return {r["job_id"]: r["generation"] for r in rows}
+
+    async def paused_queues(self) -> list[asyncpg.Record]:
+        return list(await self.pool.fetch(Q["paused_queues"]))
+
+    async def pause_queue(self, queue: str, actor: str, reason: str) -> bool:
+        return await self.pool.fetchrow(Q["pause_queue"], queue, actor, reason) is not None
+
+    async def resume_queue(self, queue: str) -> bool:
+        return await self.pool.fetchrow(Q["resume_queue"], queue) is not None
+
+    async def paused_types(self) -> list[asyncpg.Record]:
+        return list(await self.pool.fetch(Q["paused_types"]))
+
+    async def pause_type(self, job_type: str, actor: str, reason: str) -> bool:
+        return await self.pool.fetchrow(Q["pause_type"], job_type, actor, reason) is not None
+
+    async def resume_type(self, job_type: str) -> bool:
+        return await self.pool.fetchrow(Q["resume_type"], job_type) is not None
+
+    async def known_types(self) -> list[str]:
+        return [r["job_type"] for r in await self.pool.fetch(Q["known_types"])]
