@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode
 
 import asyncpg
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 from starlette.exceptions import HTTPException
@@ -30,9 +30,19 @@ from engine.filters import DeadFilter, bulk_selection
 from engine.message import now_utc
 from engine.states import JobState, RequeueMode
 from engine.web import models as m
-from engine.web.api import FILTERS, WEB, AdminDep, bearer, client_address, get_admin, message
+from engine.web.deps import (
+    AdminDep,
+    Credentials,
+    bearer,
+    client_address,
+    get_admin,
+    get_settings,
+    sessions_of,
+    token_of,
+)
+from engine.web.errors import message
 from engine.web.guard import SAFE_METHODS
-from engine.web.sessions import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, Sessions, same_token
+from engine.web.sessions import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, same_token
 
 log = logging.getLogger("lazarus.http")
 Form = dict[str, str]
@@ -42,6 +52,8 @@ PAGE = 50  # dead letters per page
 CAP = 10_000
 NEWEST = 20_000
 T = TypeVar("T")
+FILTERS = ("type", "queue", "error_type", "error", "since")  # a dead-letter filter's fields
+TEMPLATES = Path(__file__).parent / "templates"
 
 
 def age(when: datetime | None) -> str:
@@ -69,23 +81,15 @@ def form_filter(form: Form) -> DeadFilter:
     return m.DeadFilterBody.model_validate({k: form[k] for k in FILTERS if form.get(k)}).to_filter()
 
 
-def sessions_of(request: Request) -> Sessions:
-    sessions: Sessions = request.app.state.sessions
-    return sessions
-
-
 async def read_form(request: Request) -> Form:
     """The urlencoded body (bounded by the guard); the last value of a repeated field wins."""
     return dict(parse_qsl((await request.body()).decode(errors="replace")))
 
 
-async def dashboard_auth(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> None:
+async def dashboard_auth(request: Request, credentials: Credentials) -> None:
     """A session cookie (or the bearer token, for scripts); a state change from a session
     must carry its CSRF token. Sets ``request.state.actor`` for the audit log."""
-    token: str | None = request.app.state.token
+    token = token_of(request)
     where = client_address(request)
     if token is not None and credentials is not None:
         if not same_token(token, credentials.credentials):
@@ -107,13 +111,13 @@ async def dashboard_auth(
 async def live_session(request: Request) -> Session | None:
     """The session of the request's cookie, unless forged, expired or logged out."""
     session = sessions_of(request).read(request.cookies.get(COOKIE))
-    if session is None or await request.app.state.admin.session_ended(session.sid):
+    if session is None or await get_admin(request).session_ended(session.sid):
         return None
     return session
 
 
 def set_session(request: Request, response: Response, cookie: str) -> None:
-    settings = request.app.state.settings
+    settings = get_settings(request)
     response.set_cookie(
         COOKIE,
         cookie,
@@ -135,7 +139,7 @@ def when(moment: datetime | None) -> Markup:
     ).format(iso=utc.isoformat(), text=utc.strftime("%Y-%m-%d %H:%M:%S"), ago=age(moment))
 
 
-templates = Jinja2Templates(directory=WEB / "templates")
+templates = Jinja2Templates(directory=TEMPLATES)
 templates.env.filters |= {
     "age": age,
     "when": when,
@@ -149,221 +153,229 @@ def page(request: Request, name: str, context: dict[str, Any], status: int = 200
     common = {
         "csrf": sessions_of(request).csrf(session) if session else "",
         "who": session.who if session else "",
-        "auth": request.app.state.token is not None,
+        "auth": token_of(request) is not None,
     }
     return templates.TemplateResponse(request, name, common | context, status_code=status)
 
 
-def dashboard_router() -> APIRouter:
-    ui = APIRouter()
+async def render(request: Request, admin: Admin, form: Form, flash: str = "",
+                 ok: bool = True, name: str = "_panel.html") -> Response:  # fmt: skip
+    """The panel; a card whose data cannot be read shows why, and the others render."""
+    problems: dict[str, str] = {}
 
-    async def render(request: Request, admin: Admin, form: Form, flash: str = "",
-                     ok: bool = True, name: str = "_panel.html") -> Response:  # fmt: skip
-        """The panel; a card whose data cannot be read shows why, and the others render."""
-        problems: dict[str, str] = {}
-
-        async def card(key: str, read: Awaitable[T], empty: T) -> T:
-            try:
-                return await read
-            except Exception as exc:  # one broken card must not take the page down
-                log.warning("dashboard card %s failed: %r", key, exc)
-                problems[key] = message(exc)
-                return empty
-
+    async def card(key: str, read: Awaitable[T], empty: T) -> T:
         try:
-            selector = form_filter(form)
-            before_id = page_start(form)
-        except ValueError as exc:
-            selector, before_id, flash, ok = DeadFilter(), None, f"filter: {message(exc)}", False
+            return await read
+        except Exception as exc:  # one broken card must not take the page down
+            log.warning("dashboard card %s failed: %r", key, exc)
+            problems[key] = message(exc)
+            return empty
+
+    try:
+        selector = form_filter(form)
+        before_id = page_start(form)
+    except ValueError as exc:
+        selector, before_id, flash, ok = DeadFilter(), None, f"filter: {message(exc)}", False
+    lifecycle = Lifecycle(admin)
+    counts = await card("counts", lifecycle.counts(cap=CAP), {})
+    chart = await card("chart", lifecycle.activity(), [])
+    dead = await card("dead", admin.list_dead(selector, limit=PAGE, before_id=before_id), [])
+    more = dead[-1]["id"] if len(dead) == PAGE else None
+    shown = {k: v for k, v in form.items() if k in FILTERS and v}
+    return page(request, name, {
+        "flash": flash, "ok": ok, "filters": shown, "problems": problems,
+        "groups": await card("groups", admin.groups(selector), []),
+        "suspended_groups": await card("groups", admin.suspended_groups(), []),
+        "next_before_id": more,
+        "page_query": urlencode(shown | {"before_id": more}),
+        "queues": await card("queues", lifecycle.list_queues(), []),
+        "types": await card("types", lifecycle.list_types(every_parked_queue=False), []),
+        "counts": {s.value: counts.get(s.value, 0) for s in JobState},
+        "dead": dead,
+        "matching": await card("dead", admin.count(selector, cap=CAP), 0),
+        "cap": CAP, "newest": NEWEST,
+        "suspended": await card(
+            "suspended", lifecycle.list_jobs(state=JobState.SUSPENDED, limit=20), []
+        ),
+        "audit": await card("audit", admin.audit_log(10), []),
+        "workers": await card("workers", admin.list_workers(20), []),
+        "chart": chart, "top": max([1, *(n for b in chart for n in b.values())]),
+    })  # fmt: skip
+
+
+async def act(request: Request, admin: Admin, do: Callable[[Form], Awaitable[str]]) -> Response:
+    form = await read_form(request)
+    try:
+        return await render(request, admin, form, await do(form))
+    except (LazarusError, ValueError, asyncpg.DataError) as exc:
+        return await render(request, admin, form, message(exc), ok=False)
+
+
+def options(form: Form, default: RequeueMode) -> dict[str, Any]:
+    """Retries and mode from the page's boxes; an unset mode is the operation's default
+    (requeue: restart, resume: recover), the same as in the CLI and the API."""
+    chosen = m.RequeueOptions.model_validate(form, extra="ignore")
+    return {"retries": chosen.retries, "mode": chosen.mode or default}
+
+
+def job_id_of(form: Form) -> str:
+    job_id = form.get("job_id", "")
+    if not job_id or len(job_id) > m.MAX_ID:
+        raise ValueError(f"job_id: give 1 to {m.MAX_ID} characters")
+    return job_id
+
+
+SESSION = [Depends(dashboard_auth)]  # a live session (or the bearer token), CSRF-checked
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/")
+async def index(request: Request) -> Response:
+    sessions = sessions_of(request)
+    session = await live_session(request)
+    fresh = None
+    if session is None and token_of(request) is not None:
+        if request.headers.get("authorization") is None:
+            return RedirectResponse("/login", status_code=303)
+        await dashboard_auth(request, await bearer(request))
+    elif session is None:  # no auth: an anonymous session carries the CSRF token
+        session, fresh = sessions.issue()
+    if session is not None:
+        request.state.session = session
+        request.state.actor = f"http:{session.who}@{client_address(request)}"
+    response = await render(request, get_admin(request), dict(request.query_params),
+                            name="index.html")  # fmt: skip
+    if fresh is not None:
+        set_session(request, response, fresh)
+    return response
+
+
+@router.get("/login")
+async def login_form(request: Request) -> Response:
+    if token_of(request) is None:
+        return RedirectResponse("/", status_code=303)
+    return page(request, "login.html", {"error": ""})
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    token = token_of(request)
+    if token is None:
+        return RedirectResponse("/", status_code=303)
+    form = await read_form(request)
+    if not same_token(token, form.get("token", "")):
+        return page(request, "login.html", {"error": "wrong token"}, status=401)
+    session, cookie = sessions_of(request).issue(form.get("name", ""))
+    actor = f"http:{session.who}@{client_address(request)}"
+    await get_admin(request).acting_as(actor).note("login", {"session": session.sid[:8]})
+    response = RedirectResponse("/", status_code=303)
+    set_session(request, response, cookie)
+    return response
+
+
+@router.post("/logout", dependencies=SESSION)
+async def logout(request: Request, admin: AdminDep) -> Response:
+    session: Session | None = getattr(request.state, "session", None)
+    if session is not None:
+        await admin.end_session(session.sid, datetime.fromtimestamp(session.expires, UTC))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+@router.get("/ui/panel", dependencies=SESSION)
+async def panel(request: Request, admin: AdminDep) -> Response:
+    return await render(request, admin, dict(request.query_params))
+
+
+@router.get("/ui/dead", dependencies=SESSION)
+async def deaths(request: Request, admin: AdminDep, job_id: str = "") -> Response:
+    try:
+        history, problem = await admin.show(job_id_of({"job_id": job_id})), ""
+    except (JobNotFound, ValueError) as exc:
+        history, problem = [], str(exc)
+    return page(request, "_deaths.html", {"job_id": job_id, "history": history,
+                                          "problem": problem})  # fmt: skip
+
+
+@router.get("/ui/jobs/cause", dependencies=SESSION)
+async def why(request: Request, admin: AdminDep, job_id: str = "") -> Response:
+    try:
+        found, problem = await Lifecycle(admin).cause(job_id_of({"job_id": job_id})), ""
+    except (JobNotFound, JobStateConflict, ValueError) as exc:
+        found, problem = {"job_id": job_id}, str(exc)
+    return page(request, "_cause.html", found | {"problem": problem})
+
+
+@router.post("/ui/dead/requeue", dependencies=SESSION)
+async def requeue_one(request: Request, admin: AdminDep) -> Response:
+    async def do(form: Form) -> str:
+        job_id = job_id_of(form)
+        await admin.requeue_one(job_id, **options(form, RequeueMode.RESTART))
+        return f"requeued job {job_id}"
+
+    return await act(request, admin, do)
+
+
+@router.post("/ui/dead/delete", dependencies=SESSION)
+async def delete_one(request: Request, admin: AdminDep) -> Response:
+    async def do(form: Form) -> str:
+        job_id = job_id_of(form)
+        await admin.delete_one(job_id)
+        return f"deleted dead letter of job {job_id}"
+
+    return await act(request, admin, do)
+
+
+@router.post("/ui/requeue-matching", dependencies=SESSION)
+async def requeue_matching(request: Request, admin: AdminDep) -> Response:
+    async def do(form: Form) -> str:
+        # The API's and the CLI's rule: an empty filter needs "all" ticked.
+        selector = bulk_selection((), form_filter(form), form.get("all") == "true")
+        moved = await admin.requeue(selector, **options(form, RequeueMode.RESTART))
+        return f"requeued {moved} dead jobs matching the filter"
+
+    return await act(request, admin, do)
+
+
+@router.post("/ui/queues/{queue}/{verb}", dependencies=SESSION)
+async def queue_verb(request: Request, admin: AdminDep, queue: str, verb: str) -> Response:
+    async def do(form: Form) -> str:
         lifecycle = Lifecycle(admin)
-        counts = await card("counts", lifecycle.counts(cap=CAP), {})
-        chart = await card("chart", lifecycle.activity(), [])
-        dead = await card("dead", admin.list_dead(selector, limit=PAGE, before_id=before_id), [])
-        more = dead[-1]["id"] if len(dead) == PAGE else None
-        shown = {k: v for k, v in form.items() if k in FILTERS and v}
-        return page(request, name, {
-            "flash": flash, "ok": ok, "filters": shown, "problems": problems,
-            "groups": await card("groups", admin.groups(selector), []),
-            "suspended_groups": await card("groups", admin.suspended_groups(), []),
-            "next_before_id": more,
-            "page_query": urlencode(shown | {"before_id": more}),
-            "queues": await card("queues", lifecycle.list_queues(), []),
-            "types": await card("types", lifecycle.list_types(every_parked_queue=False), []),
-            "counts": {s.value: counts.get(s.value, 0) for s in JobState},
-            "dead": dead,
-            "matching": await card("dead", admin.count(selector, cap=CAP), 0),
-            "cap": CAP, "newest": NEWEST,
-            "suspended": await card(
-                "suspended", lifecycle.list_jobs(state=JobState.SUSPENDED, limit=20), []
-            ),
-            "audit": await card("audit", admin.audit_log(10), []),
-            "workers": await card("workers", admin.list_workers(20), []),
-            "chart": chart, "top": max([1, *(n for b in chart for n in b.values())]),
-        })  # fmt: skip
+        if verb == "pause":
+            changed = await lifecycle.pause_queue(queue, form.get("reason") or REQUESTED_BY_USER)
+        elif verb == "resume":
+            changed = await lifecycle.resume_queue(queue)
+        else:
+            raise ValueError(f"no queue action {verb!r}")
+        return f"queue {queue}: {verb}d" if changed else f"queue {queue}: nothing to {verb}"
 
-    async def act(request: Request, admin: Admin, do: Callable[[Form], Awaitable[str]]) -> Response:
-        form = await read_form(request)
-        try:
-            return await render(request, admin, form, await do(form))
-        except (LazarusError, ValueError, asyncpg.DataError) as exc:
-            return await render(request, admin, form, message(exc), ok=False)
+    return await act(request, admin, do)
 
-    def options(form: Form, default: RequeueMode) -> dict[str, Any]:
-        """Retries and mode from the page's boxes; an unset mode is the operation's default
-        (requeue: restart, resume: recover), the same as in the CLI and the API."""
-        chosen = m.RequeueOptions.model_validate(form, extra="ignore")
-        return {"retries": chosen.retries, "mode": chosen.mode or default}
 
-    def job_id_of(form: Form) -> str:
-        job_id = form.get("job_id", "")
-        if not job_id or len(job_id) > m.MAX_ID:
-            raise ValueError(f"job_id: give 1 to {m.MAX_ID} characters")
-        return job_id
+@router.post("/ui/types/{job_type}/{verb}", dependencies=SESSION)
+async def type_verb(request: Request, admin: AdminDep, job_type: str, verb: str) -> Response:
+    async def do(form: Form) -> str:
+        lifecycle = Lifecycle(admin)
+        if verb == "pause":
+            reason = form.get("reason") or REQUESTED_BY_USER
+            changed = await lifecycle.pause_type(job_type, reason)
+            return f"job type {job_type}: " + ("paused" if changed else "already paused")
+        if verb == "resume":
+            changed, moved = await lifecycle.resume_type(job_type)
+            done = "resumed" if changed else "was not paused"
+            return f"job type {job_type}: {done}; {moved} parked jobs moved back"
+        raise ValueError(f"no job type action {verb!r}")
 
-    @ui.get("/")
-    async def index(request: Request) -> Response:
-        sessions = sessions_of(request)
-        session = await live_session(request)
-        fresh = None
-        if session is None and request.app.state.token is not None:
-            if request.headers.get("authorization") is None:
-                return RedirectResponse("/login", status_code=303)
-            await dashboard_auth(request, await bearer(request))
-        elif session is None:  # no auth: an anonymous session carries the CSRF token
-            session, fresh = sessions.issue()
-        if session is not None:
-            request.state.session = session
-            request.state.actor = f"http:{session.who}@{client_address(request)}"
-        response = await render(request, get_admin(request), dict(request.query_params),
-                                name="index.html")  # fmt: skip
-        if fresh is not None:
-            set_session(request, response, fresh)
-        return response
+    return await act(request, admin, do)
 
-    @ui.get("/login")
-    async def login_form(request: Request) -> Response:
-        if request.app.state.token is None:
-            return RedirectResponse("/", status_code=303)
-        return page(request, "login.html", {"error": ""})
 
-    @ui.post("/login")
-    async def login(request: Request) -> Response:
-        token: str | None = request.app.state.token
-        if token is None:
-            return RedirectResponse("/", status_code=303)
-        form = await read_form(request)
-        if not same_token(token, form.get("token", "")):
-            return page(request, "login.html", {"error": "wrong token"}, status=401)
-        session, cookie = sessions_of(request).issue(form.get("name", ""))
-        actor = f"http:{session.who}@{client_address(request)}"
-        await get_admin(request).acting_as(actor).note("login", {"session": session.sid[:8]})
-        response = RedirectResponse("/", status_code=303)
-        set_session(request, response, cookie)
-        return response
+@router.post("/ui/jobs/resume", dependencies=SESSION)
+async def resume(request: Request, admin: AdminDep) -> Response:
+    async def do(form: Form) -> str:
+        job_id = job_id_of(form)
+        row = await Lifecycle(admin).resume(job_id, **options(form, RequeueMode.RECOVER))
+        return f"resumed job {job_id} as generation {row['generation']}"
 
-    guarded = APIRouter(dependencies=[Depends(dashboard_auth)])
-
-    @guarded.post("/logout")
-    async def logout(request: Request, admin: AdminDep) -> Response:
-        session: Session | None = getattr(request.state, "session", None)
-        if session is not None:
-            await admin.end_session(session.sid, datetime.fromtimestamp(session.expires, UTC))
-        response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(COOKIE, path="/")
-        return response
-
-    @guarded.get("/ui/panel")
-    async def panel(request: Request, admin: AdminDep) -> Response:
-        return await render(request, admin, dict(request.query_params))
-
-    @guarded.get("/ui/dead")
-    async def deaths(request: Request, admin: AdminDep, job_id: str = "") -> Response:
-        try:
-            history, problem = await admin.show(job_id_of({"job_id": job_id})), ""
-        except (JobNotFound, ValueError) as exc:
-            history, problem = [], str(exc)
-        return page(request, "_deaths.html", {"job_id": job_id, "history": history,
-                                              "problem": problem})  # fmt: skip
-
-    @guarded.get("/ui/jobs/cause")
-    async def why(request: Request, admin: AdminDep, job_id: str = "") -> Response:
-        try:
-            found, problem = await Lifecycle(admin).cause(job_id_of({"job_id": job_id})), ""
-        except (JobNotFound, JobStateConflict, ValueError) as exc:
-            found, problem = {"job_id": job_id}, str(exc)
-        return page(request, "_cause.html", found | {"problem": problem})
-
-    @guarded.post("/ui/dead/requeue")
-    async def requeue_one(request: Request, admin: AdminDep) -> Response:
-        async def do(form: Form) -> str:
-            job_id = job_id_of(form)
-            await admin.requeue_one(job_id, **options(form, RequeueMode.RESTART))
-            return f"requeued job {job_id}"
-
-        return await act(request, admin, do)
-
-    @guarded.post("/ui/dead/delete")
-    async def delete_one(request: Request, admin: AdminDep) -> Response:
-        async def do(form: Form) -> str:
-            job_id = job_id_of(form)
-            await admin.delete_one(job_id)
-            return f"deleted dead letter of job {job_id}"
-
-        return await act(request, admin, do)
-
-    @guarded.post("/ui/requeue-matching")
-    async def requeue_matching(request: Request, admin: AdminDep) -> Response:
-        async def do(form: Form) -> str:
-            # The API's and the CLI's rule: an empty filter needs "all" ticked.
-            selector = bulk_selection((), form_filter(form), form.get("all") == "true")
-            moved = await admin.requeue(selector, **options(form, RequeueMode.RESTART))
-            return f"requeued {moved} dead jobs matching the filter"
-
-        return await act(request, admin, do)
-
-    @guarded.post("/ui/queues/{queue}/{verb}")
-    async def queue_verb(request: Request, admin: AdminDep, queue: str, verb: str) -> Response:
-        async def do(form: Form) -> str:
-            lifecycle = Lifecycle(admin)
-            if verb == "pause":
-                changed = await lifecycle.pause_queue(
-                    queue, form.get("reason") or REQUESTED_BY_USER
-                )
-            elif verb == "resume":
-                changed = await lifecycle.resume_queue(queue)
-            else:
-                raise ValueError(f"no queue action {verb!r}")
-            return f"queue {queue}: {verb}d" if changed else f"queue {queue}: nothing to {verb}"
-
-        return await act(request, admin, do)
-
-    @guarded.post("/ui/types/{job_type}/{verb}")
-    async def type_verb(request: Request, admin: AdminDep, job_type: str, verb: str) -> Response:
-        async def do(form: Form) -> str:
-            lifecycle = Lifecycle(admin)
-            if verb == "pause":
-                reason = form.get("reason") or REQUESTED_BY_USER
-                changed = await lifecycle.pause_type(job_type, reason)
-                return f"job type {job_type}: " + ("paused" if changed else "already paused")
-            if verb == "resume":
-                changed, moved = await lifecycle.resume_type(job_type)
-                done = "resumed" if changed else "was not paused"
-                return f"job type {job_type}: {done}; {moved} parked jobs moved back"
-            raise ValueError(f"no job type action {verb!r}")
-
-        return await act(request, admin, do)
-
-    @guarded.post("/ui/jobs/resume")
-    async def resume(request: Request, admin: AdminDep) -> Response:
-        async def do(form: Form) -> str:
-            job_id = job_id_of(form)
-            row = await Lifecycle(admin).resume(job_id, **options(form, RequeueMode.RECOVER))
-            return f"resumed job {job_id} as generation {row['generation']}"
-
-        return await act(request, admin, do)
-
-    from engine.web.triage import triage_router  # it builds on this module's helpers
-
-    ui.include_router(guarded)
-    ui.include_router(triage_router())
-    return ui
+    return await act(request, admin, do)

@@ -7,13 +7,12 @@ and the Lifecycle's (the selection rules of the API and the CLI included).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import parse_qs
 
 import asyncpg
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from fastapi.security import HTTPAuthorizationCredentials
 from starlette.exceptions import HTTPException
 
 from engine.admin.facade import Admin
@@ -22,21 +21,19 @@ from engine.errors import JobNotFound, LazarusError
 from engine.filters import DeadFilter, bulk_selection
 from engine.states import JobState, RequeueMode
 from engine.web import models as m
-from engine.web.api import FILTERS, AdminDep, Name, bearer, message
-from engine.web.dashboard import dashboard_auth, form_filter, page, read_form
+from engine.web.dashboard import FILTERS, SESSION, dashboard_auth, form_filter, page, read_form
+from engine.web.deps import AdminDep, Credentials, Name, token_of
+from engine.web.errors import message
 
 ACTIONS = {"requeue": "requeued", "delete": "deleted", "resume": "resumed"}
 
 
-async def page_auth(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> None:
+async def page_auth(request: Request, credentials: Credentials) -> None:
     """A page opened by its URL: without a session, go to the login form instead of a 401."""
     try:
         await dashboard_auth(request, credentials)
     except HTTPException as exc:
-        if exc.status_code != 401 or request.app.state.token is None:
+        if exc.status_code != 401 or token_of(request) is None:
             raise
         raise HTTPException(303, "log in first", headers={"Location": "/login"}) from None
 
@@ -61,111 +58,116 @@ def selection(form: dict[str, str], ids: list[str], everything: bool) -> tuple[D
     return DeadFilter(ids=tuple(ids)), False
 
 
-def triage_router() -> APIRouter:
-    ui = APIRouter()
+BY_URL = [Depends(page_auth)]  # as SESSION, but a page opened without one goes to /login
 
-    @ui.post("/ui/bulk/preview", dependencies=[Depends(dashboard_auth)])
-    async def preview(request: Request, admin: AdminDep) -> Response:
-        """The confirmation of an action: its dry-run count, the budget and mode to choose."""
-        form = await read_form(request)
-        action = form.get("action", "")
-        context: dict[str, Any] = {"action": action, "title": f"{action.capitalize()}?",
-                                   "selected": None}  # fmt: skip
-        try:
-            if action not in ACTIONS:
-                raise ValueError(f"no action {action[:40]!r}")
-            ids = await picked_ids(request)
-            if action == "resume":
-                [job_id] = ids or [""]
-                job = await Lifecycle(admin).show(job_id)
-                count = int(job["state"] == JobState.SUSPENDED)
-                context |= {"noun": "suspended job", "selected": 1}
-            else:
-                selector, whole = selection(form, ids, everything=True)  # only counted
-                count = await admin.count(selector)
-                context |= {"noun": "dead letters", "whole": whole}
-                if ids:
-                    context["selected"] = len(ids)
-        except (LazarusError, ValueError, asyncpg.DataError) as exc:
-            return page(request, "_confirm.html", context | {"error": message(exc)})
-        carried = [("ids", i) for i in ids]
-        if form.get("matching") == "true":
-            carried += [("matching", "true")] + [(k, form[k]) for k in FILTERS if form.get(k)]
-        context |= {"count": count, "verb": ACTIONS[action], "carried": carried}
-        return page(request, "_confirm.html", context)
+router = APIRouter(include_in_schema=False)
 
-    @ui.post("/ui/bulk/apply", dependencies=[Depends(dashboard_auth)])
-    async def apply(request: Request, admin: AdminDep) -> Response:
-        """Carry out a confirmed action; the result replaces the confirmation, and the
-        panel refreshes."""
-        form = await read_form(request)
-        action = form.get("action", "")
-        try:
-            ids = await picked_ids(request)
-            chosen = m.RequeueOptions.model_validate(form, extra="ignore")
-            if action == "resume":
-                [job_id] = ids or [""]
-                mode = chosen.mode or RequeueMode.RECOVER
-                row = await Lifecycle(admin).resume(job_id, mode=mode, retries=chosen.retries)
-                text, ok = f"resumed job {job_id} as generation {row['generation']}", True
-            elif action in ("requeue", "delete"):
-                text, ok = await bulk(admin, action, form, ids, chosen)
-            else:
-                raise ValueError(f"no action {action[:40]!r}")
-        except (LazarusError, ValueError, asyncpg.DataError) as exc:
-            text, ok = message(exc), False
-        response = page(request, "_result.html", {"flash": text, "ok": ok})
-        response.headers["HX-Trigger"] = "refresh-panel"
-        return response
 
-    @ui.get("/dead/{job_id:path}", dependencies=[Depends(page_auth)])
-    async def dead_page(request: Request, admin: AdminDep, job_id: str) -> Response:
-        """Every death of a job at its own address, with what can be done about it."""
-        try:
-            history, problem = await admin.show(job_id), ""
-        except JobNotFound as exc:
-            history, problem = [], str(exc)
-        job = await admin.store.get_job(job_id)
-        context = {"job_id": job_id, "history": history, "problem": problem, "job": job}
-        return page(request, "dead.html", context, status=404 if problem else 200)
+@router.post("/ui/bulk/preview", dependencies=SESSION)
+async def preview(request: Request, admin: AdminDep) -> Response:
+    """The confirmation of an action: its dry-run count, the budget and mode to choose."""
+    form = await read_form(request)
+    action = form.get("action", "")
+    context: dict[str, Any] = {"action": action, "title": f"{action.capitalize()}?",
+                               "selected": None}  # fmt: skip
+    try:
+        if action not in ACTIONS:
+            raise ValueError(f"no action {action[:40]!r}")
+        ids = await picked_ids(request)
+        if action == "resume":
+            [job_id] = ids or [""]
+            job = await Lifecycle(admin).show(job_id)
+            count = int(job["state"] == JobState.SUSPENDED)
+            context |= {"noun": "suspended job", "selected": 1}
+        else:
+            selector, whole = selection(form, ids, everything=True)  # only counted
+            count = await admin.count(selector)
+            context |= {"noun": "dead letters", "whole": whole}
+            if ids:
+                context["selected"] = len(ids)
+    except (LazarusError, ValueError, asyncpg.DataError) as exc:
+        return page(request, "_confirm.html", context | {"error": message(exc)})
+    carried = [("ids", i) for i in ids]
+    if form.get("matching") == "true":
+        carried += [("matching", "true")] + [(k, form[k]) for k in FILTERS if form.get(k)]
+    context |= {"count": count, "verb": ACTIONS[action], "carried": carried}
+    return page(request, "_confirm.html", context)
 
-    @ui.get("/jobs", dependencies=[Depends(page_auth)])
-    async def jobs_page(
-        request: Request, admin: AdminDep, state: JobState | None = None,
-        type: Name = None, queue: Name = None,
-    ) -> Response:  # fmt: skip
-        """Jobs by state (from the state counts), most recently changed first."""
-        rows = await Lifecycle(admin).list_jobs(state=state, job_type=type, queue=queue, limit=200)
-        context = {"rows": rows, "state": state.value if state else "", "states": list(JobState)}
-        return page(request, "jobs.html", context)
 
-    @ui.get("/jobs/{job_id:path}", dependencies=[Depends(page_auth)])
-    async def job_page(request: Request, admin: AdminDep, job_id: str) -> Response:
-        try:
-            job, problem = await Lifecycle(admin).show(job_id), ""
-        except JobNotFound as exc:
-            job, problem = {"job_id": job_id}, str(exc)
-        deaths = await admin.store.history(job_id)
-        context = {"job": job, "problem": problem, "deaths": deaths}
-        return page(request, "job.html", context, status=404 if problem else 200)
+@router.post("/ui/bulk/apply", dependencies=SESSION)
+async def apply(request: Request, admin: AdminDep) -> Response:
+    """Carry out a confirmed action; the result replaces the confirmation, and the
+    panel refreshes."""
+    form = await read_form(request)
+    action = form.get("action", "")
+    try:
+        ids = await picked_ids(request)
+        chosen = m.RequeueOptions.model_validate(form, extra="ignore")
+        if action == "resume":
+            [job_id] = ids or [""]
+            mode = chosen.mode or RequeueMode.RECOVER
+            row = await Lifecycle(admin).resume(job_id, mode=mode, retries=chosen.retries)
+            text, ok = f"resumed job {job_id} as generation {row['generation']}", True
+        elif action in ("requeue", "delete"):
+            text, ok = await bulk(admin, action, form, ids, chosen)
+        else:
+            raise ValueError(f"no action {action[:40]!r}")
+    except (LazarusError, ValueError, asyncpg.DataError) as exc:
+        text, ok = message(exc), False
+    response = page(request, "_result.html", {"flash": text, "ok": ok})
+    response.headers["HX-Trigger"] = "refresh-panel"
+    return response
 
-    @ui.post("/ui/jobs/{verb}", dependencies=[Depends(dashboard_auth)])
-    async def stop(request: Request, admin: AdminDep, verb: str) -> Response:
-        """Suspend or cancel a job from its page (the page asks first)."""
-        form = await read_form(request)
-        job_id, reason = form.get("job_id", ""), form.get("reason") or None
-        try:
-            if verb not in ("suspend", "cancel") or not job_id:
-                raise ValueError(f"no job action {verb[:40]!r} (or no job id)")
-            lifecycle = Lifecycle(admin)
-            stopper = lifecycle.suspend if verb == "suspend" else lifecycle.cancel
-            row = await stopper(job_id, reason)
-            text, ok = f"job {job_id}: {row['state']}", True
-        except (LazarusError, ValueError, asyncpg.DataError) as exc:
-            text, ok = message(exc), False
-        return page(request, "_result.html", {"flash": text, "ok": ok})
 
-    return ui
+@router.get("/dead/{job_id:path}", dependencies=BY_URL)
+async def dead_page(request: Request, admin: AdminDep, job_id: str) -> Response:
+    """Every death of a job at its own address, with what can be done about it."""
+    try:
+        history, problem = await admin.show(job_id), ""
+    except JobNotFound as exc:
+        history, problem = [], str(exc)
+    job = await admin.store.get_job(job_id)
+    context = {"job_id": job_id, "history": history, "problem": problem, "job": job}
+    return page(request, "dead.html", context, status=404 if problem else 200)
+
+
+@router.get("/jobs", dependencies=BY_URL)
+async def jobs_page(
+    request: Request, admin: AdminDep, state: JobState | None = None,
+    type: Name = None, queue: Name = None,
+) -> Response:  # fmt: skip
+    """Jobs by state (from the state counts), most recently changed first."""
+    rows = await Lifecycle(admin).list_jobs(state=state, job_type=type, queue=queue, limit=200)
+    context = {"rows": rows, "state": state.value if state else "", "states": list(JobState)}
+    return page(request, "jobs.html", context)
+
+
+@router.get("/jobs/{job_id:path}", dependencies=BY_URL)
+async def job_page(request: Request, admin: AdminDep, job_id: str) -> Response:
+    try:
+        job, problem = await Lifecycle(admin).show(job_id), ""
+    except JobNotFound as exc:
+        job, problem = {"job_id": job_id}, str(exc)
+    deaths = await admin.store.history(job_id)
+    context = {"job": job, "problem": problem, "deaths": deaths}
+    return page(request, "job.html", context, status=404 if problem else 200)
+
+
+@router.post("/ui/jobs/{verb}", dependencies=SESSION)
+async def stop(request: Request, admin: AdminDep, verb: str) -> Response:
+    """Suspend or cancel a job from its page (the page asks first)."""
+    form = await read_form(request)
+    job_id, reason = form.get("job_id", ""), form.get("reason") or None
+    try:
+        if verb not in ("suspend", "cancel") or not job_id:
+            raise ValueError(f"no job action {verb[:40]!r} (or no job id)")
+        lifecycle = Lifecycle(admin)
+        stopper = lifecycle.suspend if verb == "suspend" else lifecycle.cancel
+        row = await stopper(job_id, reason)
+        text, ok = f"job {job_id}: {row['state']}", True
+    except (LazarusError, ValueError, asyncpg.DataError) as exc:
+        text, ok = message(exc), False
+    return page(request, "_result.html", {"flash": text, "ok": ok})
 
 
 async def bulk(
