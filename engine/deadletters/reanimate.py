@@ -12,12 +12,11 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
-
 from engine.amqp.broker import Broker
 from engine.deadletters.generations import requeued_message
 from engine.errors import LazarusError
 from engine.outbox.relay import drain
+from engine.pg.errors import DB_ERROR
 from engine.pg.store import Store
 from engine.registry import registered
 
@@ -66,5 +65,5 @@ async def run_reanimator(store: Store, broker: Broker, *, interval: float = 30.0
             moved = await reanimate_once(store, broker)
             if moved:
                 log.info("reanimated %d dead jobs", moved)
-        except (LazarusError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (LazarusError, *DB_ERROR) as exc:
             log.warning("reanimation pass failed: %r", exc)

@@ -38,7 +38,8 @@ from engine.message import (
     is_queue_name,
     job_id_problem,
 )
-from engine.pg.store import DB_UNAVAILABLE, DeadRecord, Store, pg_text
+from engine.pg.errors import DB_UNAVAILABLE
+from engine.pg.store import DeadRecord, Store, pg_text
 
 log = logging.getLogger("lazarus.deadletters")
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import asyncpg
-
 from engine.amqp.broker import Broker, Outgoing
 from engine.amqp.topology import work_exchange
 from engine.errors import LazarusError
+from engine.pg.errors import DB_ERROR
 from engine.pg.store import Store
 
 log = logging.getLogger("lazarus.relay")
@@ -113,6 +112,6 @@ async def run_relay(store: Store, broker: Broker, *, interval: float = 5.0) -> N
             sent = await drain(store, broker)
             if sent:
                 log.info("relay published %d staged requeues", sent)
-        except (LazarusError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (LazarusError, *DB_ERROR) as exc:
             log.warning("relay pass failed, retrying in %.0f s: %r", interval, exc)
         await asyncio.sleep(interval)

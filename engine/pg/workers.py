@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from importlib import metadata
 
-import asyncpg
-
 from engine.message import now_utc
-from engine.pg.store import DB_UNAVAILABLE, Store
+from engine.pg.errors import DB_ERROR
+from engine.pg.store import Store
 from engine.registry import registered
 
 log = logging.getLogger("lazarus.workers")
@@ -68,12 +67,12 @@ async def keep_registered(store: Store, info: WorkerInfo, interval: float = HEAR
                 else:
                     await store.register_worker(info)
                     registered_yet = True
-            except (asyncpg.PostgresError, *DB_UNAVAILABLE) as exc:
+            except DB_ERROR as exc:
                 log.warning("worker registry not updated (%r); trying again", exc)
             await asyncio.sleep(interval)
     finally:
         if registered_yet:
-            with contextlib.suppress(asyncpg.PostgresError, *DB_UNAVAILABLE):
+            with contextlib.suppress(*DB_ERROR):
                 await asyncio.shield(store.worker_stopped(info.worker_id))
 
 

@@ -22,12 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-import asyncpg
-
 from engine.errors import ServiceUnavailable
 from engine.message import JobMessage, now_utc
 from engine.outcome import ErrorInfo
-from engine.pg.store import DB_UNAVAILABLE, Store, pg_text
+from engine.pg.errors import DB_CONFLICT, DB_UNAVAILABLE
+from engine.pg.store import Store, pg_text
 from engine.states import JobState
 
 log = logging.getLogger("lazarus.tracker")
@@ -47,8 +46,6 @@ MAX_BACKLOG = 50_000  # fire-and-forget reports kept while PostgreSQL is down
 # process), doubling up to the last.
 OUTAGE_FIRST_PAUSE, OUTAGE_MAX_PAUSE = 0.05, 1.0
 CONFLICT_RETRIES = 3  # new tries of a statement that lost a deadlock or serialization race
-
-_CONFLICT = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 # Report tokens: a random prefix per process and a counter, unique without a uuid each.
 _token_prefix = uuid.uuid4().hex[:16]
@@ -284,7 +281,7 @@ class Tracker:
         for retry in range(CONFLICT_RETRIES):
             try:
                 return await self._report(rows)
-            except _CONFLICT as exc:
+            except DB_CONFLICT as exc:
                 log.info("job transitions conflicted (%r); try %d again", exc, retry + 2)
                 await asyncio.sleep(random.uniform(0.01, 0.05) * (retry + 1))
         return await self._report(rows)
