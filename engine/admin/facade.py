@@ -18,14 +18,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
-
 from engine.amqp.broker import Broker
 from engine.deadletters.generations import requeued_message
 from engine.errors import JobNotFound, JobStateConflict
 from engine.filters import DeadFilter
 from engine.message import is_queue_name, now_utc
 from engine.outbox.relay import Follower, drain
+from engine.pg.rows import Row
 from engine.pg.store import Store
 from engine.pg.workers import ALIVE_WITHIN
 from engine.settings import Settings, load_settings
@@ -65,7 +64,7 @@ class DeadLetter:
     status_changed_by: str | None
 
     @classmethod
-    def from_row(cls, row: asyncpg.Record) -> DeadLetter:
+    def from_row(cls, row: Row) -> DeadLetter:
         return cls(**{name: row[name] for name in cls.__dataclass_fields__})
 
 

@@ -14,8 +14,6 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
-import asyncpg
-
 from engine.admin.facade import Admin
 from engine.amqp.parking import parked_count, unpark
 from engine.amqp.topology import work_queue
@@ -23,6 +21,7 @@ from engine.deadletters.generations import resumed_message
 from engine.errors import JobNotFound, JobStateConflict
 from engine.message import check_queue_name, check_type_name, now_utc
 from engine.outbox.relay import drain
+from engine.pg.rows import Row
 from engine.states import PERSON_SEQ, JobState, RequeueMode
 
 log = logging.getLogger("lazarus.lifecycle")
@@ -299,7 +298,7 @@ class Lifecycle:
 
     async def _found(
         self, job_id: str, from_states: tuple[JobState, ...], generation: int | None
-    ) -> asyncpg.Record:
+    ) -> Row:
         """The job as an operation finds it when it begins: in one of ``from_states`` and,
         if given, in ``generation``; else JobNotFound or JobStateConflict."""
         row = await self.store.get_job(job_id)
@@ -323,7 +322,7 @@ def _either(states: tuple[JobState, ...]) -> str:
     return " or ".join(s.value for s in states)
 
 
-def _no_longer(job_id: str, expected: str, row: asyncpg.Record) -> JobStateConflict:
+def _no_longer(job_id: str, expected: str, row: Row) -> JobStateConflict:
     return JobStateConflict(
         f"job {job_id!r} is no longer {expected} "
         f"(it is {row['state']} in generation {row['generation']})"
