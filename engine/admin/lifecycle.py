@@ -21,6 +21,7 @@ from engine.deadletters.generations import resumed_message
 from engine.errors import JobNotFound, JobStateConflict
 from engine.message import check_queue_name, check_type_name, now_utc
 from engine.outbox.relay import drain
+from engine.pg.port import AdminStore, needs_postgres
 from engine.pg.rows import Row
 from engine.states import PERSON_SEQ, JobState, RequeueMode
 
@@ -64,9 +65,9 @@ def usable(names: Iterable[str], check: Callable[[str], str]) -> list[str]:
 class Lifecycle:
     """Job and queue control over an open :class:`Admin` (its store, broker and actor)."""
 
-    def __init__(self, admin: Admin) -> None:
+    def __init__(self, admin: Admin[Any]) -> None:
         self.admin = admin
-        self.store = admin.store
+        self.store: AdminStore = admin.store
 
     async def list_jobs(
         self,
@@ -93,7 +94,7 @@ class Lifecycle:
         start = now_utc().replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
         buckets = [{"succeeded": 0, "retried": 0, "dead": 0} for _ in range(minutes)]
         names = {"succeeded": "succeeded", "retrying": "retried", "dead": "dead"}
-        for row in await self.store.activity(start):
+        for row in await needs_postgres(self.store, "job activity").activity(start):
             index = int((row["minute"] - start).total_seconds() // 60)
             if 0 <= index < minutes:
                 buckets[index][names[row["series"]]] += row["n"]
@@ -104,7 +105,8 @@ class Lifecycle:
         does not grow with history (the dashboard's refresh)."""
         if cap is None:
             return await self.store.count_jobs_by_state()
-        return await self.store.count_jobs_capped([s.value for s in JobState], cap)
+        store = needs_postgres(self.store, "capped job counts")
+        return await store.count_jobs_capped([s.value for s in JobState], cap)
 
     async def suspend(
         self, job_id: str, reason: str | None = None, *, generation: int | None = None

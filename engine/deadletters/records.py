@@ -39,7 +39,8 @@ from engine.message import (
     job_id_problem,
 )
 from engine.pg.errors import DB_UNAVAILABLE
-from engine.pg.store import DeadRecord, Store, pg_text
+from engine.pg.port import WorkerStore
+from engine.pg.store import DeadRecord, pg_text
 
 log = logging.getLogger("lazarus.deadletters")
 
@@ -139,7 +140,7 @@ def _body_field(body: bytes, name: str) -> Any:
     return fields.get(name) if isinstance(fields, dict) else None
 
 
-async def store_dead(store: Store, records: Sequence[DeadRecord]) -> int:
+async def store_dead(store: WorkerStore, records: Sequence[DeadRecord]) -> int:
     """Insert a batch; returns rows added. Raises only for an outage (DB_UNAVAILABLE), or if
     a row fails even in its bare form (then the fault is not the row's).
 

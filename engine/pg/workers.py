@@ -20,7 +20,7 @@ from importlib import metadata
 
 from engine.message import now_utc
 from engine.pg.errors import DB_ERROR
-from engine.pg.store import Store
+from engine.pg.port import WorkerStore
 from engine.registry import registered
 
 log = logging.getLogger("lazarus.workers")
@@ -53,7 +53,9 @@ class WorkerInfo:
         return cls(worker_id=worker_id, queues=tuple(queues), job_types=types)
 
 
-async def keep_registered(store: Store, info: WorkerInfo, interval: float = HEARTBEAT) -> None:
+async def keep_registered(
+    store: WorkerStore, info: WorkerInfo, interval: float = HEARTBEAT
+) -> None:
     """Register, then refresh every ``interval`` until cancelled; then mark it stopped.
 
     PostgreSQL being away only delays the registration: the worker runs regardless.
@@ -76,7 +78,9 @@ async def keep_registered(store: Store, info: WorkerInfo, interval: float = HEAR
                 await asyncio.shield(store.worker_stopped(info.worker_id))
 
 
-async def known_routes(store: Store, seen_within: timedelta = timedelta(days=1)) -> dict[str, str]:
+async def known_routes(
+    store: WorkerStore, seen_within: timedelta = timedelta(days=1)
+) -> dict[str, str]:
     """Job type -> queue, as the workers seen lately declare them (the running ones win):
     how a producer without the handlers routes a job to its handler's queue."""
     rows = await store.known_routes(now_utc() - seen_within)

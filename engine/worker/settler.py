@@ -29,8 +29,8 @@ from engine.deadletters.writer import DeadLetterWriter
 from engine.errors import PublishFailed, ServiceUnavailable
 from engine.message import H_TRACEBACK, JobMessage, encode
 from engine.outcome import DeadReason, Outcome
+from engine.pg.port import WorkerStore
 from engine.pg.rows import Row
-from engine.pg.store import Store
 from engine.registry import Handler
 from engine.states import JobState, Verdict
 from engine.worker.tracker import Tracker, Transition
@@ -56,7 +56,7 @@ class Settler:
         worker_id: str,
         queue_of: Callable[[Delivery], str],
         *,
-        store: Store | None = None,
+        store: WorkerStore | None = None,
         tracker: Tracker | None = None,
         dead_writer: DeadLetterWriter | None = None,
     ) -> None:

@@ -26,7 +26,8 @@ from engine.errors import ServiceUnavailable
 from engine.message import JobMessage, now_utc
 from engine.outcome import ErrorInfo
 from engine.pg.errors import DB_CONFLICT, DB_UNAVAILABLE
-from engine.pg.store import Store, pg_text
+from engine.pg.port import WorkerStore
+from engine.pg.store import pg_text
 from engine.states import JobState
 
 log = logging.getLogger("lazarus.tracker")
@@ -138,7 +139,7 @@ def latest_per_job(transitions: list[Transition]) -> dict[str, Transition]:
 class Tracker:
     """Collects transitions for up to ``linger`` seconds or ``max_batch`` jobs, then writes."""
 
-    def __init__(self, store: Store, *, max_batch: int = 1000, linger: float = 0.001) -> None:
+    def __init__(self, store: WorkerStore, *, max_batch: int = 1000, linger: float = 0.001) -> None:
         self.store = store
         self.max_batch = max_batch
         self.linger = linger

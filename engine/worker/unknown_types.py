@@ -19,7 +19,7 @@ from engine.amqp.broker import Broker
 from engine.amqp.topology import delay_tier_ms
 from engine.message import H_UNKNOWN_BOUNCES, H_UNKNOWN_SINCE, MAX_COUNT, JobMessage, now_utc
 from engine.pg.errors import DB_ERROR
-from engine.pg.store import Store
+from engine.pg.port import WorkerStore
 from engine.pg.workers import ALIVE_WITHIN
 
 log = logging.getLogger("lazarus.unknown_types")
@@ -47,7 +47,7 @@ def bounces(headers: Mapping[str, Any] | None) -> int:
 class UnknownTypes:
     """Decides, and carries out, what happens to a job whose type this worker lacks."""
 
-    def __init__(self, broker: Broker, store: Store | None, grace: float) -> None:
+    def __init__(self, broker: Broker, store: WorkerStore | None, grace: float) -> None:
         self.broker = broker
         self.store = store
         self.grace = grace
