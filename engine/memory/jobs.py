@@ -21,6 +21,7 @@ from engine.memory.tables import (
     as_jsonb,
     checked_int32,
     checked_text,
+    copied,
     pick,
     utc_now,
 )
@@ -130,7 +131,7 @@ class JobTables(Tables):
     async def get_job(self, job_id: str) -> dict[str, Any] | None:
         self._up()
         job = self.jobs.get(job_id)
-        return None if job is None else dict(job)
+        return None if job is None else copied(job)
 
     async def list_jobs(
         self,
@@ -173,7 +174,7 @@ class JobTables(Tables):
             token=None,
             updated_at=utc_now(),
         )
-        return dict(job)
+        return copied(job)
 
     async def resume_job(
         self,
@@ -207,10 +208,10 @@ class JobTables(Tables):
             "token": None,
             "updated_at": utc_now(),
         }
-        body = bytes(build(dict(resumed)))
+        body = bytes(build(copied(resumed)))
         job.update(resumed)
         self._stage(None, job_id, job["queue"], body)
-        return dict(job)
+        return copied(job)
 
     async def stopped_among(self, job_ids: Sequence[str]) -> dict[str, int]:
         self._up()
@@ -264,7 +265,7 @@ class JobTables(Tables):
 
     async def paused_queues(self) -> list[dict[str, Any]]:
         self._up()
-        return [dict(self.queue_pauses[q]) for q in sorted(self.queue_pauses)]
+        return [copied(self.queue_pauses[q]) for q in sorted(self.queue_pauses)]
 
     async def pause_queue(self, queue: str, actor: str, reason: str) -> bool:
         self._up()
@@ -276,7 +277,7 @@ class JobTables(Tables):
 
     async def paused_types(self) -> list[dict[str, Any]]:
         self._up()
-        return [dict(self.type_pauses[t]) for t in sorted(self.type_pauses)]
+        return [copied(self.type_pauses[t]) for t in sorted(self.type_pauses)]
 
     async def pause_type(self, job_type: str, actor: str, reason: str) -> bool:
         self._up()
@@ -321,7 +322,7 @@ class JobTables(Tables):
         then the most recently seen."""
         self._up()
         rows = [
-            w | {"alive": w["stopped_at"] is None and w["last_seen"] >= alive_since}
+            copied(w) | {"alive": w["stopped_at"] is None and w["last_seen"] >= alive_since}
             for w in self.workers.values()
             if w["last_seen"] >= seen_since
         ]

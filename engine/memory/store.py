@@ -27,6 +27,7 @@ from engine.memory.tables import (
     as_jsonb,
     checked_int32,
     checked_text,
+    copied,
     pick,
     utc_now,
 )
@@ -103,7 +104,7 @@ class InMemoryStore(JobTables):
 
     async def history(self, job_id: str) -> list[dict[str, Any]]:
         self._up()
-        rows = [dict(r) for r in self.dead_letters.values() if r["job_id"] == job_id]
+        rows = [copied(r) for r in self.dead_letters.values() if r["job_id"] == job_id]
         return sorted(rows, key=lambda r: r["generation"])
 
     def _matching(self, selector: DeadFilter) -> list[dict[str, Any]]:
@@ -312,7 +313,7 @@ class InMemoryStore(JobTables):
         ids = [
             i for i in sorted(self.audit_log, reverse=True) if before_id is None or i < before_id
         ]
-        return [dict(self.audit_log[i]) for i in ids[:limit]]
+        return [copied(self.audit_log[i]) for i in ids[:limit]]
 
 
 if TYPE_CHECKING:

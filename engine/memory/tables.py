@@ -4,6 +4,7 @@ switch, the checks that refuse what PostgreSQL refuses, the JSON codec of the po
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -75,8 +76,14 @@ def as_jsonb(value: Any) -> Any:
     return orjson.loads(text)
 
 
+def copied(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as a caller gets it: changing it (or its JSON values) changes no table."""
+    return copy.deepcopy(row)
+
+
 def pick(row: dict[str, Any], columns: Sequence[str]) -> dict[str, Any]:
-    return {name: row[name] for name in columns}
+    """Some columns of a row, copied."""
+    return copy.deepcopy({name: row[name] for name in columns})
 
 
 class Tables:

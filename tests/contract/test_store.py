@@ -456,6 +456,15 @@ async def test_the_workers_registry(store: AnyStore) -> None:
     assert await store.list_workers(now + timedelta(days=1), now, 10) == []
 
 
+async def test_changing_a_row_read_changes_nothing_stored(store: AnyStore) -> None:
+    await store.report([report("j1", payload={"items": [1]})])
+    job = await store.get_job("j1")
+    assert job is not None
+    job["payload"]["items"].append(2)
+    again = await store.get_job("j1")
+    assert again is not None and again["payload"] == {"items": [1]}
+
+
 async def test_recovering_after_an_error_keeps_the_store_usable(store: AnyStore) -> None:
     await store.recover(RuntimeError("a statement failed"))
     assert await store.get_job("j1") is None
