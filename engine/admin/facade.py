@@ -16,9 +16,9 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic
 
-import asyncpg
+from typing_extensions import TypeVar
 
 from engine.amqp.broker import Broker
 from engine.deadletters.generations import requeued_message
@@ -26,12 +26,15 @@ from engine.errors import JobNotFound, JobStateConflict
 from engine.filters import DeadFilter
 from engine.message import is_queue_name, now_utc
 from engine.outbox.relay import Follower, drain
+from engine.pg.port import AdminStore, needs_postgres
+from engine.pg.rows import Row
 from engine.pg.store import Store
 from engine.pg.workers import ALIVE_WITHIN
 from engine.settings import Settings, load_settings
 from engine.states import DeadStatus, RequeueMode
 
 BATCH = 1000
+S = TypeVar("S", bound=AdminStore, default=Store)
 Progress = Callable[[int], None]
 
 
@@ -65,15 +68,22 @@ class DeadLetter:
     status_changed_by: str | None
 
     @classmethod
-    def from_row(cls, row: asyncpg.Record) -> DeadLetter:
+    def from_row(cls, row: Row) -> DeadLetter:
         return cls(**{name: row[name] for name in cls.__dataclass_fields__})
 
 
-class Admin:
-    """Dead-letter operations over one store and broker. Use as ``async with Admin() as admin``."""
+class Admin(Generic[S]):
+    """Dead-letter operations over one store and broker. Use as ``async with Admin() as admin``.
+
+    ``Admin()`` opens its own PostgreSQL store and RabbitMQ broker; :meth:`over` works on
+    ports someone else owns (an in-memory pair in tests). The type parameter is the store's
+    class, so ``Admin`` alone means the PostgreSQL one.
+    """
+
+    store: S
 
     def __init__(
-        self,
+        self: Admin[Store],
         settings: Settings | None = None,
         *,
         actor: str | None = None,
@@ -87,28 +97,47 @@ class Admin:
         self.store = Store(self.settings, statement_timeout=statement_timeout)
         self.broker = Broker(self.settings, name="lazarus-admin")
         self._with_broker = broker
+        self._owns_ports = True
 
-    def acting_as(self, actor: str) -> Admin:
+    @classmethod
+    def over(cls, store: S, broker: Broker, *, settings: Settings, actor: str) -> Admin[S]:
+        """An Admin on ports it does not own: entering and leaving it neither connects nor
+        closes them (their owner does)."""
+        admin: Admin[S] = cls.__new__(cls)
+        admin.settings = settings
+        admin.actor = actor
+        admin.store = store
+        admin.broker = broker
+        admin._with_broker = True
+        admin._owns_ports = False
+        return admin
+
+    def acting_as(self, actor: str) -> Admin[S]:
         """The same connections, with ``actor`` written to the audit log and status changes."""
         twin = copy.copy(self)
         twin.actor = actor
         return twin
 
-    async def __aenter__(self) -> Admin:
-        await self.store.connect()
+    async def __aenter__(self) -> Admin[S]:
+        if not self._owns_ports:
+            return self
+        store = needs_postgres(self.store, "opening the store")
+        await store.connect()
         if not self._with_broker:
             return self
         try:
             await self.broker.connect()
         except BaseException:
-            await self.store.close()
+            await store.close()
             raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        if not self._owns_ports:
+            return
         if self._with_broker:
             await self.broker.close()
-        await self.store.close()
+        await needs_postgres(self.store, "closing the store").close()
 
     async def list_dead(
         self, selector: DeadFilter, *, limit: int = 50, before_id: int | None = None
@@ -128,11 +157,13 @@ class Admin:
     ) -> list[dict[str, Any]]:
         """The newest matching dead letters by (job type, error type): n, first_died,
         last_died."""
-        rows = await self.store.dead_groups(selector, newest=newest, limit=limit)
+        store = needs_postgres(self.store, "grouping dead letters")
+        rows = await store.dead_groups(selector, newest=newest, limit=limit)
         return [dict(r) for r in rows]
 
     async def suspended_groups(self, limit: int = 20) -> list[dict[str, Any]]:
-        return [dict(r) for r in await self.store.suspended_groups(limit)]
+        store = needs_postgres(self.store, "grouping suspended jobs")
+        return [dict(r) for r in await store.suspended_groups(limit)]
 
     async def count(self, selector: DeadFilter, *, cap: int | None = None) -> int:
         """Matching dead letters; with ``cap``, more than ``cap`` only says "many"."""
@@ -202,11 +233,11 @@ class Admin:
 
     async def end_session(self, sid: str, expires: datetime) -> None:
         """A logout: the dashboard session ``sid`` is refused from now on."""
-        await self.store.end_session(sid, expires)
+        await needs_postgres(self.store, "ending a dashboard session").end_session(sid, expires)
         await self.note("logout", {"session": sid[:8]})
 
     async def session_ended(self, sid: str) -> bool:
-        return await self.store.session_ended(sid)
+        return await needs_postgres(self.store, "checking a dashboard session").session_ended(sid)
 
     async def list_workers(self, limit: int = 100) -> list[dict[str, Any]]:
         """Workers seen in the last day, the ones alive first: who handles what, where."""

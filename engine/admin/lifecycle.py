@@ -14,8 +14,6 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
-import asyncpg
-
 from engine.admin.facade import Admin
 from engine.amqp.parking import parked_count, unpark
 from engine.amqp.topology import work_queue
@@ -23,6 +21,8 @@ from engine.deadletters.generations import resumed_message
 from engine.errors import JobNotFound, JobStateConflict
 from engine.message import check_queue_name, check_type_name, now_utc
 from engine.outbox.relay import drain
+from engine.pg.port import AdminStore, needs_postgres
+from engine.pg.rows import Row
 from engine.states import PERSON_SEQ, JobState, RequeueMode
 
 log = logging.getLogger("lazarus.lifecycle")
@@ -65,9 +65,9 @@ def usable(names: Iterable[str], check: Callable[[str], str]) -> list[str]:
 class Lifecycle:
     """Job and queue control over an open :class:`Admin` (its store, broker and actor)."""
 
-    def __init__(self, admin: Admin) -> None:
+    def __init__(self, admin: Admin[Any]) -> None:
         self.admin = admin
-        self.store = admin.store
+        self.store: AdminStore = admin.store
 
     async def list_jobs(
         self,
@@ -94,7 +94,7 @@ class Lifecycle:
         start = now_utc().replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
         buckets = [{"succeeded": 0, "retried": 0, "dead": 0} for _ in range(minutes)]
         names = {"succeeded": "succeeded", "retrying": "retried", "dead": "dead"}
-        for row in await self.store.activity(start):
+        for row in await needs_postgres(self.store, "job activity").activity(start):
             index = int((row["minute"] - start).total_seconds() // 60)
             if 0 <= index < minutes:
                 buckets[index][names[row["series"]]] += row["n"]
@@ -105,7 +105,8 @@ class Lifecycle:
         does not grow with history (the dashboard's refresh)."""
         if cap is None:
             return await self.store.count_jobs_by_state()
-        return await self.store.count_jobs_capped([s.value for s in JobState], cap)
+        store = needs_postgres(self.store, "capped job counts")
+        return await store.count_jobs_capped([s.value for s in JobState], cap)
 
     async def suspend(
         self, job_id: str, reason: str | None = None, *, generation: int | None = None
@@ -299,7 +300,7 @@ class Lifecycle:
 
     async def _found(
         self, job_id: str, from_states: tuple[JobState, ...], generation: int | None
-    ) -> asyncpg.Record:
+    ) -> Row:
         """The job as an operation finds it when it begins: in one of ``from_states`` and,
         if given, in ``generation``; else JobNotFound or JobStateConflict."""
         row = await self.store.get_job(job_id)
@@ -323,7 +324,7 @@ def _either(states: tuple[JobState, ...]) -> str:
     return " or ".join(s.value for s in states)
 
 
-def _no_longer(job_id: str, expected: str, row: asyncpg.Record) -> JobStateConflict:
+def _no_longer(job_id: str, expected: str, row: Row) -> JobStateConflict:
     return JobStateConflict(
         f"job {job_id!r} is no longer {expected} "
         f"(it is {row['state']} in generation {row['generation']})"

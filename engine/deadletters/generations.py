@@ -7,14 +7,12 @@ what carries over (payload, id, queue, creation time) and what starts anew (atte
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from engine.message import JobMessage, encode, now_utc
+from engine.pg.rows import Row
 from engine.states import RequeueMode
-
-Row = Mapping[str, Any]  # a dead-letter or job row, as the store returns it
 
 
 def restarted_message(

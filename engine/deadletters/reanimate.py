@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
-
-import asyncpg
+from functools import partial
 
 from engine.amqp.broker import Broker
 from engine.deadletters.generations import requeued_message
 from engine.errors import LazarusError
 from engine.outbox.relay import drain
-from engine.pg.store import Store
+from engine.pg.errors import DB_ERROR
+from engine.pg.port import OutboxStore
 from engine.registry import registered
 
 log = logging.getLogger("lazarus.reanimate")
@@ -27,7 +27,7 @@ REANIMATOR = "lazarus-reanimator"
 BATCH = 1000
 
 
-async def reanimate_once(store: Store, broker: Broker) -> int:
+async def reanimate_once(store: OutboxStore, broker: Broker) -> int:
     """One pass over every registered rule; return how many jobs were moved back."""
     moved = 0
     now = datetime.now(UTC)
@@ -44,7 +44,7 @@ async def reanimate_once(store: Store, broker: Broker) -> int:
             BATCH,
         ):
             count = await store.stage_requeue(
-                ids, REANIMATOR, lambda row, r=rule: requeued_message(row, r.retries, r.mode)
+                ids, REANIMATOR, partial(requeued_message, retries=rule.retries, mode=rule.mode)
             )
             await drain(store, broker)
             await store.audit(
@@ -59,12 +59,12 @@ async def reanimate_once(store: Store, broker: Broker) -> int:
     return moved
 
 
-async def run_reanimator(store: Store, broker: Broker, *, interval: float = 30.0) -> None:
+async def run_reanimator(store: OutboxStore, broker: Broker, *, interval: float = 30.0) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
             moved = await reanimate_once(store, broker)
             if moved:
                 log.info("reanimated %d dead jobs", moved)
-        except (LazarusError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (LazarusError, *DB_ERROR) as exc:
             log.warning("reanimation pass failed: %r", exc)

@@ -38,7 +38,9 @@ from engine.message import (
     is_queue_name,
     job_id_problem,
 )
-from engine.pg.store import DB_UNAVAILABLE, DeadRecord, Store, pg_text
+from engine.pg.errors import DB_UNAVAILABLE
+from engine.pg.port import WorkerStore
+from engine.pg.store import DeadRecord, pg_text
 
 log = logging.getLogger("lazarus.deadletters")
 
@@ -138,7 +140,7 @@ def _body_field(body: bytes, name: str) -> Any:
     return fields.get(name) if isinstance(fields, dict) else None
 
 
-async def store_dead(store: Store, records: Sequence[DeadRecord]) -> int:
+async def store_dead(store: WorkerStore, records: Sequence[DeadRecord]) -> int:
     """Insert a batch; returns rows added. Raises only for an outage (DB_UNAVAILABLE), or if
     a row fails even in its bare form (then the fault is not the row's).
 

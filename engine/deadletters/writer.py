@@ -15,7 +15,8 @@ import logging
 from engine.deadletters.batching import take_batch
 from engine.deadletters.records import store_dead
 from engine.errors import ServiceUnavailable
-from engine.pg.store import DeadRecord, Store
+from engine.pg.port import WorkerStore
+from engine.pg.store import DeadRecord
 
 log = logging.getLogger("lazarus.deadletters")
 
@@ -31,7 +32,7 @@ class DeadLetterWriter:
 
     def __init__(
         self,
-        store: Store,
+        store: WorkerStore,
         *,
         max_batch: int = 500,
         linger: float = 0.002,

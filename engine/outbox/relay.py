@@ -12,19 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import asyncpg
-
 from engine.amqp.broker import Broker, Outgoing
 from engine.amqp.topology import work_exchange
 from engine.errors import LazarusError
-from engine.pg.store import Store
+from engine.pg.errors import DB_ERROR
+from engine.pg.port import OutboxStore
 
 log = logging.getLogger("lazarus.relay")
 
 BATCH = 1000
 
 
-async def drain(store: Store, broker: Broker, *, batch: int = BATCH) -> int:
+async def drain(store: OutboxStore, broker: Broker, *, batch: int = BATCH) -> int:
     """Publish every outbox row (pipelined confirms); return how many were sent."""
     sent = 0
     exchange = work_exchange(broker.ns)
@@ -52,7 +51,7 @@ class Follower:
     whatever is not published stays in the outbox for the relay.
     """
 
-    def __init__(self, store: Store, broker: Broker, *, max_ahead: int = 2 * BATCH) -> None:
+    def __init__(self, store: OutboxStore, broker: Broker, *, max_ahead: int = 2 * BATCH) -> None:
         self._store = store
         self._broker = broker
         self._max_ahead = max_ahead
@@ -106,13 +105,13 @@ class Follower:
             self._progress.set()  # a waiting staged() sees the failure
 
 
-async def run_relay(store: Store, broker: Broker, *, interval: float = 5.0) -> None:
+async def run_relay(store: OutboxStore, broker: Broker, *, interval: float = 5.0) -> None:
     """Drain the outbox every ``interval`` seconds: finishes requeues whose caller died."""
     while True:
         try:
             sent = await drain(store, broker)
             if sent:
                 log.info("relay published %d staged requeues", sent)
-        except (LazarusError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (LazarusError, *DB_ERROR) as exc:
             log.warning("relay pass failed, retrying in %.0f s: %r", interval, exc)
         await asyncio.sleep(interval)

@@ -22,6 +22,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from engine.errors import SchemaMissing, ServiceUnavailable
 from engine.filters import DeadFilter
+from engine.pg.errors import DB_UNAVAILABLE as DB_UNAVAILABLE  # re-exported: older import path
 from engine.pg.jobs import JobStateQueries
 from engine.pg.queries import Q
 from engine.settings import Settings
@@ -30,23 +31,6 @@ if TYPE_CHECKING:
     from engine.pg.workers import WorkerInfo
 
 MIGRATION_LOCK = 0x1A2A_0001  # advisory lock key held while migrating
-
-# Errors that mean "PostgreSQL is unavailable for now", not "this statement is wrong":
-# callers keep their work and try again later.
-DB_UNAVAILABLE = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    ServiceUnavailable,
-    # A restart, failover or overload: the server answers but takes no writes for now.
-    asyncpg.OperatorInterventionError,  # admin or crash shutdown, cancelled statement
-    asyncpg.CannotConnectNowError,  # starting up or in recovery
-    asyncpg.TooManyConnectionsError,
-    asyncpg.ReadOnlySQLTransactionError,  # a standby not promoted yet
-    # The connection lost track of its own protocol (a backend terminated mid-statement,
-    # asyncpg issue 1069): the statement's outcome is unknown, the connection unusable.
-    asyncpg.InternalClientError,
-)
 
 
 def pg_text(text: str) -> str:

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from importlib import metadata
 
-import asyncpg
-
 from engine.message import now_utc
-from engine.pg.store import DB_UNAVAILABLE, Store
+from engine.pg.errors import DB_ERROR
+from engine.pg.port import WorkerStore
 from engine.registry import registered
 
 log = logging.getLogger("lazarus.workers")
@@ -54,7 +53,9 @@ class WorkerInfo:
         return cls(worker_id=worker_id, queues=tuple(queues), job_types=types)
 
 
-async def keep_registered(store: Store, info: WorkerInfo, interval: float = HEARTBEAT) -> None:
+async def keep_registered(
+    store: WorkerStore, info: WorkerInfo, interval: float = HEARTBEAT
+) -> None:
     """Register, then refresh every ``interval`` until cancelled; then mark it stopped.
 
     PostgreSQL being away only delays the registration: the worker runs regardless.
@@ -68,16 +69,18 @@ async def keep_registered(store: Store, info: WorkerInfo, interval: float = HEAR
                 else:
                     await store.register_worker(info)
                     registered_yet = True
-            except (asyncpg.PostgresError, *DB_UNAVAILABLE) as exc:
+            except DB_ERROR as exc:
                 log.warning("worker registry not updated (%r); trying again", exc)
             await asyncio.sleep(interval)
     finally:
         if registered_yet:
-            with contextlib.suppress(asyncpg.PostgresError, *DB_UNAVAILABLE):
+            with contextlib.suppress(*DB_ERROR):
                 await asyncio.shield(store.worker_stopped(info.worker_id))
 
 
-async def known_routes(store: Store, seen_within: timedelta = timedelta(days=1)) -> dict[str, str]:
+async def known_routes(
+    store: WorkerStore, seen_within: timedelta = timedelta(days=1)
+) -> dict[str, str]:
     """Job type -> queue, as the workers seen lately declare them (the running ones win):
     how a producer without the handlers routes a job to its handler's queue."""
     rows = await store.known_routes(now_utc() - seen_within)

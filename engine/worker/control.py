@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from engine.message import JobMessage
-from engine.pg.store import Store
+from engine.pg.port import WorkerStore
 
 log = logging.getLogger("lazarus.worker")
 
@@ -32,7 +32,7 @@ class Control:
 
     def __init__(
         self,
-        store: Store,
+        store: WorkerStore,
         apply_pauses: Callable[[Pauses], Awaitable[None]],
         *,
         interval: float = 0.5,

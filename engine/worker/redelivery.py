@@ -26,7 +26,7 @@ from engine.amqp.topology import work_exchange
 from engine.errors import PublishFailed, ServiceUnavailable
 from engine.message import H_REDELIVERIES, MAX_COUNT, JobMessage
 from engine.outcome import DeadReason, ErrorInfo, Outcome
-from engine.pg.store import Store
+from engine.pg.port import WorkerStore
 from engine.registry import Handler
 from engine.retry import dead_reason
 from engine.settings import Settings
@@ -64,7 +64,7 @@ class Redelivery:
         queue_of: Callable[[Delivery], str],
         sync_channel: Callable[[], Awaitable[None]],
         *,
-        store: Store | None = None,
+        store: WorkerStore | None = None,
         tracker: Tracker | None = None,
     ) -> None:
         self.settings = settings

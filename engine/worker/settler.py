@@ -18,8 +18,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-import asyncpg
-
 from engine import metrics
 from engine.amqp.acks import AckBatcher
 from engine.amqp.broker import Broker
@@ -31,7 +29,8 @@ from engine.deadletters.writer import DeadLetterWriter
 from engine.errors import PublishFailed, ServiceUnavailable
 from engine.message import H_TRACEBACK, JobMessage, encode
 from engine.outcome import DeadReason, Outcome
-from engine.pg.store import Store
+from engine.pg.port import WorkerStore
+from engine.pg.rows import Row
 from engine.registry import Handler
 from engine.states import JobState, Verdict
 from engine.worker.tracker import Tracker, Transition
@@ -57,7 +56,7 @@ class Settler:
         worker_id: str,
         queue_of: Callable[[Delivery], str],
         *,
-        store: Store | None = None,
+        store: WorkerStore | None = None,
         tracker: Tracker | None = None,
         dead_writer: DeadLetterWriter | None = None,
     ) -> None:
@@ -109,7 +108,7 @@ class Settler:
         self._count_settled(delivery, outcome)
 
     async def republish_stored_death(
-        self, delivery: Delivery, message: JobMessage, row: asyncpg.Record
+        self, delivery: Delivery, message: JobMessage, row: Row
     ) -> None:
         """Publish a stored death's dead letter again from its row, then ack; the copy
         may have been lost when a worker died between the row's commit and the confirm."""
@@ -267,7 +266,7 @@ class Settler:
         self.processed += 1
         return True
 
-    async def _row(self, message: JobMessage) -> asyncpg.Record | None:
+    async def _row(self, message: JobMessage) -> Row | None:
         """The job's row, or None if it has none or PostgreSQL cannot say."""
         assert self.store is not None
         try:
@@ -304,13 +303,13 @@ class Settler:
             ).inc()
 
 
-def dead_in(row: asyncpg.Record, message: JobMessage) -> bool:
+def dead_in(row: Row, message: JobMessage) -> bool:
     """Whether the row says the message's generation is DEAD (written before its dead
     letter is stored, so no proof that the dead letter exists)."""
     return bool(row["generation"] == message.generation and row["state"] == JobState.DEAD.value)
 
 
-def explains_refusal(row: asyncpg.Record, message: JobMessage, *, dying: bool = False) -> bool:
+def explains_refusal(row: Row, message: JobMessage, *, dying: bool = False) -> bool:
     """Whether the row explains a refused decisive report: a person stopped this
     generation, the job moved on to a later one, or another copy already ended it.
 

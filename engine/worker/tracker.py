@@ -22,12 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-import asyncpg
-
 from engine.errors import ServiceUnavailable
 from engine.message import JobMessage, now_utc
 from engine.outcome import ErrorInfo
-from engine.pg.store import DB_UNAVAILABLE, Store, pg_text
+from engine.pg.errors import DB_CONFLICT, DB_UNAVAILABLE
+from engine.pg.port import WorkerStore
+from engine.pg.store import pg_text
 from engine.states import JobState
 
 log = logging.getLogger("lazarus.tracker")
@@ -47,8 +47,6 @@ MAX_BACKLOG = 50_000  # fire-and-forget reports kept while PostgreSQL is down
 # process), doubling up to the last.
 OUTAGE_FIRST_PAUSE, OUTAGE_MAX_PAUSE = 0.05, 1.0
 CONFLICT_RETRIES = 3  # new tries of a statement that lost a deadlock or serialization race
-
-_CONFLICT = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 # Report tokens: a random prefix per process and a counter, unique without a uuid each.
 _token_prefix = uuid.uuid4().hex[:16]
@@ -141,7 +139,7 @@ def latest_per_job(transitions: list[Transition]) -> dict[str, Transition]:
 class Tracker:
     """Collects transitions for up to ``linger`` seconds or ``max_batch`` jobs, then writes."""
 
-    def __init__(self, store: Store, *, max_batch: int = 1000, linger: float = 0.001) -> None:
+    def __init__(self, store: WorkerStore, *, max_batch: int = 1000, linger: float = 0.001) -> None:
         self.store = store
         self.max_batch = max_batch
         self.linger = linger
@@ -284,7 +282,7 @@ class Tracker:
         for retry in range(CONFLICT_RETRIES):
             try:
                 return await self._report(rows)
-            except _CONFLICT as exc:
+            except DB_CONFLICT as exc:
                 log.info("job transitions conflicted (%r); try %d again", exc, retry + 2)
                 await asyncio.sleep(random.uniform(0.01, 0.05) * (retry + 1))
         return await self._report(rows)

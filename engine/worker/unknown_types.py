@@ -15,12 +15,11 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-import asyncpg
-
 from engine.amqp.broker import Broker
 from engine.amqp.topology import delay_tier_ms
 from engine.message import H_UNKNOWN_BOUNCES, H_UNKNOWN_SINCE, MAX_COUNT, JobMessage, now_utc
-from engine.pg.store import DB_UNAVAILABLE, Store
+from engine.pg.errors import DB_ERROR
+from engine.pg.port import WorkerStore
 from engine.pg.workers import ALIVE_WITHIN
 
 log = logging.getLogger("lazarus.unknown_types")
@@ -48,7 +47,7 @@ def bounces(headers: Mapping[str, Any] | None) -> int:
 class UnknownTypes:
     """Decides, and carries out, what happens to a job whose type this worker lacks."""
 
-    def __init__(self, broker: Broker, store: Store | None, grace: float) -> None:
+    def __init__(self, broker: Broker, store: WorkerStore | None, grace: float) -> None:
         self.broker = broker
         self.store = store
         self.grace = grace
@@ -66,7 +65,7 @@ class UnknownTypes:
                     now - timedelta(seconds=ALIVE_WITHIN),
                     1000,
                 )
-            except (asyncpg.PostgresError, *DB_UNAVAILABLE) as exc:
+            except DB_ERROR as exc:
                 log.warning("workers' registry unreadable (%r): grace period only", exc)
                 return False
             types = {t for r in rows if r["alive"] for t in (r["job_types"] or {})}

@@ -1,0 +1,1 @@
+"""Contract tests: one set of rules, run against the real service and its in-memory double."""
