@@ -20,6 +20,7 @@ from typing import Any, Generic
 
 from typing_extensions import TypeVar
 
+from engine.admin.lifecycle import Lifecycle
 from engine.amqp.broker import Broker
 from engine.deadletters.generations import requeued_message
 from engine.errors import JobNotFound, JobStateConflict
@@ -111,6 +112,12 @@ class Admin(Generic[S]):
         admin._with_broker = True
         admin._owns_ports = False
         return admin
+
+    @property
+    def jobs(self) -> Lifecycle:
+        """Job, queue and type control (suspend, resume, cancel, pause) with this admin's
+        ports and actor: the one facade's second half."""
+        return Lifecycle(self)
 
     def acting_as(self, actor: str) -> Admin[S]:
         """The same connections, with ``actor`` written to the audit log and status changes."""

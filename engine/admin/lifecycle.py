@@ -12,9 +12,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.admin.facade import Admin
 from engine.amqp.parking import parked_count, unpark
 from engine.amqp.topology import work_queue
 from engine.deadletters.generations import resumed_message
@@ -24,6 +23,9 @@ from engine.outbox.relay import drain
 from engine.pg.port import AdminStore, needs_postgres
 from engine.pg.rows import Row
 from engine.states import PERSON_SEQ, JobState, RequeueMode
+
+if TYPE_CHECKING:
+    from engine.admin.facade import Admin
 
 log = logging.getLogger("lazarus.lifecycle")
 

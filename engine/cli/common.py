@@ -22,7 +22,6 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
-import asyncpg
 import orjson
 import typer
 
@@ -31,6 +30,7 @@ from engine.admin.facade import Admin
 from engine.cli.text import plain
 from engine.errors import ConfigError, LazarusError, ServiceUnavailable
 from engine.message import check_queue_name, check_type_name
+from engine.pg.errors import DB_REJECTED
 from engine.settings import Settings, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
@@ -98,7 +98,7 @@ def run_async(func: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
             fail(str(exc), EXIT_UNAVAILABLE)
         except ConfigError as exc:
             fail(str(exc), EXIT_USAGE)
-        except asyncpg.DataError as exc:  # a value PostgreSQL cannot take: a NUL, a huge number
+        except DB_REJECTED as exc:  # a value PostgreSQL cannot take: a NUL, a huge number
             fail(f"PostgreSQL refused a value: {exc}", EXIT_USAGE)
         except (LazarusError, ValueError) as exc:
             fail(str(exc), EXIT_FAILED)

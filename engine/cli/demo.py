@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.admin.facade import Admin
-from engine.admin.lifecycle import Lifecycle
 from engine.client import Client
 from engine.errors import JobNotFound
 from engine.filters import DeadFilter
@@ -90,7 +89,7 @@ async def wait_until_finished(
 ) -> list[dict[str, Any]]:
     """Each published job with its state and attempt once every job is final (or at the
     timeout, with a warning naming those that are not)."""
-    lifecycle = Lifecycle(admin)
+    lifecycle = admin.jobs
     ids = tuple(job["job_id"] for job in published)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from engine.admin.facade import Admin
-from engine.admin.lifecycle import REQUESTED_BY_USER, Lifecycle
+from engine.admin.lifecycle import REQUESTED_BY_USER
 from engine.cli.common import EXIT_FAILED, fail, print_json, run_async, settings, type_name
 from engine.cli.text import inert, print_table
 
@@ -36,7 +36,7 @@ async def list_types(
 ) -> None:
     """Pause and parked jobs of each job type."""
     async with Admin(settings()) as admin:
-        rows = await Lifecycle(admin).list_types(names)
+        rows = await admin.jobs.list_types(names)
     if as_json:
         print_json(rows)
         return
@@ -61,7 +61,7 @@ async def pause(
 ) -> None:
     """Stop workers running jobs of a type: they park them in RabbitMQ until it is resumed."""
     async with Admin(settings()) as admin:
-        changed = await Lifecycle(admin).pause_type(job_type, reason)
+        changed = await admin.jobs.pause_type(job_type, reason)
     if as_json:
         print_json({"job_type": job_type, "paused": True, "changed": changed})
         return
@@ -75,7 +75,7 @@ async def pause(
 async def resume(job_type: TypeArg, as_json: JsonOpt = False) -> None:
     """Let workers run a paused job type again; its parked jobs go back to their queues."""
     async with Admin(settings()) as admin:
-        changed, moved = await Lifecycle(admin).resume_type(job_type)
+        changed, moved = await admin.jobs.resume_type(job_type)
     if not changed and not moved:
         fail(f"job type {job_type!r} is not paused", EXIT_FAILED)
     if as_json:

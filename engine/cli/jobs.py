@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from engine.admin.facade import Admin
-from engine.admin.lifecycle import REQUESTED_BY_USER, Lifecycle
+from engine.admin.lifecycle import REQUESTED_BY_USER
 from engine.cli.common import (
     EXIT_FAILED,
     fail,
@@ -113,9 +113,7 @@ async def list_jobs(
 ) -> None:
     """List jobs, most recently changed first."""
     async with reader() as admin:
-        rows = await Lifecycle(admin).list_jobs(
-            state=state, job_type=job_type, queue=queue, limit=limit
-        )
+        rows = await admin.jobs.list_jobs(state=state, job_type=job_type, queue=queue, limit=limit)
     if as_json:
         print_json(rows)
         return
@@ -149,7 +147,7 @@ async def list_jobs(
 async def show(job_id: JobIdArg, as_json: JsonOpt = False) -> None:
     """State, attempts, times, last error, cause and checkpoint of a job."""
     async with reader() as admin:
-        show_row(shown(await Lifecycle(admin).show(job_id)), as_json)
+        show_row(shown(await admin.jobs.show(job_id)), as_json)
 
 
 def show_stopped(row: Mapping[str, Any], as_json: bool) -> None:
@@ -169,7 +167,7 @@ async def suspend(
 ) -> None:
     """Stop a pending, running or retrying job, keeping its checkpoint."""
     async with Admin(settings()) as admin:
-        row = await Lifecycle(admin).suspend(job_id, reason, generation=generation)
+        row = await admin.jobs.suspend(job_id, reason, generation=generation)
     show_stopped(row, as_json)
 
 
@@ -180,7 +178,7 @@ async def cancel(
 ) -> None:
     """Stop a job for good."""
     async with Admin(settings()) as admin:
-        row = await Lifecycle(admin).cancel(job_id, generation=generation)
+        row = await admin.jobs.cancel(job_id, generation=generation)
     show_stopped(row, as_json)
 
 
@@ -189,7 +187,7 @@ async def cancel(
 async def cause(job_id: JobIdArg, as_json: JsonOpt = False) -> None:
     """Why a suspended job stopped."""
     async with reader() as admin:
-        found = await Lifecycle(admin).cause(job_id)
+        found = await admin.jobs.cause(job_id)
     if as_json:
         print_json(found)
         return
@@ -218,7 +216,7 @@ async def resume(
     """Send a suspended job back to its queue."""
     new_payload = parse_json(payload, "--payload") if payload is not None else None
     async with Admin(settings()) as admin:
-        row = await Lifecycle(admin).resume(
+        row = await admin.jobs.resume(
             job_id,
             mode=mode,
             retries=retries,
@@ -243,7 +241,7 @@ async def list_queues(
 ) -> None:
     """Depth, consumers and pause of each queue."""
     async with Admin(settings()) as admin:
-        rows = await Lifecycle(admin).list_queues(names)
+        rows = await admin.jobs.list_queues(names)
     if as_json:
         print_json(rows)
         return
@@ -270,7 +268,7 @@ async def pause(
 ) -> None:
     """Stop workers taking jobs from a queue; messages stay in RabbitMQ."""
     async with Admin(settings()) as admin:
-        changed = await Lifecycle(admin).pause_queue(queue, reason)
+        changed = await admin.jobs.pause_queue(queue, reason)
     if as_json:
         print_json({"queue": queue, "paused": True, "changed": changed})
     else:
@@ -282,7 +280,7 @@ async def pause(
 async def resume_queue(queue: QueueArg, as_json: JsonOpt = False) -> None:
     """Let workers take jobs from a paused queue again."""
     async with Admin(settings()) as admin:
-        changed = await Lifecycle(admin).resume_queue(queue)
+        changed = await admin.jobs.resume_queue(queue)
     if not changed:
         fail(f"queue {queue!r} is not paused", EXIT_FAILED)
     if as_json:

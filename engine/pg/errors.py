@@ -6,6 +6,8 @@ store (``engine.memory``) raises what they already handle:
 - ``DB_UNAVAILABLE``: PostgreSQL is away for now; keep the work and try again later.
 - ``DB_CONFLICT``: the statement lost a deadlock or serialization race; run it again.
 - ``DB_REJECTED``: the server refused the values (a NUL in text, a number out of range).
+- ``DB_CANCELLED``: a statement cut short by its statement timeout (a subclass of an
+  unavailable error in asyncpg: test it first).
 - ``DB_ERROR``: any PostgreSQL or driver error, for best-effort loops that log and go on.
 """
 
@@ -36,5 +38,7 @@ DB_CONFLICT = (
 )
 
 DB_REJECTED = (asyncpg.DataError,)
+
+DB_CANCELLED = (asyncpg.QueryCanceledError,)
 
 DB_ERROR = (asyncpg.PostgresError, *DB_UNAVAILABLE)

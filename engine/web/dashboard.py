@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlencode
 
-import asyncpg
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -24,10 +23,11 @@ from markupsafe import Markup
 from starlette.exceptions import HTTPException
 
 from engine.admin.facade import Admin
-from engine.admin.lifecycle import REQUESTED_BY_USER, Lifecycle
+from engine.admin.lifecycle import REQUESTED_BY_USER
 from engine.errors import JobNotFound, JobStateConflict, LazarusError
 from engine.filters import DeadFilter, bulk_selection
 from engine.message import now_utc
+from engine.pg.errors import DB_REJECTED
 from engine.states import JobState, RequeueMode
 from engine.web import models as m
 from engine.web.deps import (
@@ -176,7 +176,7 @@ async def render(request: Request, admin: Admin, form: Form, flash: str = "",
         before_id = page_start(form)
     except ValueError as exc:
         selector, before_id, flash, ok = DeadFilter(), None, f"filter: {message(exc)}", False
-    lifecycle = Lifecycle(admin)
+    lifecycle = admin.jobs
     counts = await card("counts", lifecycle.counts(cap=CAP), {})
     chart = await card("chart", lifecycle.activity(), [])
     dead = await card("dead", admin.list_dead(selector, limit=PAGE, before_id=before_id), [])
@@ -207,7 +207,7 @@ async def act(request: Request, admin: Admin, do: Callable[[Form], Awaitable[str
     form = await read_form(request)
     try:
         return await render(request, admin, form, await do(form))
-    except (LazarusError, ValueError, asyncpg.DataError) as exc:
+    except (LazarusError, ValueError, *DB_REJECTED) as exc:
         return await render(request, admin, form, message(exc), ok=False)
 
 
@@ -302,7 +302,7 @@ async def deaths(request: Request, admin: AdminDep, job_id: str = "") -> Respons
 @router.get("/ui/jobs/cause", dependencies=SESSION)
 async def why(request: Request, admin: AdminDep, job_id: str = "") -> Response:
     try:
-        found, problem = await Lifecycle(admin).cause(job_id_of({"job_id": job_id})), ""
+        found, problem = await admin.jobs.cause(job_id_of({"job_id": job_id})), ""
     except (JobNotFound, JobStateConflict, ValueError) as exc:
         found, problem = {"job_id": job_id}, str(exc)
     return page(request, "_cause.html", found | {"problem": problem})
@@ -342,7 +342,7 @@ async def requeue_matching(request: Request, admin: AdminDep) -> Response:
 @router.post("/ui/queues/{queue}/{verb}", dependencies=SESSION)
 async def queue_verb(request: Request, admin: AdminDep, queue: str, verb: str) -> Response:
     async def do(form: Form) -> str:
-        lifecycle = Lifecycle(admin)
+        lifecycle = admin.jobs
         if verb == "pause":
             changed = await lifecycle.pause_queue(queue, form.get("reason") or REQUESTED_BY_USER)
         elif verb == "resume":
@@ -357,7 +357,7 @@ async def queue_verb(request: Request, admin: AdminDep, queue: str, verb: str) -
 @router.post("/ui/types/{job_type}/{verb}", dependencies=SESSION)
 async def type_verb(request: Request, admin: AdminDep, job_type: str, verb: str) -> Response:
     async def do(form: Form) -> str:
-        lifecycle = Lifecycle(admin)
+        lifecycle = admin.jobs
         if verb == "pause":
             reason = form.get("reason") or REQUESTED_BY_USER
             changed = await lifecycle.pause_type(job_type, reason)
@@ -375,7 +375,7 @@ async def type_verb(request: Request, admin: AdminDep, job_type: str, verb: str)
 async def resume(request: Request, admin: AdminDep) -> Response:
     async def do(form: Form) -> str:
         job_id = job_id_of(form)
-        row = await Lifecycle(admin).resume(job_id, **options(form, RequeueMode.RECOVER))
+        row = await admin.jobs.resume(job_id, **options(form, RequeueMode.RECOVER))
         return f"resumed job {job_id} as generation {row['generation']}"
 
     return await act(request, admin, do)

@@ -8,7 +8,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import aiormq
-import asyncpg
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -16,6 +15,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from engine.errors import JobNotFound, JobStateConflict, LazarusError, ServiceUnavailable
+from engine.pg.errors import DB_CANCELLED, DB_REJECTED, DB_UNAVAILABLE
 from engine.web import models as m
 
 log = logging.getLogger("lazarus.http")
@@ -24,14 +24,12 @@ STATUS: dict[type[Exception], int] = {
     JobNotFound: 404,
     JobStateConflict: 409,
     ServiceUnavailable: 503,
-    OSError: 503,
-    asyncpg.PostgresConnectionError: 503,
-    asyncpg.ConnectionDoesNotExistError: 503,
+    **dict.fromkeys(DB_UNAVAILABLE, 503),  # PostgreSQL away, restarting or read-only
     aiormq.exceptions.AMQPConnectionError: 503,
     ValueError: 422,
     OverflowError: 422,
-    asyncpg.DataError: 422,  # PostgreSQL refused a value: a NUL in text, a number out of range
-    asyncpg.QueryCanceledError: 504,  # LAZARUS_ADMIN_STATEMENT_TIMEOUT cut a query short
+    **dict.fromkeys(DB_REJECTED, 422),  # PostgreSQL refused a value: a NUL, a huge number
+    **dict.fromkeys(DB_CANCELLED, 504),  # LAZARUS_ADMIN_STATEMENT_TIMEOUT cut a query short
 }
 Responses = dict[int | str, dict[str, Any]]
 ERRORS: Responses = {
@@ -51,7 +49,7 @@ def explain(errors: Sequence[Any]) -> str:
 def message(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         return explain(exc.errors())
-    prefix = "PostgreSQL refused a value: " if isinstance(exc, asyncpg.DataError) else ""
+    prefix = "PostgreSQL refused a value: " if isinstance(exc, DB_REJECTED) else ""
     return prefix + (str(exc) or type(exc).__name__)
 
 

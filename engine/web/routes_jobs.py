@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from engine.admin.lifecycle import Lifecycle
 from engine.states import JobState
 from engine.web import models as m
 from engine.web.deps import AdminDep, JobId, Limit, Name
@@ -23,26 +22,26 @@ async def list_jobs(
     limit: Limit = 50,
 ) -> m.JobPage:
     """Jobs, most recently updated first."""
-    rows = await Lifecycle(admin).list_jobs(state=state, job_type=type, queue=queue, limit=limit)
+    rows = await admin.jobs.list_jobs(state=state, job_type=type, queue=queue, limit=limit)
     return m.JobPage(items=[m.JobRow.model_validate(row) for row in rows])
 
 
 @router.get("/jobs/{job_id:path}/cause", tags=["jobs"], responses=CONFLICT)
 async def cause(admin: AdminDep, job_id: JobId) -> m.Cause:
     """Why a suspended job stopped: 'Requested by user', or the exception and traceback."""
-    return m.Cause.model_validate(await Lifecycle(admin).cause(job_id))
+    return m.Cause.model_validate(await admin.jobs.cause(job_id))
 
 
 @router.get("/jobs/{job_id:path}", tags=["jobs"], responses=NOT_FOUND)
 async def show_job(admin: AdminDep, job_id: JobId) -> m.JobDetail:
-    return m.JobDetail.model_validate(await Lifecycle(admin).show(job_id))
+    return m.JobDetail.model_validate(await admin.jobs.show(job_id))
 
 
 @router.post("/jobs/{job_id:path}/suspend", tags=["jobs"], responses=CONFLICT)
 async def suspend(admin: AdminDep, job_id: JobId, body: m.StopBody | None = None) -> m.JobDetail:
     """Stop a pending, running or retrying job, keeping its checkpoint."""
     body = body or m.StopBody()
-    row = await Lifecycle(admin).suspend(job_id, body.reason, generation=body.generation)
+    row = await admin.jobs.suspend(job_id, body.reason, generation=body.generation)
     return m.JobDetail.model_validate(row)
 
 
@@ -50,7 +49,7 @@ async def suspend(admin: AdminDep, job_id: JobId, body: m.StopBody | None = None
 async def cancel(admin: AdminDep, job_id: JobId, body: m.StopBody | None = None) -> m.JobDetail:
     """Stop a job for good."""
     body = body or m.StopBody()
-    row = await Lifecycle(admin).cancel(job_id, body.reason, generation=body.generation)
+    row = await admin.jobs.cancel(job_id, body.reason, generation=body.generation)
     return m.JobDetail.model_validate(row)
 
 
@@ -58,7 +57,7 @@ async def cancel(admin: AdminDep, job_id: JobId, body: m.StopBody | None = None)
 async def resume(admin: AdminDep, job_id: JobId, body: m.ResumeBody | None = None) -> m.JobDetail:
     """Send a suspended job back to its queue; a ``payload`` given replaces the old one."""
     body = body or m.ResumeBody()
-    row = await Lifecycle(admin).resume(
+    row = await admin.jobs.resume(
         job_id,
         mode=body.mode,
         retries=body.retries,

@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from engine.admin.lifecycle import Lifecycle
 from engine.filters import DeadFilter
 from engine.states import JobState
 from engine.web import models as m
@@ -39,7 +38,7 @@ async def audit(
 @router.get("/stats", tags=["stats"])
 async def stats(admin: AdminDep) -> m.Stats:
     """Jobs per state and dead letters waiting."""
-    counts = await Lifecycle(admin).counts()
+    counts = await admin.jobs.counts()
     return m.Stats(
         jobs={s.value: counts.get(s.value, 0) for s in JobState},
         dead_letters=await admin.count(DeadFilter()),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from engine.admin.lifecycle import Lifecycle
 from engine.web import models as m
 from engine.web.deps import AdminDep
 
@@ -15,7 +14,7 @@ router = APIRouter()
 @router.get("/queues", tags=["queues"])
 async def list_queues(admin: AdminDep) -> m.QueuePage:
     """Depth, consumers and pause of every queue seen."""
-    rows = await Lifecycle(admin).list_queues()
+    rows = await admin.jobs.list_queues()
     return m.QueuePage(items=[m.QueueRow.model_validate(row) for row in rows])
 
 
@@ -23,19 +22,19 @@ async def list_queues(admin: AdminDep) -> m.QueuePage:
 async def pause(admin: AdminDep, queue: str, body: m.PauseBody | None = None) -> m.QueueChange:
     """Stop workers taking jobs from a queue; ``changed`` is false if it was paused."""
     reason = (body or m.PauseBody()).reason
-    return m.QueueChange(queue=queue, changed=await Lifecycle(admin).pause_queue(queue, reason))
+    return m.QueueChange(queue=queue, changed=await admin.jobs.pause_queue(queue, reason))
 
 
 @router.post("/queues/{queue}/resume", tags=["queues"])
 async def unpause(admin: AdminDep, queue: str) -> m.QueueChange:
     """Let workers take jobs from a queue again; ``changed`` is false if it was not paused."""
-    return m.QueueChange(queue=queue, changed=await Lifecycle(admin).resume_queue(queue))
+    return m.QueueChange(queue=queue, changed=await admin.jobs.resume_queue(queue))
 
 
 @router.get("/types", tags=["types"])
 async def list_types(admin: AdminDep) -> m.TypePage:
     """Pause and parked jobs of every job type seen or paused."""
-    rows = await Lifecycle(admin).list_types()
+    rows = await admin.jobs.list_types()
     return m.TypePage(items=[m.TypeRow.model_validate(row) for row in rows])
 
 
@@ -46,7 +45,7 @@ async def pause_type(
     """Stop workers running a job type (they park its jobs); ``changed`` is false if it
     was paused."""
     reason = (body or m.PauseBody()).reason
-    changed = await Lifecycle(admin).pause_type(job_type, reason)
+    changed = await admin.jobs.pause_type(job_type, reason)
     return m.TypeChange(job_type=job_type, changed=changed)
 
 
@@ -54,5 +53,5 @@ async def pause_type(
 async def resume_type(admin: AdminDep, job_type: str) -> m.TypeChange:
     """Let workers run a job type again and move its parked jobs back; ``changed`` is
     false if it was not paused."""
-    changed, moved = await Lifecycle(admin).resume_type(job_type)
+    changed, moved = await admin.jobs.resume_type(job_type)
     return m.TypeChange(job_type=job_type, changed=changed, moved=moved)

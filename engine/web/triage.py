@@ -10,15 +10,14 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs
 
-import asyncpg
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from engine.admin.facade import Admin
-from engine.admin.lifecycle import Lifecycle
 from engine.errors import JobNotFound, LazarusError
 from engine.filters import DeadFilter, bulk_selection
+from engine.pg.errors import DB_REJECTED
 from engine.states import JobState, RequeueMode
 from engine.web import models as m
 from engine.web.dashboard import FILTERS, SESSION, dashboard_auth, form_filter, page, read_form
@@ -76,7 +75,7 @@ async def preview(request: Request, admin: AdminDep) -> Response:
         ids = await picked_ids(request)
         if action == "resume":
             [job_id] = ids or [""]
-            job = await Lifecycle(admin).show(job_id)
+            job = await admin.jobs.show(job_id)
             count = int(job["state"] == JobState.SUSPENDED)
             context |= {"noun": "suspended job", "selected": 1}
         else:
@@ -85,7 +84,7 @@ async def preview(request: Request, admin: AdminDep) -> Response:
             context |= {"noun": "dead letters", "whole": whole}
             if ids:
                 context["selected"] = len(ids)
-    except (LazarusError, ValueError, asyncpg.DataError) as exc:
+    except (LazarusError, ValueError, *DB_REJECTED) as exc:
         return page(request, "_confirm.html", context | {"error": message(exc)})
     carried = [("ids", i) for i in ids]
     if form.get("matching") == "true":
@@ -106,13 +105,13 @@ async def apply(request: Request, admin: AdminDep) -> Response:
         if action == "resume":
             [job_id] = ids or [""]
             mode = chosen.mode or RequeueMode.RECOVER
-            row = await Lifecycle(admin).resume(job_id, mode=mode, retries=chosen.retries)
+            row = await admin.jobs.resume(job_id, mode=mode, retries=chosen.retries)
             text, ok = f"resumed job {job_id} as generation {row['generation']}", True
         elif action in ("requeue", "delete"):
             text, ok = await bulk(admin, action, form, ids, chosen)
         else:
             raise ValueError(f"no action {action[:40]!r}")
-    except (LazarusError, ValueError, asyncpg.DataError) as exc:
+    except (LazarusError, ValueError, *DB_REJECTED) as exc:
         text, ok = message(exc), False
     response = page(request, "_result.html", {"flash": text, "ok": ok})
     response.headers["HX-Trigger"] = "refresh-panel"
@@ -137,7 +136,7 @@ async def jobs_page(
     type: Name = None, queue: Name = None,
 ) -> Response:  # fmt: skip
     """Jobs by state (from the state counts), most recently changed first."""
-    rows = await Lifecycle(admin).list_jobs(state=state, job_type=type, queue=queue, limit=200)
+    rows = await admin.jobs.list_jobs(state=state, job_type=type, queue=queue, limit=200)
     context = {"rows": rows, "state": state.value if state else "", "states": list(JobState)}
     return page(request, "jobs.html", context)
 
@@ -145,7 +144,7 @@ async def jobs_page(
 @router.get("/jobs/{job_id:path}", dependencies=BY_URL)
 async def job_page(request: Request, admin: AdminDep, job_id: str) -> Response:
     try:
-        job, problem = await Lifecycle(admin).show(job_id), ""
+        job, problem = await admin.jobs.show(job_id), ""
     except JobNotFound as exc:
         job, problem = {"job_id": job_id}, str(exc)
     deaths = await admin.store.history(job_id)
@@ -161,11 +160,11 @@ async def stop(request: Request, admin: AdminDep, verb: str) -> Response:
     try:
         if verb not in ("suspend", "cancel") or not job_id:
             raise ValueError(f"no job action {verb[:40]!r} (or no job id)")
-        lifecycle = Lifecycle(admin)
+        lifecycle = admin.jobs
         stopper = lifecycle.suspend if verb == "suspend" else lifecycle.cancel
         row = await stopper(job_id, reason)
         text, ok = f"job {job_id}: {row['state']}", True
-    except (LazarusError, ValueError, asyncpg.DataError) as exc:
+    except (LazarusError, ValueError, *DB_REJECTED) as exc:
         text, ok = message(exc), False
     return page(request, "_result.html", {"flash": text, "ok": ok})
 

@@ -67,7 +67,7 @@ async def worker(settings: Settings, control_interval: float) -> AsyncIterator[W
 @pytest.fixture
 async def control(dead_settings: Settings) -> AsyncIterator[Lifecycle]:
     async with Admin(dead_settings, actor="operator") as admin:
-        yield Lifecycle(admin)
+        yield admin.jobs
 
 
 @pytest.mark.parametrize(

@@ -60,7 +60,7 @@ async def test_dashboard_queries_say_they_need_postgresql() -> None:
     with pytest.raises(NeedsPostgres, match="needs PostgreSQL"):
         await admin.groups(DeadFilter())
     with pytest.raises(NeedsPostgres, match="needs PostgreSQL"):
-        await Lifecycle(admin).activity()
+        await admin.jobs.activity()
 
 
 async def test_lifecycle_suspends_a_job_in_memory() -> None:

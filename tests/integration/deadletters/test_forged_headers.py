@@ -11,7 +11,6 @@ import aio_pika
 import pytest
 
 from engine.admin.facade import Admin
-from engine.admin.lifecycle import Lifecycle
 from engine.amqp.broker import Broker
 from engine.amqp.topology import record_exchange
 from engine.deadletters.recorder import Recorder
@@ -117,7 +116,7 @@ async def test_listings_skip_names_no_queue_or_type_can_have(
         ]
     )
     async with Admin(dead_settings, actor="operator") as admin:
-        control = Lifecycle(admin)
+        control = admin.jobs
         queues = await control.list_queues()
         types = await control.list_types()
         with pytest.raises(ValueError, match="queue name 'bad queue name!'"):

@@ -37,4 +37,4 @@ async def tracking_worker(
 @pytest.fixture
 async def control(dead_settings: Settings) -> AsyncIterator[Lifecycle]:
     async with Admin(dead_settings, actor="operator") as admin:
-        yield Lifecycle(admin)
+        yield admin.jobs
