@@ -124,7 +124,7 @@ class Client:
     async def _require_queue(self, queue: str) -> None:
         """Raise PublishFailed unless ``queue`` exists: a delayed copy that finds no queue
         when it expires is dropped by RabbitMQ, so it is checked before it is published."""
-        if self.broker.topology.knows_work_queue(queue):
+        if self.broker.knows_work_queue(queue):
             return
         if await self.broker.queue_depth(work_queue(self.settings.namespace, queue)) is None:
             raise PublishFailed(

@@ -9,9 +9,10 @@ channel. Callers ack an original only after that.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,6 +26,7 @@ from aio_pika.abc import (
 from aio_pika.connection import make_url
 
 from engine import metrics
+from engine.amqp.channels import AmqpConsumers, AmqpReader
 from engine.amqp.consumer import LazarusConnection
 from engine.amqp.topology import Topology, passive_queue
 from engine.errors import PublishFailed, ServiceUnavailable
@@ -159,6 +161,10 @@ class Broker:
         if not self.topology.knows_work_queue(queue):
             await self.declare_work_queue(queue)
 
+    def knows_work_queue(self, queue: str) -> bool:
+        """Whether this process declared work queue ``queue`` (so it exists)."""
+        return self.topology.knows_work_queue(queue)
+
     async def declare_parked_queue(self, job_type: str) -> str:
         return await self.topology.declare_parked_queue(self.channel, job_type)
 
@@ -265,6 +271,22 @@ class Broker:
         finally:
             if not channel.is_closed:
                 await channel.close()
+
+    async def consumers(self, *, prefetch: int) -> AmqpConsumers:
+        """A consumer channel of its own, with ``prefetch`` unacked deliveries per consumer."""
+        channel = await self.connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        return AmqpConsumers(channel, self.topology, prefetch)
+
+    @contextlib.asynccontextmanager
+    async def reader(self) -> AsyncIterator[AmqpReader]:
+        """A ``basic.get`` channel of its own; what it leaves unacked goes back on exit."""
+        reader = AmqpReader(self.connection)
+        await reader.open()
+        try:
+            yield reader
+        finally:
+            await reader.close()
 
 
 def _count_reconnect(*_: object) -> None:

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import aio_pika
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
@@ -110,25 +110,21 @@ async def prune_copies(broker: Broker, before: datetime) -> int:
     The queue is in order of death, so the pass stops at the first younger copy (which
     goes back; on a quorum queue, behind the others) or one without a death time.
     """
-    channel = await broker.connection.channel()
+    name = retained_queue(broker.ns)
     taken = 0
-    try:
-        queue = await channel.get_queue(retained_queue(broker.ns), ensure=False)
-        while (message := await queue.get(no_ack=False, fail=False)) is not None:
-            died = died_at(message)
+    async with broker.reader() as reader:
+        while (delivery := await reader.get(name)) is not None:
+            died = died_at(delivery.headers)
             if died is None or died >= before:
-                await message.nack(requeue=True)
+                await delivery.nack(requeue=True)
                 break
-            await message.ack()
+            await delivery.ack()
             taken += 1
-    finally:
-        await channel.close()
     return taken
 
 
-def died_at(message: aio_pika.abc.AbstractIncomingMessage) -> datetime | None:
+def died_at(headers: Mapping[str, Any]) -> datetime | None:
     """When a retained copy's job died: its header, else the time RabbitMQ dead-lettered it."""
-    headers = message.headers or {}
     text = headers.get(H_DIED_AT)
     if isinstance(text, str):
         try:
