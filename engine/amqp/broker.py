@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 import aiormq
 from aio_pika.abc import (
     AbstractChannel,
-    AbstractQueue,
     AbstractRobustConnection,
     DeliveryMode,
 )
@@ -28,6 +27,7 @@ from aio_pika.connection import make_url
 from engine import metrics
 from engine.amqp.channels import AmqpConsumers, AmqpReader
 from engine.amqp.consumer import LazarusConnection
+from engine.amqp.port import Outgoing
 from engine.amqp.topology import Topology, passive_queue
 from engine.errors import PublishFailed, ServiceUnavailable
 from engine.message import CONTENT_TYPE, MAX_ID_BYTES, check_queue_name
@@ -38,9 +38,6 @@ log = logging.getLogger("lazarus.broker")
 # Seconds between reconnect attempts after RabbitMQ drops the connection.
 RECONNECT_INTERVAL = 1.0
 PERSISTENT = int(DeliveryMode.PERSISTENT)
-
-Outgoing = tuple[str, str, bytes, Mapping[str, Any] | None, str | None]
-"""(exchange, routing key, body, headers, message id) of one publish."""
 
 
 def fitting_message_id(message_id: str | None) -> str | None:
@@ -146,14 +143,14 @@ class Broker:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def declare_work_queue(self, queue: str) -> AbstractQueue:
+    async def declare_work_queue(self, queue: str) -> None:
         """Declare ``queue``; PublishFailed if it is no valid queue name, as a requeue of a
         dead letter whose queue a forged header gave can ask (see engine.deadletters.records)."""
         try:
             check_queue_name(queue)
         except ValueError as exc:
             raise PublishFailed(f"cannot route a job to it: {exc}") from None
-        return await self.topology.declare_work_queue(self.channel, queue)
+        await self.topology.declare_work_queue(self.channel, queue)
 
     async def ensure_work_queue(self, queue: str) -> None:
         """Declare ``queue`` unless this process has: a publish to it by routing key (or a

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from engine.amqp.broker import Broker, Outgoing
 from engine.amqp.consumer import Delivery
+from engine.amqp.port import BrokerPort, Outgoing
 from engine.amqp.topology import parked_queue, work_exchange
 from engine.message import H_PARKED_FROM, check_queue_name
 
@@ -23,13 +23,13 @@ log = logging.getLogger("lazarus.parking")
 UNPARK_BATCH = 500
 
 
-async def park(broker: Broker, job_type: str, queue: str, body: bytes, job_id: str) -> None:
+async def park(broker: BrokerPort, job_type: str, queue: str, body: bytes, job_id: str) -> None:
     """Publish a job of a paused type to its parked queue; the caller acks the original after."""
     name = await broker.declare_parked_queue(job_type)
     await broker.publish("", name, body, {H_PARKED_FROM: queue}, job_id)
 
 
-async def unpark(broker: Broker, job_type: str, *, batch: int = UNPARK_BATCH) -> int:
+async def unpark(broker: BrokerPort, job_type: str, *, batch: int = UNPARK_BATCH) -> int:
     """Move every parked job of ``job_type`` back to its work queue; return how many moved.
 
     Batches of ``batch``: taken unacked, published with pipelined confirms, then acked.
@@ -63,13 +63,13 @@ async def unpark(broker: Broker, job_type: str, *, batch: int = UNPARK_BATCH) ->
         return moved
 
 
-async def parked_count(broker: Broker, job_type: str) -> int:
+async def parked_count(broker: BrokerPort, job_type: str) -> int:
     """Jobs of ``job_type`` waiting in its parked queue (0 if it has none)."""
     depth = await broker.queue_depth(parked_queue(broker.ns, job_type))
     return depth[0] if depth else 0
 
 
-async def _route_back(broker: Broker, message: Delivery) -> Outgoing:
+async def _route_back(broker: BrokerPort, message: Delivery) -> Outgoing:
     origin = message.headers.get(H_PARKED_FROM)
     try:
         queue = check_queue_name(origin if isinstance(origin, str) else "")
@@ -88,7 +88,7 @@ class Parker:
     back, so no parked job waits for a resume that already happened.
     """
 
-    def __init__(self, broker: Broker, *, retry_after: float = 5.0) -> None:
+    def __init__(self, broker: BrokerPort, *, retry_after: float = 5.0) -> None:
         self.broker = broker
         self.retry_after = retry_after
         self.paused: frozenset[str] = frozenset()

@@ -21,9 +21,7 @@ import asyncio
 import logging
 
 from engine import metrics
-from engine.amqp.broker import Broker
-from engine.amqp.channels import AmqpConsumers
-from engine.amqp.consumer import Delivery
+from engine.amqp.port import BrokerPort, Consumers, Delivery
 from engine.amqp.topology import recorder_queue
 from engine.deadletters.batching import take_batch
 from engine.deadletters.records import dead_record, store_dead
@@ -36,7 +34,7 @@ class Recorder:
     """Consumes the recorder queue in batches of up to ``batch_size``."""
 
     def __init__(
-        self, broker: Broker, store: Store, *, batch_size: int = 500, linger: float = 0.05
+        self, broker: BrokerPort, store: Store, *, batch_size: int = 500, linger: float = 0.05
     ) -> None:
         self.broker = broker
         self.store = store
@@ -44,7 +42,7 @@ class Recorder:
         self.linger = linger
         self.recorded = 0
         self._pending: asyncio.Queue[Delivery] = asyncio.Queue()
-        self._consumers: AmqpConsumers | None = None
+        self._consumers: Consumers | None = None
         self._task: asyncio.Task[None] | None = None
         self._consumer_tag: str | None = None
 

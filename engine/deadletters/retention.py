@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from engine.amqp.broker import Broker
+from engine.amqp.port import BrokerPort
 from engine.amqp.topology import retained_queue
 from engine.errors import LazarusError
 from engine.message import H_DIED_AT, now_utc
@@ -66,7 +66,7 @@ class Pruned:
 
 
 async def prune(
-    settings: Settings, store: Store, broker: Broker | None, *, dry_run: bool = False
+    settings: Settings, store: Store, broker: BrokerPort | None, *, dry_run: bool = False
 ) -> Pruned:
     """One pass, under the prune lock; ``broker`` None leaves the retained copies alone."""
     now = now_utc()
@@ -104,7 +104,7 @@ async def _delete_in_batches(
             return total
 
 
-async def prune_copies(broker: Broker, before: datetime) -> int:
+async def prune_copies(broker: BrokerPort, before: datetime) -> int:
     """Take copies older than ``before`` from the head of the retained queue.
 
     The queue is in order of death, so the pass stops at the first younger copy (which
@@ -139,7 +139,7 @@ def died_at(headers: Mapping[str, Any]) -> datetime | None:
     return None
 
 
-async def run_pruner(settings: Settings, store: Store, broker: Broker) -> None:
+async def run_pruner(settings: Settings, store: Store, broker: BrokerPort) -> None:
     """A pass each prune interval (the first one a minute after start), until cancelled."""
     delay = min(60.0, settings.prune_interval)
     while True:

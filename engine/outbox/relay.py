@@ -14,7 +14,7 @@ import logging
 
 import asyncpg
 
-from engine.amqp.broker import Broker, Outgoing
+from engine.amqp.port import BrokerPort, Outgoing
 from engine.amqp.topology import work_exchange
 from engine.errors import LazarusError
 from engine.pg.store import Store
@@ -24,7 +24,7 @@ log = logging.getLogger("lazarus.relay")
 BATCH = 1000
 
 
-async def drain(store: Store, broker: Broker, *, batch: int = BATCH) -> int:
+async def drain(store: Store, broker: BrokerPort, *, batch: int = BATCH) -> int:
     """Publish every outbox row (pipelined confirms); return how many were sent."""
     sent = 0
     exchange = work_exchange(broker.ns)
@@ -52,7 +52,7 @@ class Follower:
     whatever is not published stays in the outbox for the relay.
     """
 
-    def __init__(self, store: Store, broker: Broker, *, max_ahead: int = 2 * BATCH) -> None:
+    def __init__(self, store: Store, broker: BrokerPort, *, max_ahead: int = 2 * BATCH) -> None:
         self._store = store
         self._broker = broker
         self._max_ahead = max_ahead
@@ -106,7 +106,7 @@ class Follower:
             self._progress.set()  # a waiting staged() sees the failure
 
 
-async def run_relay(store: Store, broker: Broker, *, interval: float = 5.0) -> None:
+async def run_relay(store: Store, broker: BrokerPort, *, interval: float = 5.0) -> None:
     """Drain the outbox every ``interval`` seconds: finishes requeues whose caller died."""
     while True:
         try:

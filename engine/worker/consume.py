@@ -24,9 +24,8 @@ import structlog
 
 from engine import metrics
 from engine.amqp.broker import Broker
-from engine.amqp.channels import AmqpConsumers
-from engine.amqp.consumer import Delivery
 from engine.amqp.parking import Parker
+from engine.amqp.port import BrokerPort, Consumers, Delivery
 from engine.amqp.topology import work_queue
 from engine.deadletters.writer import DeadLetterWriter
 from engine.errors import JobStopped, PublishFailed
@@ -51,7 +50,12 @@ def default_worker_id() -> str:
 
 
 class Worker:
-    """Consumes the given queues with at most ``concurrency`` jobs running per queue."""
+    """Consumes the given queues with at most ``concurrency`` jobs running per queue.
+
+    Without ``broker`` it opens a RabbitMQ connection of its own, and closes it at
+    :meth:`stop`. A ``broker`` given is used as it is (connected by its owner) and left
+    open: :meth:`stop` closes only this worker's consumer channel.
+    """
 
     def __init__(
         self,
@@ -62,6 +66,7 @@ class Worker:
         worker_id: str | None = None,
         store: Store | None = None,
         control_interval: float = 0.5,
+        broker: BrokerPort | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -69,9 +74,12 @@ class Worker:
         self.queues = queues
         self.concurrency = concurrency
         self.worker_id = worker_id or default_worker_id()
-        self.broker = Broker(settings, name=f"lazarus-worker {settings.namespace} {self.worker_id}")
+        self.broker: BrokerPort = broker or Broker(
+            settings, name=f"lazarus-worker {settings.namespace} {self.worker_id}"
+        )
+        self._owns_broker = broker is None
         self.executor = Executor(self.worker_id, max_message_bytes=settings.max_message_bytes)
-        self._consumers: AmqpConsumers | None = None
+        self._consumers: Consumers | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self.store = store
         self.tracker = Tracker(store) if store is not None else None
@@ -110,8 +118,9 @@ class Worker:
         return self.settler.processed
 
     async def start(self) -> None:
-        """Connect, declare the queues and start consuming."""
-        await self.broker.connect()
+        """Connect (its own broker), declare the queues and start consuming."""
+        if self._owns_broker:
+            await self.broker.connect()
         self._consumers = await self.broker.consumers(prefetch=self.concurrency)
         if self.tracker is not None:
             self.tracker.start()
@@ -153,7 +162,10 @@ class Worker:
         await self.parker.stop()
         if self.dead_writer is not None:
             await self.dead_writer.stop()
-        await self.broker.close()
+        if self._owns_broker:
+            await self.broker.close()  # the consume channel with it
+        elif self._consumers is not None:
+            await self._consumers.close()  # unacked deliveries go back, redelivered
 
     async def _stop_consuming(self, name: str) -> None:
         tag = self._tags.pop(name, None)

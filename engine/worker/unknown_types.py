@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from engine.amqp.broker import Broker
+from engine.amqp.port import BrokerPort
 from engine.amqp.topology import delay_tier_ms
 from engine.message import H_UNKNOWN_BOUNCES, H_UNKNOWN_SINCE, MAX_COUNT, JobMessage, now_utc
 from engine.pg.store import DB_UNAVAILABLE, Store
@@ -48,7 +48,7 @@ def bounces(headers: Mapping[str, Any] | None) -> int:
 class UnknownTypes:
     """Decides, and carries out, what happens to a job whose type this worker lacks."""
 
-    def __init__(self, broker: Broker, store: Store | None, grace: float) -> None:
+    def __init__(self, broker: BrokerPort, store: Store | None, grace: float) -> None:
         self.broker = broker
         self.store = store
         self.grace = grace
