@@ -87,10 +87,13 @@ class AmqpReader:
 
     async def depth(self, queue: str) -> tuple[int, int] | None:
         """(messages ready, consumers) of ``queue``, or None if it does not exist."""
-        found = await passive_queue(await self._open(), queue)
-        if found is None or found.declaration_result is None:
+        # On the underlying channel: aio-pika's channel hands back the queue object it
+        # declared first, with the counts of then.
+        channel = await (await self._open()).get_underlay_channel()
+        try:
+            result = await channel.queue_declare(queue, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
             return None
-        result = found.declaration_result
         return int(result.message_count or 0), int(result.consumer_count or 0)
 
     async def get(self, queue: str) -> Delivery | None:
