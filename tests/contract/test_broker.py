@@ -16,6 +16,7 @@ import pytest
 from engine.amqp.broker import Broker
 from engine.amqp.port import BrokerPort, Delivery
 from engine.amqp.topology import (
+    BROKER_DELIVERY_LIMIT,
     dead_exchange,
     record_exchange,
     recorder_queue,
@@ -214,7 +215,7 @@ async def test_one_multiple_ack_settles_two_queues_on_one_channel(
     await consumers.sync()
     await consumers.close()  # nothing unacked: nothing comes back
     for name in ("a", "b"):
-        assert await broker.queue_depth(work_queue(ns, name)) == (0, 0)
+        await depth_is(broker, work_queue(ns, name), 0, consumers=0)
 
 
 async def test_closing_consumers_gives_back_what_they_hold_redelivered(side: Side) -> None:
@@ -233,7 +234,7 @@ async def test_closing_consumers_gives_back_what_they_hold_redelivered(side: Sid
         await broker.publish(work_exchange(ns), "default", f"job {i}".encode(), None, f"j-{i}")
     taken = await collect(got, 3)
     assert not any(d.redelivered for d in taken)
-    assert await broker.queue_depth(work_queue(ns, "default")) == (0, 1)
+    await depth_is(broker, work_queue(ns, "default"), 0, consumers=1)
     await taken[0].ack()
     await consumers.close()
     await depth_is(broker, work_queue(ns, "default"), 2)
@@ -297,7 +298,7 @@ async def test_prefetch_bounds_what_one_consumer_holds(side: Side) -> None:
     await last[-1].ack()
     await consumers.sync()
     await consumers.close()
-    assert await broker.queue_depth(work_queue(ns, "default")) == (0, 0)
+    await depth_is(broker, work_queue(ns, "default"), 0, consumers=0)
 
 
 async def test_a_reader_takes_the_head_and_gives_back_what_it_did_not_ack(
@@ -318,7 +319,7 @@ async def test_a_reader_takes_the_head_and_gives_back_what_it_did_not_ack(
         assert (head.body, head.message_id) == (b"r0", "r-0")
         assert head.headers == side.headers({"x-from": "default"})
         assert head.routing_key == parked and not head.redelivered
-        assert await reader.depth(parked) == (2, side.holding(1))
+        await depth_is(broker, parked, 2, consumers=side.holding(1))
         await head.ack()
         assert await reader.get(parked) is not None
     await depth_is(broker, parked, 2)
@@ -339,3 +340,32 @@ async def test_reading_a_missing_queue_is_a_topology_error(side: Side) -> None:
         with pytest.raises(TopologyError):
             await reader.get(f"{side.broker.ns}.parked.nothing")
         assert await reader.depth(retained_queue(side.broker.ns)) == (0, 0)  # still usable
+
+
+async def test_a_quorum_queue_dead_letters_what_comes_back_past_its_delivery_limit(
+    side: Side,
+) -> None:
+    """A classic queue hands it out again and again."""
+    broker = side.broker
+    ns = broker.ns
+    work = work_queue(ns, "default")
+    await broker.declare_work_queue("default")
+    await broker.publish(work_exchange(ns), "default", b"crash loop", None, "c-1")
+    async with broker.reader() as reader:
+        for returns in range(BROKER_DELIVERY_LIMIT + 1):
+            delivery = await eventually(lambda: reader.get(work), f"delivery {returns + 1}")
+            assert delivery.redelivered == (returns > 0)
+            if side.quorum:
+                assert delivery.headers["x-delivery-count"] == returns
+            await delivery.nack(requeue=True)
+        if side.quorum:
+            dead = await eventually(lambda: reader.get(recorder_queue(ns)), "its dead letter")
+            [death] = dead.headers["x-death"]
+            assert (death["queue"], death["reason"]) == (work, "delivery_limit")
+            assert dead.message_id == "c-1"
+            await dead.ack()
+            await depth_is(broker, work, 0, consumers=0)
+        else:
+            again = await eventually(lambda: reader.get(work), "one more delivery")
+            assert again.redelivered
+            await again.ack()
