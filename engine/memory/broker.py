@@ -113,7 +113,7 @@ class _Queue:
     name: str
     arguments: dict[str, Any]
     ready: deque[_Message] = field(default_factory=deque)
-    consumers: list[_Consumer] = field(default_factory=list)
+    consumers: list[_Consumer] = field(default_factory=list, repr=False)
 
     @property
     def ttl(self) -> float | None:

@@ -29,9 +29,9 @@ class ChannelClosed(RuntimeError):
 @dataclass(eq=False)
 class _Consumer:
     tag: str
-    queue: _Queue
-    channel: MemoryChannel
-    callback: DeliveryCallback
+    queue: _Queue = field(repr=False)
+    channel: MemoryChannel = field(repr=False)
+    callback: DeliveryCallback = field(repr=False)
     unacked: int = 0
 
 
@@ -48,7 +48,7 @@ class _Held:
 class MemoryChannel:
     """One channel: its tag sequence and the deliveries it holds unacked."""
 
-    broker: InMemoryBroker
+    broker: InMemoryBroker = field(repr=False)
     prefetch: int = 0  # per consumer; 0: no limit
     closed: bool = False
     held: dict[int, _Held] = field(default_factory=dict)  # ascending tags
