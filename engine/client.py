@@ -7,7 +7,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from engine.amqp.broker import Broker, Outgoing
+from engine.amqp.broker import Broker
+from engine.amqp.port import BrokerPort, Outgoing
 from engine.amqp.topology import delay_tier_ms, requested_delay_ms, work_exchange, work_queue
 from engine.errors import PublishFailed
 from engine.message import (
@@ -30,14 +31,14 @@ class Client:
         self,
         settings: Settings | None = None,
         *,
-        broker: Broker | None = None,
+        broker: BrokerPort | None = None,
         routes: Mapping[str, str] | None = None,
     ) -> None:
         """``routes`` (job type -> queue), for types whose handlers live elsewhere: what the
         workers' registry says (``engine.pg.workers.known_routes``), as ``lazarus enqueue``
         passes it."""
         self.settings = settings or load_settings()
-        self.broker = broker or Broker(self.settings, name="lazarus-client")
+        self.broker: BrokerPort = broker or Broker(self.settings, name="lazarus-client")
         self._owns_broker = broker is None
         self.routes = dict(routes or {})
 
@@ -124,7 +125,7 @@ class Client:
     async def _require_queue(self, queue: str) -> None:
         """Raise PublishFailed unless ``queue`` exists: a delayed copy that finds no queue
         when it expires is dropped by RabbitMQ, so it is checked before it is published."""
-        if self.broker.topology.knows_work_queue(queue):
+        if self.broker.knows_work_queue(queue):
             return
         if await self.broker.queue_depth(work_queue(self.settings.namespace, queue)) is None:
             raise PublishFailed(

@@ -9,23 +9,25 @@ channel. Callers ack an original only after that.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiormq
 from aio_pika.abc import (
     AbstractChannel,
-    AbstractQueue,
     AbstractRobustConnection,
     DeliveryMode,
 )
 from aio_pika.connection import make_url
 
 from engine import metrics
+from engine.amqp.channels import AmqpConsumers, AmqpReader
 from engine.amqp.consumer import LazarusConnection
+from engine.amqp.port import Outgoing
 from engine.amqp.topology import Topology, passive_queue
 from engine.errors import PublishFailed, ServiceUnavailable
 from engine.message import CONTENT_TYPE, MAX_ID_BYTES, check_queue_name
@@ -36,9 +38,6 @@ log = logging.getLogger("lazarus.broker")
 # Seconds between reconnect attempts after RabbitMQ drops the connection.
 RECONNECT_INTERVAL = 1.0
 PERSISTENT = int(DeliveryMode.PERSISTENT)
-
-Outgoing = tuple[str, str, bytes, Mapping[str, Any] | None, str | None]
-"""(exchange, routing key, body, headers, message id) of one publish."""
 
 
 def fitting_message_id(message_id: str | None) -> str | None:
@@ -144,20 +143,24 @@ class Broker:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def declare_work_queue(self, queue: str) -> AbstractQueue:
+    async def declare_work_queue(self, queue: str) -> None:
         """Declare ``queue``; PublishFailed if it is no valid queue name, as a requeue of a
         dead letter whose queue a forged header gave can ask (see engine.deadletters.records)."""
         try:
             check_queue_name(queue)
         except ValueError as exc:
             raise PublishFailed(f"cannot route a job to it: {exc}") from None
-        return await self.topology.declare_work_queue(self.channel, queue)
+        await self.topology.declare_work_queue(self.channel, queue)
 
     async def ensure_work_queue(self, queue: str) -> None:
         """Declare ``queue`` unless this process has: a publish to it by routing key (or a
         delay queue expiring into it) must find it, or RabbitMQ drops the message."""
         if not self.topology.knows_work_queue(queue):
             await self.declare_work_queue(queue)
+
+    def knows_work_queue(self, queue: str) -> bool:
+        """Whether this process declared work queue ``queue`` (so it exists)."""
+        return self.topology.knows_work_queue(queue)
 
     async def declare_parked_queue(self, job_type: str) -> str:
         return await self.topology.declare_parked_queue(self.channel, job_type)
@@ -265,6 +268,22 @@ class Broker:
         finally:
             if not channel.is_closed:
                 await channel.close()
+
+    async def consumers(self, *, prefetch: int) -> AmqpConsumers:
+        """A consumer channel of its own, with ``prefetch`` unacked deliveries per consumer."""
+        channel = await self.connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        return AmqpConsumers(channel, self.topology, prefetch)
+
+    @contextlib.asynccontextmanager
+    async def reader(self) -> AsyncIterator[AmqpReader]:
+        """A ``basic.get`` channel of its own; what it leaves unacked goes back on exit."""
+        reader = AmqpReader(self.connection)
+        await reader.open()
+        try:
+            yield reader
+        finally:
+            await reader.close()
 
 
 def _count_reconnect(*_: object) -> None:

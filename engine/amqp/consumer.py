@@ -12,15 +12,31 @@ restores it through its own path instead, the consumer still gets a ``Delivery``
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
-import aiormq
 from aio_pika.abc import AbstractIncomingMessage, ConsumerTag, TimeoutType
 from aio_pika.robust_channel import RobustChannel
 from aio_pika.robust_connection import RobustConnection
 from aio_pika.robust_queue import RobustQueue
 from aiormq.abc import DeliveredMessage
 from pamqp.common import Arguments
+
+
+class AckChannel(Protocol):
+    """What a :class:`Delivery` settles through: aiormq's channel, or the in-memory broker's.
+
+    Tags ascend per channel; a multiple ack covers every unsettled tag up to its own.
+    """
+
+    def basic_ack(self, delivery_tag: int, multiple: bool = False) -> Awaitable[Any]: ...
+
+    def basic_nack(
+        self, delivery_tag: int, multiple: bool = False, requeue: bool = True
+    ) -> Awaitable[Any]: ...
+
+
+DeliveryCallback = Callable[["Delivery"], Awaitable[Any]]
+"""A consumer callback: gets each delivery, in a task of its own."""
 
 
 class Delivery:
@@ -44,7 +60,7 @@ class Delivery:
         delivery_tag: int | None,
         redelivered: bool,
         routing_key: str | None,
-        channel: aiormq.abc.AbstractChannel,
+        channel: AckChannel,
     ) -> None:
         self.body = body
         self.headers = headers

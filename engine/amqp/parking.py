@@ -13,10 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aio_pika.abc import AbstractIncomingMessage
-
-from engine.amqp.broker import Broker, Outgoing
-from engine.amqp.topology import parked_queue, passive_queue, work_exchange
+from engine.amqp.consumer import Delivery
+from engine.amqp.port import BrokerPort, Outgoing
+from engine.amqp.topology import parked_queue, work_exchange
 from engine.message import H_PARKED_FROM, check_queue_name
 
 log = logging.getLogger("lazarus.parking")
@@ -24,13 +23,13 @@ log = logging.getLogger("lazarus.parking")
 UNPARK_BATCH = 500
 
 
-async def park(broker: Broker, job_type: str, queue: str, body: bytes, job_id: str) -> None:
+async def park(broker: BrokerPort, job_type: str, queue: str, body: bytes, job_id: str) -> None:
     """Publish a job of a paused type to its parked queue; the caller acks the original after."""
     name = await broker.declare_parked_queue(job_type)
     await broker.publish("", name, body, {H_PARKED_FROM: queue}, job_id)
 
 
-async def unpark(broker: Broker, job_type: str, *, batch: int = UNPARK_BATCH) -> int:
+async def unpark(broker: BrokerPort, job_type: str, *, batch: int = UNPARK_BATCH) -> int:
     """Move every parked job of ``job_type`` back to its work queue; return how many moved.
 
     Batches of ``batch``: taken unacked, published with pipelined confirms, then acked.
@@ -40,40 +39,38 @@ async def unpark(broker: Broker, job_type: str, *, batch: int = UNPARK_BATCH) ->
     yet parks a moved job again; that worker moves it back itself once it sees the
     resume, whereas moving it here too would pass it back and forth until then.
     """
-    channel = await broker.connection.channel()
-    try:
-        queue = await passive_queue(channel, parked_queue(broker.ns, job_type))
-        if queue is None or queue.declaration_result is None:
+    name = parked_queue(broker.ns, job_type)
+    async with broker.reader() as reader:
+        depth = await reader.depth(name)
+        if depth is None:
             return 0
-        left = int(queue.declaration_result.message_count or 0)
+        left = depth[0]
         moved = 0
         while left > 0:
-            taken: list[AbstractIncomingMessage] = []
+            taken: list[Delivery] = []
             while len(taken) < min(batch, left):
-                message = await queue.get(no_ack=False, fail=False)
-                if message is None:
+                delivery = await reader.get(name)
+                if delivery is None:
                     break
-                taken.append(message)
+                taken.append(delivery)
             if not taken:
                 return moved
-            outgoing = [await _route_back(broker, m) for m in taken]
+            outgoing = [await _route_back(broker, d) for d in taken]
             await broker.publish_many(outgoing)
-            await taken[-1].ack(multiple=True)
+            await taken[-1].ack(multiple=True)  # the reader's channel: only what it took
             moved += len(taken)
             left -= len(taken)
         return moved
-    finally:
-        await channel.close()
 
 
-async def parked_count(broker: Broker, job_type: str) -> int:
+async def parked_count(broker: BrokerPort, job_type: str) -> int:
     """Jobs of ``job_type`` waiting in its parked queue (0 if it has none)."""
     depth = await broker.queue_depth(parked_queue(broker.ns, job_type))
     return depth[0] if depth else 0
 
 
-async def _route_back(broker: Broker, message: AbstractIncomingMessage) -> Outgoing:
-    origin = (message.headers or {}).get(H_PARKED_FROM)
+async def _route_back(broker: BrokerPort, message: Delivery) -> Outgoing:
+    origin = message.headers.get(H_PARKED_FROM)
     try:
         queue = check_queue_name(origin if isinstance(origin, str) else "")
     except ValueError:
@@ -91,7 +88,7 @@ class Parker:
     back, so no parked job waits for a resume that already happened.
     """
 
-    def __init__(self, broker: Broker, *, retry_after: float = 5.0) -> None:
+    def __init__(self, broker: BrokerPort, *, retry_after: float = 5.0) -> None:
         self.broker = broker
         self.retry_after = retry_after
         self.paused: frozenset[str] = frozenset()

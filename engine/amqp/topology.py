@@ -162,7 +162,20 @@ class Topology:
         self._work_queues: set[str] = set()
         self._parked_queues: set[str] = set()
         self._delay_declared: dict[tuple[str, int], float] = {}
+        self._arguments: dict[str, dict[str, Any]] = {}  # queue name -> its declared arguments
         self._base_done = False
+
+    async def _declare(
+        self, channel: AbstractChannel, name: str, arguments: dict[str, Any]
+    ) -> AbstractQueue:
+        queue = await declare_queue(channel, name, arguments)
+        self._arguments[name] = arguments
+        return queue
+
+    def arguments_of(self, name: str) -> dict[str, Any] | None:
+        """The arguments this process declared queue ``name`` with (None if it did not):
+        a consumer channel redeclares its queue with them, for the robust channel's restore."""
+        return self._arguments.get(name)
 
     async def declare_base(self, channel: AbstractChannel) -> AbstractExchange:
         """Declare the work and dead-letter exchanges and the dead-letter queues."""
@@ -178,9 +191,9 @@ class Topology:
             )
             await dead.bind(record, routing_key="")
             arguments = queue_type_arguments(self.queue_type)
-            retained = await declare_queue(channel, retained_queue(self.ns), arguments)
+            retained = await self._declare(channel, retained_queue(self.ns), arguments)
             await retained.bind(dead, routing_key="")
-            recorder = await declare_queue(channel, recorder_queue(self.ns), arguments)
+            recorder = await self._declare(channel, recorder_queue(self.ns), arguments)
             await recorder.bind(record, routing_key="")
             await recorder.unbind(dead, routing_key="")  # an earlier layout bound it there
             self._base_done = True
@@ -188,7 +201,7 @@ class Topology:
 
     async def declare_work_queue(self, channel: AbstractChannel, queue: str) -> AbstractQueue:
         await self.declare_base(channel)
-        q = await declare_queue(
+        q = await self._declare(
             channel, work_queue(self.ns, queue), work_queue_arguments(self.ns, self.queue_type)
         )
         await q.bind(work_exchange(self.ns), routing_key=queue)
@@ -199,7 +212,7 @@ class Topology:
         """The parked queue of ``job_type``, declared once per process; no TTL, no expiry."""
         name = parked_queue(self.ns, job_type)
         if name not in self._parked_queues:
-            await declare_queue(channel, name, queue_type_arguments(self.queue_type))
+            await self._declare(channel, name, queue_type_arguments(self.queue_type))
             self._parked_queues.add(name)
         return name
 
@@ -212,7 +225,7 @@ class Topology:
         now = time.monotonic()
         # Redeclaring resets the expiry timer; half the margin leaves room for in-flight TTLs.
         if now - self._delay_declared.get(key, -math.inf) > delay_expiry_margin_ms(delay_ms) / 2000:
-            await declare_queue(
+            await self._declare(
                 channel, name, delay_queue_arguments(self.ns, queue, delay_ms, self.queue_type)
             )
             self._delay_declared[key] = now

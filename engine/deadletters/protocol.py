@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.amqp.broker import Broker
+from engine.amqp.port import BrokerPort
 from engine.amqp.topology import dead_exchange, record_exchange
 from engine.message import (
     H_ATTEMPTS,
@@ -74,7 +74,7 @@ def dead_headers(
 
 
 async def publish_dead(
-    broker: Broker, body: bytes, job_id: str, headers: dict[str, Any], *, stored: bool
+    broker: BrokerPort, body: bytes, job_id: str, headers: dict[str, Any], *, stored: bool
 ) -> None:
     """Publish a dead letter and wait for its confirm; the caller acks the original after.
 

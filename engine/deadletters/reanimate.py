@@ -13,7 +13,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
-from engine.amqp.broker import Broker
+from engine.amqp.port import BrokerPort
 from engine.deadletters.generations import requeued_message
 from engine.errors import LazarusError
 from engine.outbox.relay import drain
@@ -27,7 +27,7 @@ REANIMATOR = "lazarus-reanimator"
 BATCH = 1000
 
 
-async def reanimate_once(store: OutboxStore, broker: Broker) -> int:
+async def reanimate_once(store: OutboxStore, broker: BrokerPort) -> int:
     """One pass over every registered rule; return how many jobs were moved back."""
     moved = 0
     now = datetime.now(UTC)
@@ -59,7 +59,7 @@ async def reanimate_once(store: OutboxStore, broker: Broker) -> int:
     return moved
 
 
-async def run_reanimator(store: OutboxStore, broker: Broker, *, interval: float = 30.0) -> None:
+async def run_reanimator(store: OutboxStore, broker: BrokerPort, *, interval: float = 30.0) -> None:
     while True:
         await asyncio.sleep(interval)
         try:

@@ -20,12 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aio_pika.abc import AbstractChannel
-
 from engine import metrics
-from engine.amqp.broker import Broker
-from engine.amqp.consumer import Delivery, LightConsumer
-from engine.amqp.topology import declare_queue, queue_type_arguments, recorder_queue
+from engine.amqp.port import BrokerPort, Consumers, Delivery
+from engine.amqp.topology import recorder_queue
 from engine.deadletters.batching import take_batch
 from engine.deadletters.records import dead_record, store_dead
 from engine.pg.store import DB_UNAVAILABLE, DeadRecord, Store
@@ -37,7 +34,7 @@ class Recorder:
     """Consumes the recorder queue in batches of up to ``batch_size``."""
 
     def __init__(
-        self, broker: Broker, store: Store, *, batch_size: int = 500, linger: float = 0.05
+        self, broker: BrokerPort, store: Store, *, batch_size: int = 500, linger: float = 0.05
     ) -> None:
         self.broker = broker
         self.store = store
@@ -45,21 +42,15 @@ class Recorder:
         self.linger = linger
         self.recorded = 0
         self._pending: asyncio.Queue[Delivery] = asyncio.Queue()
-        self._channel: AbstractChannel | None = None
+        self._consumers: Consumers | None = None
         self._task: asyncio.Task[None] | None = None
         self._consumer_tag: str | None = None
 
     async def start(self) -> None:
-        self._channel = await self.broker.connection.channel()
-        await self._channel.set_qos(prefetch_count=self.batch_size * 2)
-        # Declared on this channel, not looked up: a robust channel restores only the queues
-        # declared on it (and their consumers) after a reconnect.
-        queue = await declare_queue(
-            self._channel,
-            recorder_queue(self.broker.ns),
-            queue_type_arguments(self.broker.settings.queue_type),
+        self._consumers = await self.broker.consumers(prefetch=self.batch_size * 2)
+        self._consumer_tag = await self._consumers.consume(
+            recorder_queue(self.broker.ns), self._pending.put
         )
-        self._consumer_tag = await queue.consume(LightConsumer(self._pending.put))
         self._task = asyncio.create_task(self._run(), name="lazarus-recorder")
         self._task.add_done_callback(_log_death)
 
@@ -67,8 +58,8 @@ class Recorder:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()  # unacked dead letters go back to the queue
+        if self._consumers is not None:
+            await self._consumers.close()  # unacked dead letters go back to the queue
 
     async def _run(self) -> None:
         while True:

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import aio_pika
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from engine.amqp.broker import Broker
+from engine.amqp.port import BrokerPort
 from engine.amqp.topology import retained_queue
 from engine.errors import LazarusError
 from engine.message import H_DIED_AT, now_utc
@@ -66,7 +66,7 @@ class Pruned:
 
 
 async def prune(
-    settings: Settings, store: Store, broker: Broker | None, *, dry_run: bool = False
+    settings: Settings, store: Store, broker: BrokerPort | None, *, dry_run: bool = False
 ) -> Pruned:
     """One pass, under the prune lock; ``broker`` None leaves the retained copies alone."""
     now = now_utc()
@@ -104,31 +104,27 @@ async def _delete_in_batches(
             return total
 
 
-async def prune_copies(broker: Broker, before: datetime) -> int:
+async def prune_copies(broker: BrokerPort, before: datetime) -> int:
     """Take copies older than ``before`` from the head of the retained queue.
 
     The queue is in order of death, so the pass stops at the first younger copy (which
     goes back; on a quorum queue, behind the others) or one without a death time.
     """
-    channel = await broker.connection.channel()
+    name = retained_queue(broker.ns)
     taken = 0
-    try:
-        queue = await channel.get_queue(retained_queue(broker.ns), ensure=False)
-        while (message := await queue.get(no_ack=False, fail=False)) is not None:
-            died = died_at(message)
+    async with broker.reader() as reader:
+        while (delivery := await reader.get(name)) is not None:
+            died = died_at(delivery.headers)
             if died is None or died >= before:
-                await message.nack(requeue=True)
+                await delivery.nack(requeue=True)
                 break
-            await message.ack()
+            await delivery.ack()
             taken += 1
-    finally:
-        await channel.close()
     return taken
 
 
-def died_at(message: aio_pika.abc.AbstractIncomingMessage) -> datetime | None:
+def died_at(headers: Mapping[str, Any]) -> datetime | None:
     """When a retained copy's job died: its header, else the time RabbitMQ dead-lettered it."""
-    headers = message.headers or {}
     text = headers.get(H_DIED_AT)
     if isinstance(text, str):
         try:
@@ -143,7 +139,7 @@ def died_at(message: aio_pika.abc.AbstractIncomingMessage) -> datetime | None:
     return None
 
 
-async def run_pruner(settings: Settings, store: Store, broker: Broker) -> None:
+async def run_pruner(settings: Settings, store: Store, broker: BrokerPort) -> None:
     """A pass each prune interval (the first one a minute after start), until cancelled."""
     delay = min(60.0, settings.prune_interval)
     while True:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from engine.amqp.broker import Broker, Outgoing
+from engine.amqp.port import BrokerPort, Outgoing
 from engine.amqp.topology import work_exchange
 from engine.errors import LazarusError
 from engine.pg.errors import DB_ERROR
@@ -23,7 +23,7 @@ log = logging.getLogger("lazarus.relay")
 BATCH = 1000
 
 
-async def drain(store: OutboxStore, broker: Broker, *, batch: int = BATCH) -> int:
+async def drain(store: OutboxStore, broker: BrokerPort, *, batch: int = BATCH) -> int:
     """Publish every outbox row (pipelined confirms); return how many were sent."""
     sent = 0
     exchange = work_exchange(broker.ns)
@@ -51,7 +51,9 @@ class Follower:
     whatever is not published stays in the outbox for the relay.
     """
 
-    def __init__(self, store: OutboxStore, broker: Broker, *, max_ahead: int = 2 * BATCH) -> None:
+    def __init__(
+        self, store: OutboxStore, broker: BrokerPort, *, max_ahead: int = 2 * BATCH
+    ) -> None:
         self._store = store
         self._broker = broker
         self._max_ahead = max_ahead
@@ -105,7 +107,7 @@ class Follower:
             self._progress.set()  # a waiting staged() sees the failure
 
 
-async def run_relay(store: OutboxStore, broker: Broker, *, interval: float = 5.0) -> None:
+async def run_relay(store: OutboxStore, broker: BrokerPort, *, interval: float = 5.0) -> None:
     """Drain the outbox every ``interval`` seconds: finishes requeues whose caller died."""
     while True:
         try:

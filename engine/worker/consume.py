@@ -21,13 +21,12 @@ import socket
 import time
 
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractQueue
 
 from engine import metrics
 from engine.amqp.broker import Broker
-from engine.amqp.consumer import Delivery, LightConsumer
 from engine.amqp.parking import Parker
-from engine.amqp.topology import declare_queue, work_queue, work_queue_arguments
+from engine.amqp.port import BrokerPort, Consumers, Delivery
+from engine.amqp.topology import work_queue
 from engine.deadletters.writer import DeadLetterWriter
 from engine.errors import JobStopped, PublishFailed
 from engine.message import JobMessage
@@ -51,7 +50,12 @@ def default_worker_id() -> str:
 
 
 class Worker:
-    """Consumes the given queues with at most ``concurrency`` jobs running per queue."""
+    """Consumes the given queues with at most ``concurrency`` jobs running per queue.
+
+    Without ``broker`` it opens a RabbitMQ connection of its own, and closes it at
+    :meth:`stop`. A ``broker`` given is used as it is (connected by its owner) and left
+    open: :meth:`stop` closes only this worker's consumer channel.
+    """
 
     def __init__(
         self,
@@ -62,6 +66,7 @@ class Worker:
         worker_id: str | None = None,
         store: Store | None = None,
         control_interval: float = 0.5,
+        broker: BrokerPort | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -69,9 +74,12 @@ class Worker:
         self.queues = queues
         self.concurrency = concurrency
         self.worker_id = worker_id or default_worker_id()
-        self.broker = Broker(settings, name=f"lazarus-worker {settings.namespace} {self.worker_id}")
+        self.broker: BrokerPort = broker or Broker(
+            settings, name=f"lazarus-worker {settings.namespace} {self.worker_id}"
+        )
+        self._owns_broker = broker is None
         self.executor = Executor(self.worker_id, max_message_bytes=settings.max_message_bytes)
-        self._consume_channel: AbstractChannel | None = None
+        self._consumers: Consumers | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self.store = store
         self.tracker = Tracker(store) if store is not None else None
@@ -81,7 +89,6 @@ class Worker:
             if store is not None
             else None
         )
-        self._queues: dict[str, AbstractQueue] = {}
         self._tags: dict[str, str] = {}
         self._paused: frozenset[str] = frozenset()
         self.parker = Parker(self.broker)
@@ -104,7 +111,6 @@ class Worker:
             store=store,
             tracker=self.tracker,
         )
-        self._consumer = LightConsumer(self._on_message)
 
     @property
     def processed(self) -> int:
@@ -112,10 +118,10 @@ class Worker:
         return self.settler.processed
 
     async def start(self) -> None:
-        """Connect, declare the queues and start consuming."""
-        await self.broker.connect()
-        self._consume_channel = await self.broker.connection.channel()
-        await self._consume_channel.set_qos(prefetch_count=self.concurrency)
+        """Connect (its own broker), declare the queues and start consuming."""
+        if self._owns_broker:
+            await self.broker.connect()
+        self._consumers = await self.broker.consumers(prefetch=self.concurrency)
         if self.tracker is not None:
             self.tracker.start()
         if self.dead_writer is not None:
@@ -126,18 +132,10 @@ class Worker:
             self.parker.update(pauses.types)
         for name in self.queues:
             await self.broker.declare_work_queue(name)
-            # Declared (not just looked up) on this channel: a robust channel restores only
-            # the queues declared on it, and their consumers with them, after a reconnect.
-            queue = await declare_queue(
-                self._consume_channel,
-                work_queue(self.settings.namespace, name),
-                work_queue_arguments(self.settings.namespace, self.settings.queue_type),
-            )
-            self._queues[name] = queue
             if name in self._paused:
                 log.info("queue %s is paused: not consuming it", name)
             else:
-                self._tags[name] = await queue.consume(self._consumer)
+                await self._consume(name)
         if self.control is not None:
             self.control.start()
         log.info("worker %s consuming %s", self.worker_id, ", ".join(self.queues))
@@ -164,35 +162,44 @@ class Worker:
         await self.parker.stop()
         if self.dead_writer is not None:
             await self.dead_writer.stop()
-        await self.broker.close()
+        if self._owns_broker:
+            await self.broker.close()  # the consume channel with it
+        elif self._consumers is not None:
+            await self._consumers.close()  # unacked deliveries go back, redelivered
 
     async def _stop_consuming(self, name: str) -> None:
         tag = self._tags.pop(name, None)
         if tag is None:
             return
+        assert self._consumers is not None
         try:
-            await self._queues[name].cancel(tag)
+            await self._consumers.cancel(tag)
         except Exception as exc:  # the channel may already be gone
             log.warning("cancel of consumer %s on %s failed: %r", tag, name, exc)
+
+    async def _consume(self, name: str) -> None:
+        assert self._consumers is not None
+        queue = work_queue(self.settings.namespace, name)
+        self._tags[name] = await self._consumers.consume(queue, self._on_message)
 
     async def _apply_pauses(self, pauses: Pauses) -> None:
         """Stop consuming the queues a person paused, and consume again the ones resumed;
         park the types paused, move back the jobs of those resumed."""
         self.parker.update(pauses.types)
         paused = pauses.queues
-        for name, queue in self._queues.items():
+        for name in self.queues:
             if name in paused and name in self._tags:
                 log.info("queue %s paused: no new jobs from it", name)
                 await self._stop_consuming(name)
             elif name not in paused and name not in self._tags:
                 log.info("queue %s resumed", name)
-                self._tags[name] = await queue.consume(self._consumer)
+                await self._consume(name)
         self._paused = paused
 
     async def _on_message(self, delivery: Delivery) -> None:
         self.settler.acks.delivered(delivery)
         task = asyncio.current_task()
-        assert task is not None  # aiormq runs every delivery in a task of its own
+        assert task is not None  # the broker runs every delivery in a task of its own
         self._in_flight.add(task)
         in_flight = metrics.labelled(metrics.JOBS_IN_FLIGHT, self._queue_of(delivery))
         in_flight.inc()
@@ -348,7 +355,6 @@ class Worker:
         return routing_key.removeprefix(prefix) or self.queues[0]
 
     async def _sync_consume_channel(self) -> None:
-        # basic.ack has no reply; a synchronous method on the same channel returns only
-        # after the broker has processed every frame sent before it, the ack included.
-        assert self._consume_channel is not None
-        await self._consume_channel.set_qos(prefetch_count=self.concurrency)
+        # Returns once the broker has processed every frame sent before, the acks included.
+        assert self._consumers is not None
+        await self._consumers.sync()

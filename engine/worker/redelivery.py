@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-from engine.amqp.broker import Broker
 from engine.amqp.consumer import Delivery
+from engine.amqp.port import BrokerPort
 from engine.amqp.topology import work_exchange
 from engine.errors import PublishFailed, ServiceUnavailable
 from engine.message import H_REDELIVERIES, MAX_COUNT, JobMessage
@@ -58,7 +58,7 @@ class Redelivery:
     def __init__(
         self,
         settings: Settings,
-        broker: Broker,
+        broker: BrokerPort,
         executor: Executor,
         settler: Settler,
         queue_of: Callable[[Delivery], str],

@@ -13,6 +13,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from engine.amqp.broker import Broker
+from engine.amqp.port import BrokerPort
 from engine.deadletters.reanimate import run_reanimator
 from engine.deadletters.recorder import Recorder
 from engine.deadletters.retention import run_pruner
@@ -33,7 +34,7 @@ class DeadLetterService:
     def __init__(
         self,
         settings: Settings,
-        broker: Broker,
+        broker: BrokerPort,
         store: Store | None = None,
         *,
         reanimate_interval: float = 30.0,

@@ -20,8 +20,8 @@ from typing import Any
 
 from engine import metrics
 from engine.amqp.acks import AckBatcher
-from engine.amqp.broker import Broker
 from engine.amqp.consumer import Delivery
+from engine.amqp.port import BrokerPort
 from engine.amqp.topology import delay_tier_ms
 from engine.deadletters.protocol import dead_headers, publish_dead
 from engine.deadletters.records import dead_record
@@ -52,7 +52,7 @@ class Settler:
 
     def __init__(
         self,
-        broker: Broker,
+        broker: BrokerPort,
         worker_id: str,
         queue_of: Callable[[Delivery], str],
         *,

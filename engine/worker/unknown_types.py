@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from engine.amqp.broker import Broker
+from engine.amqp.port import BrokerPort
 from engine.amqp.topology import delay_tier_ms
 from engine.message import H_UNKNOWN_BOUNCES, H_UNKNOWN_SINCE, MAX_COUNT, JobMessage, now_utc
 from engine.pg.errors import DB_ERROR
@@ -47,7 +47,7 @@ def bounces(headers: Mapping[str, Any] | None) -> int:
 class UnknownTypes:
     """Decides, and carries out, what happens to a job whose type this worker lacks."""
 
-    def __init__(self, broker: Broker, store: WorkerStore | None, grace: float) -> None:
+    def __init__(self, broker: BrokerPort, store: WorkerStore | None, grace: float) -> None:
         self.broker = broker
         self.store = store
         self.grace = grace

@@ -34,7 +34,6 @@ class RecordingBroker:
     """Enough of a Broker for Client.enqueue: records the delays it routes and the publishes."""
 
     def __init__(self) -> None:
-        self.topology = self
         self.delays: list[int] = []
         self.published: list[tuple[str, str]] = []
 
