@@ -86,6 +86,18 @@ def lookup(job_type: str) -> Handler:
         raise UnknownJobType(f"no handler registered for job type {job_type!r}") from None
 
 
+def swap(job_type: str, handler: Handler | None) -> Handler | None:
+    """Make ``handler`` the one of ``job_type`` (None: no handler); return the one it had.
+
+    For code that registers handlers for a while and puts things back after, as
+    :mod:`engine.testing` does between tests; an application registers with :func:`handler`.
+    """
+    previous = _REGISTRY.pop(job_type, None)
+    if handler is not None:
+        _REGISTRY[job_type] = handler
+    return previous
+
+
 def registered() -> dict[str, Handler]:
     return dict(_REGISTRY)
 

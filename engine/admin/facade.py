@@ -22,6 +22,7 @@ from typing_extensions import TypeVar
 
 from engine.admin.lifecycle import Lifecycle
 from engine.amqp.broker import Broker
+from engine.amqp.port import BrokerPort
 from engine.deadletters.generations import requeued_message
 from engine.errors import JobNotFound, JobStateConflict
 from engine.filters import DeadFilter
@@ -96,12 +97,12 @@ class Admin(Generic[S]):
         self.settings = settings or load_settings()
         self.actor = actor or default_actor()
         self.store = Store(self.settings, statement_timeout=statement_timeout)
-        self.broker = Broker(self.settings, name="lazarus-admin")
+        self.broker: BrokerPort = Broker(self.settings, name="lazarus-admin")
         self._with_broker = broker
         self._owns_ports = True
 
     @classmethod
-    def over(cls, store: S, broker: Broker, *, settings: Settings, actor: str) -> Admin[S]:
+    def over(cls, store: S, broker: BrokerPort, *, settings: Settings, actor: str) -> Admin[S]:
         """An Admin on ports it does not own: entering and leaving it neither connects nor
         closes them (their owner does)."""
         admin: Admin[S] = cls.__new__(cls)

@@ -25,7 +25,8 @@ from engine.amqp.port import BrokerPort, Consumers, Delivery
 from engine.amqp.topology import recorder_queue
 from engine.deadletters.batching import take_batch
 from engine.deadletters.records import dead_record, store_dead
-from engine.pg.store import DB_UNAVAILABLE, DeadRecord, Store
+from engine.pg.port import WorkerStore
+from engine.pg.store import DB_UNAVAILABLE, DeadRecord
 
 log = logging.getLogger("lazarus.recorder")
 
@@ -34,7 +35,7 @@ class Recorder:
     """Consumes the recorder queue in batches of up to ``batch_size``."""
 
     def __init__(
-        self, broker: BrokerPort, store: Store, *, batch_size: int = 500, linger: float = 0.05
+        self, broker: BrokerPort, store: WorkerStore, *, batch_size: int = 500, linger: float = 0.05
     ) -> None:
         self.broker = broker
         self.store = store

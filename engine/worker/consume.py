@@ -31,7 +31,7 @@ from engine.deadletters.writer import DeadLetterWriter
 from engine.errors import JobStopped, PublishFailed
 from engine.message import JobMessage
 from engine.outcome import DeadReason, Outcome
-from engine.pg.store import Store
+from engine.pg.port import WorkerStore
 from engine.registry import Handler
 from engine.settings import Settings
 from engine.states import Verdict
@@ -64,7 +64,7 @@ class Worker:
         *,
         concurrency: int = 32,
         worker_id: str | None = None,
-        store: Store | None = None,
+        store: WorkerStore | None = None,
         control_interval: float = 0.5,
         broker: BrokerPort | None = None,
     ) -> None:
