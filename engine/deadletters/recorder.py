@@ -23,6 +23,7 @@ import logging
 from engine import metrics
 from engine.amqp.port import BrokerPort, Consumers, Delivery
 from engine.amqp.topology import recorder_queue
+from engine.background import Background
 from engine.deadletters.batching import take_batch
 from engine.deadletters.records import dead_record, store_dead
 from engine.pg.port import WorkerStore
@@ -44,7 +45,7 @@ class Recorder:
         self.recorded = 0
         self._pending: asyncio.Queue[Delivery] = asyncio.Queue()
         self._consumers: Consumers | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Background("lazarus-recorder")
         self._consumer_tag: str | None = None
 
     async def start(self) -> None:
@@ -52,13 +53,10 @@ class Recorder:
         self._consumer_tag = await self._consumers.consume(
             recorder_queue(self.broker.ns), self._pending.put
         )
-        self._task = asyncio.create_task(self._run(), name="lazarus-recorder")
-        self._task.add_done_callback(_log_death)
+        self._loop.start(self._run(), when_done=_log_death)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._loop.stop()
         if self._consumers is not None:
             await self._consumers.close()  # unacked dead letters go back to the queue
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from engine.background import Background
 from engine.deadletters.batching import take_batch
 from engine.deadletters.records import store_dead
 from engine.errors import ServiceUnavailable
@@ -46,18 +47,15 @@ class DeadLetterWriter:
         self.pause = pause
         self.stored = 0
         self._pending: asyncio.Queue[_Item] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Background("lazarus-dead-writer")
         self._refuse_until = 0.0
         self._last_error = ""
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="lazarus-dead-writer")
+        self._loop.start(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._loop.stop()
         while not self._pending.empty():
             _, waiter = self._pending.get_nowait()
             if not waiter.done():
@@ -66,7 +64,7 @@ class DeadLetterWriter:
     async def write(self, record: DeadRecord) -> None:
         """Return once the row is committed (or was there already); ServiceUnavailable if not."""
         loop = asyncio.get_running_loop()
-        if self._task is None or loop.time() < self._refuse_until:
+        if not self._loop.started or loop.time() < self._refuse_until:
             raise ServiceUnavailable(f"PostgreSQL failed a moment ago: {self._last_error}")
         waiter: asyncio.Future[None] = loop.create_future()
         self._pending.put_nowait((record, waiter))

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from engine.background import Background
 from engine.message import JobMessage
 from engine.pg.port import WorkerStore
 
@@ -42,15 +43,13 @@ class Control:
         self._apply_pauses = apply_pauses
         self._running: dict[str, tuple[asyncio.Task[None], JobMessage]] = {}
         self._interrupted: set[str] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background("lazarus-control")
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="lazarus-control")
+        self._background.start(self._loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._background.stop()
 
     def running(self, message: JobMessage, task: asyncio.Task[None]) -> None:
         """``task`` now runs ``message``: a person's stop of that generation cancels it."""

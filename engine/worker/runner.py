@@ -7,13 +7,13 @@ is a complete deployment; ``lazarus recorder`` runs them alone.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Coroutine
 from typing import Any
 
 from engine.amqp.broker import Broker
 from engine.amqp.port import BrokerPort
+from engine.background import Background
 from engine.deadletters.reanimate import run_reanimator
 from engine.deadletters.recorder import Recorder
 from engine.deadletters.retention import run_pruner
@@ -45,7 +45,9 @@ class DeadLetterService:
         self.settings = settings
         self.broker = broker
         self.reanimate_interval = reanimate_interval
-        self._tasks: list[asyncio.Task[None]] = []
+        self._relay = Background("lazarus-relay")
+        self._reanimator = Background("lazarus-reanimator")
+        self._pruner = Background("lazarus-pruner")
 
     async def start(self) -> None:
         """Start recording; SchemaMissing if the namespace is not migrated.
@@ -56,22 +58,15 @@ class DeadLetterService:
         if self._owns_store:
             await open_store(self.store)
         await self.recorder.start()
-        self._tasks = [
-            asyncio.create_task(run_relay(self.store, self.broker), name="lazarus-relay"),
-            asyncio.create_task(
-                run_reanimator(self.store, self.broker, interval=self.reanimate_interval),
-                name="lazarus-reanimator",
-            ),
-            asyncio.create_task(
-                run_pruner(self.settings, self.store, self.broker), name="lazarus-pruner"
-            ),
-        ]
+        self._relay.start(run_relay(self.store, self.broker))
+        self._reanimator.start(
+            run_reanimator(self.store, self.broker, interval=self.reanimate_interval)
+        )
+        self._pruner.start(run_pruner(self.settings, self.store, self.broker))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for loop in (self._relay, self._reanimator, self._pruner):
+            await loop.stop()
         await self.recorder.stop()
         if self._owns_store:
             await self.store.close()
@@ -124,10 +119,9 @@ async def run_worker(
     store = Store(settings, min_size=0, max_size=8) if record else None
     worker = Worker(settings, queues, concurrency=concurrency, store=store)
     service = DeadLetterService(settings, worker.broker, store) if store is not None else None
-    registration: asyncio.Task[None] | None = None
+    registration = Background("lazarus-registry")
 
     async def start() -> None:
-        nonlocal registration
         if store is not None:
             await open_store(store)
         await worker.start()
@@ -135,19 +129,14 @@ async def run_worker(
             await service.start()
         if store is not None:
             info = WorkerInfo.of_this_process(worker.worker_id, queues)
-            registration = asyncio.create_task(
-                keep_registered(store, info), name="lazarus-registry"
-            )
+            registration.start(keep_registered(store, info))
 
     try:
         if await unless_stopped(start(), stop):
             await stop.wait()
             log.info("stopping: no new jobs, finishing in-flight ones")
     finally:
-        if registration is not None:
-            registration.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await registration
+        await registration.stop()
         if service is not None:
             await service.stop()
         await worker.stop()

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from engine.background import Background
 from engine.errors import ServiceUnavailable
 from engine.message import JobMessage, now_utc
 from engine.outcome import ErrorInfo
@@ -144,12 +145,12 @@ class Tracker:
         self.max_batch = max_batch
         self.linger = linger
         self._queue: asyncio.Queue[_Entry] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Background("lazarus-tracker")
         self._busy = False  # a batch is off the queue and not written yet
         self.written = 0
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="lazarus-tracker")
+        self._loop.start(self._run())
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Let the writer write what is queued (up to ``timeout`` s), then stop it.
@@ -157,17 +158,15 @@ class Tracker:
         The writer is cancelled only while idle: a batch taken off the queue is never lost
         half-written.
         """
-        if self._task is None:
+        if not self._loop.started:
             return
         deadline = asyncio.get_running_loop().time() + timeout
-        while (self._busy or not self._queue.empty()) and not self._task.done():
+        while (self._busy or not self._queue.empty()) and not self._loop.done:
             if asyncio.get_running_loop().time() > deadline:
                 log.warning("%d job transitions not written at stop", self._queue.qsize())
                 break
             await asyncio.sleep(0.01)
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        self._task = None
+        await self._loop.stop()
 
     def report(self, transition: Transition) -> None:
         """Record a transition without waiting (a retry, a report after an outage)."""
