@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,7 @@ from engine.retry import RetryPolicy
 from engine.settings import Settings, load_settings
 from engine.states import DeadStatus, JobState, RequeueMode
 from engine.worker.consume import Worker
+from engine.worker.settler import AfterOutcome
 
 __all__ = ["DrainTimeout", "Drained", "Lazarus"]
 
@@ -76,6 +77,7 @@ class Lazarus:
         queues: tuple[str, ...] | list[str] = ("default",),
         concurrency: int = 8,
         settings: Settings | None = None,
+        after: Sequence[AfterOutcome] = (),
     ) -> None:
         base = settings or load_settings()
         # A job of an unknown type dies at once: no rolling deploy to wait for here.
@@ -86,6 +88,7 @@ class Lazarus:
         )
         self.queues = list(queues)
         self.concurrency = concurrency
+        self.after = tuple(after)
         self.clock = VirtualClock()
         self.broker = InMemoryBroker(self.settings, clock=self.clock)
         self.store = InMemoryStore()
@@ -128,6 +131,7 @@ class Lazarus:
             store=self.store,
             broker=self.broker,
             control_interval=0.02,
+            after=self.after,
         )
         await self.worker.start()
 

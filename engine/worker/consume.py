@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Sequence
 
 import structlog
 
@@ -38,7 +39,7 @@ from engine.states import Verdict
 from engine.worker.control import Control, Pauses
 from engine.worker.executor import Executor
 from engine.worker.redelivery import Redelivery, redeliveries
-from engine.worker.settler import Settler
+from engine.worker.settler import AfterOutcome, Settler
 from engine.worker.tracker import Tracker, started
 from engine.worker.unknown_types import UnknownTypes
 
@@ -54,7 +55,9 @@ class Worker:
 
     Without ``broker`` it opens a RabbitMQ connection of its own, and closes it at
     :meth:`stop`. A ``broker`` given is used as it is (connected by its owner) and left
-    open: :meth:`stop` closes only this worker's consumer channel.
+    open: :meth:`stop` closes only this worker's consumer channel. ``after``: hooks whose
+    messages a job's final outcome leads to, published (confirmed) before its ack (see
+    :class:`~engine.worker.settler.AfterOutcome`).
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class Worker:
         store: WorkerStore | None = None,
         control_interval: float = 0.5,
         broker: BrokerPort | None = None,
+        after: Sequence[AfterOutcome] = (),
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -100,6 +104,7 @@ class Worker:
             store=store,
             tracker=self.tracker,
             dead_writer=self.dead_writer,
+            after=after,
         )
         self.redelivery = Redelivery(
             settings,

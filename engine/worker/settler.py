@@ -7,21 +7,24 @@ Rules kept here:
 - with a store, a death is stored before its copy is published (engine.deadletters.writer);
 - a tracked job's DEAD or SUSPENDED verdict is written before anything is published,
   and a worker-side failure never overwrites a person's suspension;
-- a tracked success is acked from the write of its SUCCEEDED row.
+- a tracked success is acked from the write of its SUCCEEDED row;
+- what an outcome leads to (the ``after`` hooks: chained jobs, callbacks, next steps) is
+  published and confirmed before the ack, like a retry copy or a dead letter: a failed
+  publish (or a failing hook) means no ack, and the job runs again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from engine import metrics
 from engine.amqp.acks import AckBatcher
 from engine.amqp.consumer import Delivery
-from engine.amqp.port import BrokerPort
+from engine.amqp.port import BrokerPort, Outgoing
 from engine.amqp.topology import delay_tier_ms
 from engine.deadletters.protocol import dead_headers, publish_dead
 from engine.deadletters.records import dead_record
@@ -47,6 +50,13 @@ _ENDED = frozenset(
 )
 
 
+class AfterOutcome(Protocol):
+    """Messages a job's final outcome (SUCCEEDED or DEAD) leads to: the settler publishes
+    them, confirmed, before it acks the job. Where chaining and callbacks plug in."""
+
+    def __call__(self, outcome: Outcome) -> Awaitable[Sequence[Outgoing]]: ...
+
+
 class Settler:
     """Settles the deliveries of one worker: acks (batched), nacks and successors."""
 
@@ -59,8 +69,10 @@ class Settler:
         store: WorkerStore | None = None,
         tracker: Tracker | None = None,
         dead_writer: DeadLetterWriter | None = None,
+        after: Sequence[AfterOutcome] = (),
     ) -> None:
         self.broker = broker
+        self.after = tuple(after)
         self.worker_id = worker_id
         self.queue_of = queue_of
         self.store = store
@@ -98,6 +110,7 @@ class Settler:
                 await self._publish_retry(outcome)
             elif outcome.verdict is Verdict.DEAD:
                 await self._publish_death(delivery, outcome)
+            await self._publish_successors(outcome)
         except PublishFailed as exc:
             log.error(
                 "job %s: successor not confirmed, leaving it to redelivery: %s", outcome.job_id, exc
@@ -127,6 +140,20 @@ class Settler:
             message.generation,
         )
         self.ack(delivery)
+
+    async def _publish_successors(self, outcome: Outcome) -> None:
+        """Publish what the ``after`` hooks say a final outcome leads to, confirmed;
+        PublishFailed if a publish or a hook failed."""
+        if not self.after or outcome.verdict is Verdict.RETRY:
+            return
+        outgoing: list[Outgoing] = []
+        for hook in self.after:
+            try:
+                outgoing.extend(await hook(outcome))
+            except Exception as exc:
+                raise PublishFailed(f"an after-outcome hook failed: {exc!r}") from exc
+        if outgoing:
+            await self.broker.publish_many(outgoing)
 
     async def _publish_retry(self, outcome: Outcome) -> None:
         assert outcome.message is not None
@@ -180,6 +207,12 @@ class Settler:
         assert self.tracker is not None and outcome.message is not None
         message, error = outcome.message, outcome.error
         if outcome.verdict is Verdict.SUCCEEDED:
+            try:
+                await self._publish_successors(outcome)
+            except PublishFailed as exc:
+                log.error("job %s: successors not confirmed, running it again: %s", message.id, exc)
+                await self.nack_later(delivery)
+                return True
             # Acked once the row is written: a worker that dies in between leaves a copy
             # that finds its job SUCCEEDED, never a RUNNING row for a job that is done.
             self.tracker.report_then(
