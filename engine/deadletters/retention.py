@@ -19,27 +19,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-from asyncpg.pool import PoolConnectionProxy
-
 from engine.amqp.port import BrokerPort
 from engine.amqp.topology import retained_queue
 from engine.errors import LazarusError
 from engine.message import H_DIED_AT, now_utc
-from engine.pg.queries import Q
-from engine.pg.store import DB_UNAVAILABLE, Store
+from engine.pg.errors import DB_ERROR
+from engine.pg.store import Store
 from engine.settings import Settings
 
 log = logging.getLogger("lazarus.retention")
 
-PRUNE_LOCK = 0x1A2A_0002  # advisory lock key held while pruning
-BATCH = 5000
-# What a pass prunes: (what, the retain_<setting> age it keeps, count query, delete query).
-TABLES = (
-    ("jobs", "jobs", "count_finished_jobs", "prune_finished_jobs"),
-    ("workers", "jobs", "count_workers", "prune_workers"),  # not seen for as long
-    ("audit", "audit", "count_audit", "prune_audit"),
-    ("dead_history", "dead_history", "count_dead_history", "prune_dead_history"),
+# What a pass prunes, and the retain_<setting> age that keeps it.
+KEPT_BY = (
+    ("jobs", "jobs"),
+    ("workers", "jobs"),  # registry rows of workers not seen for as long
+    ("audit", "audit"),
+    ("dead_history", "dead_history"),
 )
 
 
@@ -70,18 +65,18 @@ async def prune(
 ) -> Pruned:
     """One pass, under the prune lock; ``broker`` None leaves the retained copies alone."""
     now = now_utc()
-    async with store.prune_lock(PRUNE_LOCK) as conn:
-        if conn is None:
+    async with store.pruning() as pruner:
+        if pruner is None:
             return Pruned(busy=True)
         counts: dict[str, Any] = {}
-        for kept, setting, count_query, delete_query in TABLES:
+        for kept, setting in KEPT_BY:
             age = settings.retention(setting)
             if age is None:
                 counts[kept] = 0
             elif dry_run:
-                counts[kept] = int(await conn.fetchval(Q[count_query], now - age))
+                counts[kept] = await pruner.count(kept, now - age)
             else:
-                counts[kept] = await _delete_in_batches(conn, Q[delete_query], now - age)
+                counts[kept] = await pruner.delete(kept, now - age)
         copies_age = settings.retention("dead_copies")
         if dry_run:
             counts["dead_copies"] = None
@@ -90,18 +85,6 @@ async def prune(
         else:
             counts["dead_copies"] = await prune_copies(broker, now - copies_age)
     return Pruned(**counts)
-
-
-async def _delete_in_batches(
-    conn: PoolConnectionProxy[asyncpg.Record], query: str, before: datetime
-) -> int:
-    total = 0
-    while True:
-        status = await conn.execute(query, before, BATCH)
-        deleted = int(status.split()[-1])
-        total += deleted
-        if deleted < BATCH:
-            return total
 
 
 async def prune_copies(broker: BrokerPort, before: datetime) -> int:
@@ -147,7 +130,7 @@ async def run_pruner(settings: Settings, store: Store, broker: BrokerPort) -> No
         delay = settings.prune_interval
         try:
             done = await prune(settings, store, broker)
-        except (LazarusError, asyncpg.PostgresError, *DB_UNAVAILABLE) as exc:
+        except (LazarusError, *DB_ERROR) as exc:
             log.warning("prune pass failed, next in %g s: %r", delay, exc)
             continue
         if not done.busy and any((done.jobs, done.audit, done.dead_history, done.dead_copies)):

@@ -18,12 +18,12 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
-from asyncpg.pool import PoolConnectionProxy
 
 from engine.errors import SchemaMissing, ServiceUnavailable
 from engine.filters import DeadFilter
 from engine.pg.errors import DB_UNAVAILABLE as DB_UNAVAILABLE  # re-exported: older import path
 from engine.pg.jobs import JobStateQueries
+from engine.pg.pruning import PRUNE_LOCK, Pruner
 from engine.pg.queries import Q
 from engine.settings import Settings
 
@@ -391,18 +391,17 @@ class Store(JobStateQueries):
         await self.pool.execute(Q["audit_progress"], entry, count, state)
 
     @asynccontextmanager
-    async def prune_lock(
-        self, key: int
-    ) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record] | None]:
-        """A connection holding the advisory lock ``key``, or None if another holds it."""
+    async def pruning(self) -> AsyncIterator[Pruner | None]:
+        """A :class:`~engine.pg.pruning.Pruner` on a connection holding the prune lock, or
+        None if another process holds it (one prunes at a time)."""
         async with self.pool.acquire() as conn:
-            if not await conn.fetchval(Q["prune_lock"], key):
+            if not await conn.fetchval(Q["prune_lock"], PRUNE_LOCK):
                 yield None
                 return
             try:
-                yield conn
+                yield Pruner(conn)
             finally:
-                await conn.fetchval(Q["prune_unlock"], key)
+                await conn.fetchval(Q["prune_unlock"], PRUNE_LOCK)
 
     async def register_worker(self, info: WorkerInfo) -> None:
         await self.pool.execute(

@@ -7,13 +7,13 @@ import logging
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-import aiormq
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
+from engine.amqp.errors import AMQP_UNAVAILABLE
 from engine.errors import JobNotFound, JobStateConflict, LazarusError, ServiceUnavailable
 from engine.pg.errors import DB_CANCELLED, DB_REJECTED, DB_UNAVAILABLE
 from engine.web import models as m
@@ -25,7 +25,7 @@ STATUS: dict[type[Exception], int] = {
     JobStateConflict: 409,
     ServiceUnavailable: 503,
     **dict.fromkeys(DB_UNAVAILABLE, 503),  # PostgreSQL away, restarting or read-only
-    aiormq.exceptions.AMQPConnectionError: 503,
+    **dict.fromkeys(AMQP_UNAVAILABLE, 503),  # RabbitMQ away
     ValueError: 422,
     OverflowError: 422,
     **dict.fromkeys(DB_REJECTED, 422),  # PostgreSQL refused a value: a NUL, a huge number

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import orjson
 
-from engine.deadletters.retention import PRUNE_LOCK
+from engine.pg.pruning import PRUNE_LOCK
 from tests.acceptance.conftest import Cli
 from tests.conftest import DATABASE_URL
 

@@ -12,9 +12,10 @@ import pytest
 
 from engine.amqp.broker import Broker
 from engine.amqp.topology import dead_exchange, retained_queue
-from engine.deadletters.retention import PRUNE_LOCK, prune
+from engine.deadletters.retention import prune
 from engine.errors import ConfigError
 from engine.message import H_DIED_AT, now_utc
+from engine.pg.pruning import PRUNE_LOCK
 from engine.pg.store import Store
 from engine.settings import Settings, load_settings
 from tests.conftest import DATABASE_URL
