@@ -14,13 +14,14 @@ import getpass
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic
 
 from typing_extensions import TypeVar
 
 from engine.admin.lifecycle import Lifecycle
+from engine.admin.rows import AuditEntry, DeadGroup, DeadLetter, DeadLetterSummary, WorkerRow
 from engine.amqp.broker import Broker
 from engine.amqp.port import BrokerPort
 from engine.deadletters.generations import requeued_message
@@ -29,7 +30,6 @@ from engine.filters import DeadFilter
 from engine.message import is_queue_name, now_utc
 from engine.outbox.relay import Follower, drain
 from engine.pg.port import AdminStore, needs_postgres
-from engine.pg.rows import Row
 from engine.pg.store import Store
 from engine.pg.workers import ALIVE_WITHIN
 from engine.settings import Settings, load_settings
@@ -42,36 +42,6 @@ Progress = Callable[[int], None]
 
 def default_actor() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}:{os.getpid()}"
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """One death of a job, as shown by ``dead show``."""
-
-    id: int
-    job_id: str
-    generation: int
-    job_type: str
-    queue: str
-    status: str
-    reason: str
-    error_type: str
-    error_message: str
-    traceback: str
-    attempts: int
-    max_retries: int | None
-    payload: Any
-    checkpoint: Any
-    headers: dict[str, Any]
-    enqueued_at: datetime | None
-    died_at: datetime
-    worker: str
-    status_changed_at: datetime | None
-    status_changed_by: str | None
-
-    @classmethod
-    def from_row(cls, row: Row) -> DeadLetter:
-        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
 
 
 class Admin(Generic[S]):
@@ -149,9 +119,10 @@ class Admin(Generic[S]):
 
     async def list_dead(
         self, selector: DeadFilter, *, limit: int = 50, before_id: int | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[DeadLetterSummary]:
+        """Matching dead letters, newest first; pass the last id seen as ``before_id``."""
         rows = await self.store.list_dead(selector, limit=limit, before_id=before_id)
-        return [dict(r) for r in rows]
+        return [DeadLetterSummary.from_row(r) for r in rows]
 
     async def show(self, job_id: str) -> list[DeadLetter]:
         """Every death of a job, oldest generation first."""
@@ -162,16 +133,17 @@ class Admin(Generic[S]):
 
     async def groups(
         self, selector: DeadFilter, *, newest: int = 20_000, limit: int = 20
-    ) -> list[dict[str, Any]]:
+    ) -> list[DeadGroup]:
         """The newest matching dead letters by (job type, error type): n, first_died,
         last_died."""
         store = needs_postgres(self.store, "grouping dead letters")
         rows = await store.dead_groups(selector, newest=newest, limit=limit)
-        return [dict(r) for r in rows]
+        return [DeadGroup.from_row(r) for r in rows]
 
-    async def suspended_groups(self, limit: int = 20) -> list[dict[str, Any]]:
+    async def suspended_groups(self, limit: int = 20) -> list[DeadGroup]:
+        """Suspended jobs by (job type, error type or a person's stop)."""
         store = needs_postgres(self.store, "grouping suspended jobs")
-        return [dict(r) for r in await store.suspended_groups(limit)]
+        return [DeadGroup.from_row(r) for r in await store.suspended_groups(limit)]
 
     async def count(self, selector: DeadFilter, *, cap: int | None = None) -> int:
         """Matching dead letters; with ``cap``, more than ``cap`` only says "many"."""
@@ -247,20 +219,18 @@ class Admin(Generic[S]):
     async def session_ended(self, sid: str) -> bool:
         return await needs_postgres(self.store, "checking a dashboard session").session_ended(sid)
 
-    async def list_workers(self, limit: int = 100) -> list[dict[str, Any]]:
+    async def list_workers(self, limit: int = 100) -> list[WorkerRow]:
         """Workers seen in the last day, the ones alive first: who handles what, where."""
         now = now_utc()
         rows = await self.store.list_workers(
             now - timedelta(days=1), now - timedelta(seconds=ALIVE_WITHIN), limit
         )
-        return [dict(r) for r in rows]
+        return [WorkerRow.from_row(r) for r in rows]
 
-    async def audit_log(
-        self, limit: int = 20, before_id: int | None = None
-    ) -> list[dict[str, Any]]:
+    async def audit_log(self, limit: int = 20, before_id: int | None = None) -> list[AuditEntry]:
         """Audit entries newest first: who did what, to how many, and whether it finished
         ('running' while it goes, 'done', or 'interrupted'); page with ``before_id``."""
-        return [dict(r) for r in await self.store.audit_recent(limit, before_id)]
+        return [AuditEntry.from_row(r) for r in await self.store.audit_recent(limit, before_id)]
 
     async def relay(self) -> int:
         """Publish requeues a crashed caller staged but did not send."""

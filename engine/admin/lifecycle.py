@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from engine.admin.rows import Job, JobCause, JobSummary, QueueInfo, TypeInfo
 from engine.amqp.parking import parked_count, unpark
 from engine.amqp.topology import work_queue
 from engine.deadletters.generations import resumed_message
@@ -41,7 +42,7 @@ def person_cause(reason: str | None) -> str:
     return f"{REQUESTED_BY_USER}: {reason}"
 
 
-def pause_fields(pause: dict[str, Any] | None) -> dict[str, Any]:
+def pause_fields(pause: Row | None) -> dict[str, Any]:
     """Whether a queue or job type is paused, by whom, since when and why."""
     return {
         "paused": pause is not None,
@@ -78,17 +79,18 @@ class Lifecycle:
         job_type: str | None = None,
         queue: str | None = None,
         limit: int = 50,
-    ) -> list[dict[str, Any]]:
+    ) -> list[JobSummary]:
+        """Matching jobs, most recently changed first."""
         rows = await self.store.list_jobs(
             state=state.value if state else None, job_type=job_type, queue=queue, limit=limit
         )
-        return [dict(r) for r in rows]
+        return [JobSummary.from_row(r) for r in rows]
 
-    async def show(self, job_id: str) -> dict[str, Any]:
+    async def show(self, job_id: str) -> Job:
         row = await self.store.get_job(job_id)
         if row is None:
             raise JobNotFound(f"no job {job_id!r} (it never ran on a tracking worker)")
-        return dict(row)
+        return Job.from_row(row)
 
     async def activity(self, minutes: int = 15) -> list[dict[str, int]]:
         """Jobs per minute over the last ``minutes``, oldest first: succeeded and retrying (by
@@ -112,7 +114,7 @@ class Lifecycle:
 
     async def suspend(
         self, job_id: str, reason: str | None = None, *, generation: int | None = None
-    ) -> dict[str, Any]:
+    ) -> Job:
         """Stop a pending, running or retrying job, keeping its payload and checkpoint.
 
         The cause recorded is 'Requested by user', or 'Requested by user: <reason>'.
@@ -125,28 +127,28 @@ class Lifecycle:
 
     async def cancel(
         self, job_id: str, reason: str | None = None, *, generation: int | None = None
-    ) -> dict[str, Any]:
+    ) -> Job:
         """Stop a job for good: it will not run again."""
         return await self._stop(
             job_id, JobState.CANCELLED, reason, (*ACTIVE, JobState.SUSPENDED), generation
         )
 
-    async def cause(self, job_id: str) -> dict[str, Any]:
+    async def cause(self, job_id: str) -> JobCause:
         """Why a suspended job stopped: a person (who, and their reason), or the failure with
         its exception and traceback. A person's stop shows no error, even if an earlier
         attempt of the job left one on its row."""
         job = await self.show(job_id)
-        if job["state"] != JobState.SUSPENDED:
-            raise JobStateConflict(f"job {job_id!r} is not suspended (it is {job['state']})")
-        by_person = job["seq"] >= PERSON_SEQ
-        return {
-            "job_id": job_id,
-            "cause": job["cause"],
-            "error_type": None if by_person else job["error_type"],
-            "traceback": None if by_person else job["traceback"],
-            "stopped_by": job["stopped_by"] if by_person else None,
-            "since": job["updated_at"],
-        }
+        if job.state != JobState.SUSPENDED:
+            raise JobStateConflict(f"job {job_id!r} is not suspended (it is {job.state})")
+        by_person = job.seq >= PERSON_SEQ
+        return JobCause(
+            job_id=job_id,
+            cause=job.cause,
+            error_type=None if by_person else job.error_type,
+            traceback=None if by_person else job.traceback,
+            stopped_by=job.stopped_by if by_person else None,
+            since=job.updated_at,
+        )
 
     async def resume(
         self,
@@ -157,7 +159,7 @@ class Lifecycle:
         payload: Any = None,
         replace_payload: bool = False,
         generation: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> Job:
         """Send a suspended job back to its queue as its next generation.
 
         Like a stop, it acts on the generation it finds suspended when it begins.
@@ -179,7 +181,7 @@ class Lifecycle:
             raise await self._conflict(job_id, f"suspended in generation {found['generation']}")
         await drain(self.store, self.admin.broker)
         await self.store.audit(self.admin.actor, "resume", {"job_id": job_id, "mode": mode}, 1)
-        return dict(row)
+        return Job.from_row(row)
 
     async def pause_queue(self, queue: str, reason: str = REQUESTED_BY_USER) -> bool:
         """Stop every worker taking jobs from ``queue``; False if it was already paused."""
@@ -217,7 +219,7 @@ class Lifecycle:
 
     async def list_types(
         self, names: list[str] | None = None, *, every_parked_queue: bool = True
-    ) -> list[dict[str, Any]]:
+    ) -> list[TypeInfo]:
         """Pause and parked jobs of the named job types (default: every type seen or paused).
 
         Without ``every_parked_queue`` only paused types are asked about their parked jobs
@@ -226,7 +228,7 @@ class Lifecycle:
 
         A named type that is no valid name raises ValueError naming it.
         """
-        pauses = {r["job_type"]: dict(r) for r in await self.store.paused_types()}
+        pauses = {r["job_type"]: r for r in await self.store.paused_types()}
         if names:
             known = [check_type_name(name) for name in names]
         else:
@@ -238,16 +240,16 @@ class Lifecycle:
             # it): the dashboard's refresh asks only about paused types, where jobs wait.
             probe = every_parked_queue or pause is not None
             parked = await parked_count(self.admin.broker, name) if probe else None
-            out.append({"job_type": name, "parked": parked, **pause_fields(pause)})
+            out.append(TypeInfo(job_type=name, parked=parked, **pause_fields(pause)))
         return out
 
-    async def list_queues(self, names: list[str] | None = None) -> list[dict[str, Any]]:
+    async def list_queues(self, names: list[str] | None = None) -> list[QueueInfo]:
         """Depth, consumers, rate (jobs finished in the last minute) and pause of the named
         queues (default: every queue seen).
 
         A named queue that is no valid name raises ValueError naming it.
         """
-        pauses = {r["queue"]: dict(r) for r in await self.store.paused_queues()}
+        pauses = {r["queue"]: r for r in await self.store.paused_queues()}
         rates = await self.store.finished_last_minute()
         if names:
             known = [check_queue_name(name) for name in names]
@@ -261,14 +263,14 @@ class Lifecycle:
             )
             pause = pauses.get(name)
             out.append(
-                {
-                    "queue": name,
-                    "exists": depth is not None,
-                    "messages": depth[0] if depth else 0,
-                    "consumers": depth[1] if depth else 0,
-                    "per_minute": rates.get(name, 0),
+                QueueInfo(
+                    queue=name,
+                    exists=depth is not None,
+                    messages=depth[0] if depth else 0,
+                    consumers=depth[1] if depth else 0,
+                    per_minute=rates.get(name, 0),
                     **pause_fields(pause),
-                }
+                )
             )
         return out
 
@@ -279,7 +281,7 @@ class Lifecycle:
         reason: str | None,
         from_states: tuple[JobState, ...],
         generation: int | None,
-    ) -> dict[str, Any]:
+    ) -> Job:
         found = await self._found(job_id, from_states, generation)
         # A worker moving the job it found on within its generation (pending, running,
         # retrying) is no one else's decision and does not make a stop fail; any other
@@ -298,7 +300,7 @@ class Lifecycle:
                 job_id, f"{_either(expected)} in generation {found['generation']}"
             )
         await self.store.audit(self.admin.actor, state.value, {"job_id": job_id}, 1)
-        return dict(row)
+        return Job.from_row(row)
 
     async def _found(
         self, job_id: str, from_states: tuple[JobState, ...], generation: int | None

@@ -34,19 +34,15 @@ async def audit(
     if as_json:
         print_json(rows)
         return
-    # An entry's progress (running, done, interrupted) exists from migration 005 on.
-    progress = any("state" in r for r in rows)
-    columns = ["at (UTC)", "actor", "action", "selector", "count"]
-    table = Table(*columns, *(["state", "finished (UTC)"] if progress else []))
+    table = Table("at (UTC)", "actor", "action", "selector", "count", "state", "finished (UTC)")
     for r in rows:
-        cells = [
-            when(r["at"]),
-            inert(r["actor"]),
-            inert(r["action"]),
-            inert(described(r["selector"])),
-            str(r["count"]),
-        ]
-        if progress:
-            cells += [inert(r.get("state") or ""), when(r.get("finished_at"))]
-        table.add_row(*cells)
+        table.add_row(
+            when(r.at),
+            inert(r.actor),
+            inert(r.action),
+            inert(described(r.selector)),
+            str(r.count),
+            inert(r.state),
+            when(r.finished_at),
+        )
     print_table(table)

@@ -148,23 +148,22 @@ async def list_(
     if as_json:
         print_json(rows)
         return
-    table = Table(
-        "id", id_column("job id", rows), "gen", "type", "queue", "error", "died", "status"
-    )
+    ids = id_column("job id", (r.job_id for r in rows))
+    table = Table("id", ids, "gen", "type", "queue", "error", "died", "status")
     for r in rows:
         table.add_row(
-            str(r["id"]),
-            inert(r["job_id"]),
-            str(r["generation"]),
-            inert(r["job_type"] or "-"),
-            inert(r["queue"]),
-            inert(f"{r['error_type']}: {r['error_message']}", limit=80),
-            r["died_at"].strftime("%F %T"),
-            inert(r["status"]),
+            str(r.id),
+            inert(r.job_id),
+            str(r.generation),
+            inert(r.job_type or "-"),
+            inert(r.queue),
+            inert(f"{r.error_type}: {r.error_message}", limit=80),
+            r.died_at.strftime("%F %T"),
+            inert(r.status),
         )
     print_table(table)
     if len(rows) == limit:
-        console.print(f"more: --before-id {rows[-1]['id']}")
+        console.print(f"more: --before-id {rows[-1].id}")
 
 
 @dead_app.command()
@@ -176,7 +175,7 @@ async def show(
     async with reader() as admin:
         history = await admin.show(job_id)
     if as_json:
-        print_json([vars_of(d) for d in history])
+        print_json(history)
         return
     for death in history:
         console.rule()
@@ -213,10 +212,6 @@ async def show(
 def default_if_none(value: object) -> str:
     """A job's own value, or what None means for it: its handler's policy decides."""
     return "the handler's" if value is None else str(value)
-
-
-def vars_of(obj: Any) -> dict[str, Any]:
-    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}
 
 
 @dead_app.command()

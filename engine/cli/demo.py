@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.admin.facade import Admin
+from engine.admin.rows import DeadLetterSummary
 from engine.client import Client
 from engine.errors import JobNotFound
 from engine.filters import DeadFilter
@@ -45,7 +46,7 @@ class DemoResult:
     """What the demo did: each job as published and as it ended, and the dead letters."""
 
     jobs: list[dict[str, Any]]  # job_id, job_type, expected, state, attempt
-    dead: list[dict[str, Any]]
+    dead: list[DeadLetterSummary]
 
 
 async def run_demo(settings: Settings, *, timeout: float = 60.0) -> DemoResult:
@@ -96,14 +97,17 @@ async def wait_until_finished(
     while True:
         # A job of a type no worker knows dies before it is tracked: its dead letter is
         # the only row it has.
-        died = {r["job_id"]: r for r in await admin.list_dead(DeadFilter(ids=ids))}
+        died = {r.job_id for r in await admin.list_dead(DeadFilter(ids=ids))}
         jobs = []
         for job in published:
+            state: str | None
+            attempt: int | None
             try:
-                row = await lifecycle.show(job["job_id"])
+                found = await lifecycle.show(job["job_id"])
+                state, attempt = found.state, found.attempt
             except JobNotFound:
-                row = {"state": JobState.DEAD if job["job_id"] in died else None, "attempt": None}
-            jobs.append(job | {"state": row["state"], "attempt": row["attempt"]})
+                state, attempt = JobState.DEAD if job["job_id"] in died else None, None
+            jobs.append(job | {"state": state, "attempt": attempt})
         waiting = [j["job_id"] for j in jobs if j["state"] not in FINAL]
         if not waiting:
             return jobs

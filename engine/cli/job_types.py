@@ -43,11 +43,11 @@ async def list_types(
     table = Table("job type", "paused", "parked", "by", "reason")
     for r in rows:
         table.add_row(
-            inert(r["job_type"]),
-            "yes" if r["paused"] else "no",
-            str(r["parked"]),
-            inert(r["paused_by"] or ""),
-            inert(r["reason"] or ""),
+            inert(r.job_type),
+            "yes" if r.paused else "no",
+            str(r.parked),
+            inert(r.paused_by or ""),
+            inert(r.reason or ""),
         )
     print_table(table)
 

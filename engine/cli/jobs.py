@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -11,6 +10,7 @@ from rich.table import Table
 
 from engine.admin.facade import Admin
 from engine.admin.lifecycle import REQUESTED_BY_USER
+from engine.admin.rows import Job
 from engine.cli.common import (
     EXIT_FAILED,
     fail,
@@ -74,9 +74,9 @@ SHOWN_FIELDS = (
 JSON_FIELDS = {"payload", "checkpoint"}
 
 
-def shown(row: Mapping[str, Any]) -> dict[str, Any]:
+def shown(job: Job) -> dict[str, Any]:
     """The fields of a job a person reads, in :data:`SHOWN_FIELDS` order."""
-    return {key: row[key] for key in SHOWN_FIELDS if key in row}
+    return {key: getattr(job, key) for key in SHOWN_FIELDS}
 
 
 def as_text(key: str, value: Any) -> str:
@@ -118,7 +118,7 @@ async def list_jobs(
         print_json(rows)
         return
     table = Table(
-        id_column("job id", rows),
+        id_column("job id", (r.job_id for r in rows)),
         "gen",
         "type",
         "queue",
@@ -128,16 +128,16 @@ async def list_jobs(
         "updated",
     )
     for r in rows:
-        why = r["cause"] or (f"{r['error_type']}: {r['error_message']}" if r["error_type"] else "")
+        why = r.cause or (f"{r.error_type}: {r.error_message}" if r.error_type else "")
         table.add_row(
-            inert(r["job_id"]),
-            str(r["generation"]),
-            inert(r["job_type"]),
-            inert(r["queue"]),
-            inert(r["state"]),
-            str(r["attempt"]),
+            inert(r.job_id),
+            str(r.generation),
+            inert(r.job_type),
+            inert(r.queue),
+            inert(r.state),
+            str(r.attempt),
             inert(why, limit=60),
-            r["updated_at"].strftime("%F %T"),
+            r.updated_at.strftime("%F %T"),
         )
     print_table(table)
 
@@ -150,9 +150,9 @@ async def show(job_id: JobIdArg, as_json: JsonOpt = False) -> None:
         show_row(shown(await admin.jobs.show(job_id)), as_json)
 
 
-def show_stopped(row: Mapping[str, Any], as_json: bool) -> None:
+def show_stopped(job: Job, as_json: bool) -> None:
     """What a person's suspend or cancel left: the job, its state and the recorded cause."""
-    show_row({"job_id": row["job_id"], "state": row["state"], "cause": row["cause"]}, as_json)
+    show_row({"job_id": job.job_id, "state": job.state, "cause": job.cause}, as_json)
 
 
 @jobs_app.command()
@@ -191,10 +191,10 @@ async def cause(job_id: JobIdArg, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(found)
         return
-    by = f"by {inert(found['stopped_by'])}, " if found["stopped_by"] else ""
-    console.print(f"{inert(found['cause'], lines=True)} ({by}since {found['since']:%F %T})")
-    if found["traceback"]:
-        console.print(inert(found["traceback"], lines=True), highlight=False)
+    by = f"by {inert(found.stopped_by)}, " if found.stopped_by else ""
+    console.print(f"{inert(found.cause, lines=True)} ({by}since {found.since:%F %T})")
+    if found.traceback:
+        console.print(inert(found.traceback, lines=True), highlight=False)
 
 
 @jobs_app.command()
@@ -225,7 +225,7 @@ async def resume(
             generation=generation,
         )
     show_row(
-        {"job_id": row["job_id"], "state": row["state"], "generation": row["generation"]},
+        {"job_id": row.job_id, "state": row.state, "generation": row.generation},
         as_json,
     )
 
@@ -248,13 +248,13 @@ async def list_queues(
     table = Table("queue", "messages", "consumers", "jobs/min", "paused", "by", "reason")
     for r in rows:
         table.add_row(
-            inert(r["queue"]),
-            str(r["messages"]) if r["exists"] else "(missing)",
-            str(r["consumers"]),
-            str(r["per_minute"]),
-            "yes" if r["paused"] else "no",
-            inert(r["paused_by"] or ""),
-            inert(r["reason"] or ""),
+            inert(r.queue),
+            str(r.messages) if r.exists else "(missing)",
+            str(r.consumers),
+            str(r.per_minute),
+            "yes" if r.paused else "no",
+            inert(r.paused_by or ""),
+            inert(r.reason or ""),
         )
     print_table(table)
 

@@ -311,8 +311,8 @@ def demo(as_json: JsonOpt = False) -> None:
     typer.echo(f"\n{len(result.dead)} jobs died; see them with `lazarus dead list`:")
     for row in result.dead:
         typer.echo(
-            f"  {plain(row['job_id'])}  {plain(row['job_type'] or '-'):14} "
-            f"{plain(row['reason'])}: {plain(row['error_message'], limit=70)}"
+            f"  {plain(row.job_id)}  {plain(row.job_type or '-'):14} "
+            f"{plain(row.reason)}: {plain(row.error_message, limit=70)}"
         )
     typer.echo(
         "\nNext: lazarus jobs list; lazarus dead show ID; lazarus dead requeue ID"

@@ -10,7 +10,7 @@ value goes through :func:`inert` (Rich output) or :func:`plain` (plain output);
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,14 +61,14 @@ def utc(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%F %T UTC")
 
 
-def id_column(header: str, rows: Iterable[Mapping[str, Any]], key: str = "job_id") -> Column:
+def id_column(header: str, ids: Iterable[str]) -> Column:
     """A table column that prints every job id in full on one line.
 
     Ids are what people copy into the next command, so the column never wraps, folds or
     cuts one with an ellipsis: the other columns wrap instead, and on a terminal too
     narrow for it the line runs past the edge.
     """
-    widest = max((len(plain(r[key])) for r in rows), default=len(header))
+    widest = max((len(plain(i)) for i in ids), default=len(header))
     return Column(header, no_wrap=True, overflow="ignore", min_width=max(widest, len(header)))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -180,7 +181,7 @@ async def render(request: Request, admin: Admin, form: Form, flash: str = "",
     counts = await card("counts", lifecycle.counts(cap=CAP), {})
     chart = await card("chart", lifecycle.activity(), [])
     dead = await card("dead", admin.list_dead(selector, limit=PAGE, before_id=before_id), [])
-    more = dead[-1]["id"] if len(dead) == PAGE else None
+    more = dead[-1].id if len(dead) == PAGE else None
     shown = {k: v for k, v in form.items() if k in FILTERS and v}
     return page(request, name, {
         "flash": flash, "ok": ok, "filters": shown, "problems": problems,
@@ -302,7 +303,7 @@ async def deaths(request: Request, admin: AdminDep, job_id: str = "") -> Respons
 @router.get("/ui/jobs/cause", dependencies=SESSION)
 async def why(request: Request, admin: AdminDep, job_id: str = "") -> Response:
     try:
-        found, problem = await admin.jobs.cause(job_id_of({"job_id": job_id})), ""
+        found, problem = asdict(await admin.jobs.cause(job_id_of({"job_id": job_id}))), ""
     except (JobNotFound, JobStateConflict, ValueError) as exc:
         found, problem = {"job_id": job_id}, str(exc)
     return page(request, "_cause.html", found | {"problem": problem})
@@ -376,6 +377,6 @@ async def resume(request: Request, admin: AdminDep) -> Response:
     async def do(form: Form) -> str:
         job_id = job_id_of(form)
         row = await admin.jobs.resume(job_id, **options(form, RequeueMode.RECOVER))
-        return f"resumed job {job_id} as generation {row['generation']}"
+        return f"resumed job {job_id} as generation {row.generation}"
 
     return await act(request, admin, do)

@@ -50,8 +50,8 @@ async def list_dead(
     )  # fmt: skip
     selector = query.to_filter(wanted)
     rows = await admin.list_dead(selector, limit=limit, before_id=before_id)
-    more = rows[-1]["id"] if len(rows) == limit else None
-    items = [m.DeadLetterRow.model_validate(row) for row in rows]
+    more = rows[-1].id if len(rows) == limit else None
+    items = [m.DeadLetterRow.model_validate(row, from_attributes=True) for row in rows]
     return m.DeadLetterPage(items=items, next_before_id=more)
 
 

@@ -23,18 +23,18 @@ async def list_jobs(
 ) -> m.JobPage:
     """Jobs, most recently updated first."""
     rows = await admin.jobs.list_jobs(state=state, job_type=type, queue=queue, limit=limit)
-    return m.JobPage(items=[m.JobRow.model_validate(row) for row in rows])
+    return m.JobPage(items=[m.JobRow.model_validate(row, from_attributes=True) for row in rows])
 
 
 @router.get("/jobs/{job_id:path}/cause", tags=["jobs"], responses=CONFLICT)
 async def cause(admin: AdminDep, job_id: JobId) -> m.Cause:
     """Why a suspended job stopped: 'Requested by user', or the exception and traceback."""
-    return m.Cause.model_validate(await admin.jobs.cause(job_id))
+    return m.Cause.model_validate(await admin.jobs.cause(job_id), from_attributes=True)
 
 
 @router.get("/jobs/{job_id:path}", tags=["jobs"], responses=NOT_FOUND)
 async def show_job(admin: AdminDep, job_id: JobId) -> m.JobDetail:
-    return m.JobDetail.model_validate(await admin.jobs.show(job_id))
+    return m.JobDetail.model_validate(await admin.jobs.show(job_id), from_attributes=True)
 
 
 @router.post("/jobs/{job_id:path}/suspend", tags=["jobs"], responses=CONFLICT)
@@ -42,7 +42,7 @@ async def suspend(admin: AdminDep, job_id: JobId, body: m.StopBody | None = None
     """Stop a pending, running or retrying job, keeping its checkpoint."""
     body = body or m.StopBody()
     row = await admin.jobs.suspend(job_id, body.reason, generation=body.generation)
-    return m.JobDetail.model_validate(row)
+    return m.JobDetail.model_validate(row, from_attributes=True)
 
 
 @router.post("/jobs/{job_id:path}/cancel", tags=["jobs"], responses=CONFLICT)
@@ -50,7 +50,7 @@ async def cancel(admin: AdminDep, job_id: JobId, body: m.StopBody | None = None)
     """Stop a job for good."""
     body = body or m.StopBody()
     row = await admin.jobs.cancel(job_id, body.reason, generation=body.generation)
-    return m.JobDetail.model_validate(row)
+    return m.JobDetail.model_validate(row, from_attributes=True)
 
 
 @router.post("/jobs/{job_id:path}/resume", tags=["jobs"], responses=CONFLICT)
@@ -65,4 +65,4 @@ async def resume(admin: AdminDep, job_id: JobId, body: m.ResumeBody | None = Non
         replace_payload="payload" in body.model_fields_set,
         generation=body.generation,
     )
-    return m.JobDetail.model_validate(row)
+    return m.JobDetail.model_validate(row, from_attributes=True)

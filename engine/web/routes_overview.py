@@ -18,7 +18,9 @@ router = APIRouter()
 async def list_workers(admin: AdminDep) -> m.WorkerPage:
     """Workers seen in the last day, alive first: host, version, queues, job types."""
     rows = await admin.list_workers()
-    return m.WorkerPage(items=[m.WorkerRow.model_validate(row) for row in rows])
+    return m.WorkerPage(
+        items=[m.WorkerRow.model_validate(row, from_attributes=True) for row in rows]
+    )
 
 
 @router.get("/audit", tags=["audit"])
@@ -30,8 +32,8 @@ async def audit(
     """Who did what, newest first: every requeue, delete, purge, pause, resume, stop and
     login, with the client address; a bulk operation's entry counts as it goes."""
     rows = await admin.audit_log(limit, before_id)
-    more = rows[-1]["id"] if len(rows) == limit else None
-    items = [m.AuditEntry.model_validate(row) for row in rows]
+    more = rows[-1].id if len(rows) == limit else None
+    items = [m.AuditEntry.model_validate(row, from_attributes=True) for row in rows]
     return m.AuditPage(items=items, next_before_id=more)
 
 

@@ -15,7 +15,7 @@ router = APIRouter()
 async def list_queues(admin: AdminDep) -> m.QueuePage:
     """Depth, consumers and pause of every queue seen."""
     rows = await admin.jobs.list_queues()
-    return m.QueuePage(items=[m.QueueRow.model_validate(row) for row in rows])
+    return m.QueuePage(items=[m.QueueRow.model_validate(row, from_attributes=True) for row in rows])
 
 
 @router.post("/queues/{queue}/pause", tags=["queues"])
@@ -35,7 +35,7 @@ async def unpause(admin: AdminDep, queue: str) -> m.QueueChange:
 async def list_types(admin: AdminDep) -> m.TypePage:
     """Pause and parked jobs of every job type seen or paused."""
     rows = await admin.jobs.list_types()
-    return m.TypePage(items=[m.TypeRow.model_validate(row) for row in rows])
+    return m.TypePage(items=[m.TypeRow.model_validate(row, from_attributes=True) for row in rows])
 
 
 @router.post("/types/{job_type}/pause", tags=["types"])

@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from engine.admin.facade import Admin
+from engine.admin.rows import Job
 from engine.errors import JobNotFound, LazarusError
 from engine.filters import DeadFilter, bulk_selection
 from engine.pg.errors import DB_REJECTED
@@ -76,7 +77,7 @@ async def preview(request: Request, admin: AdminDep) -> Response:
         if action == "resume":
             [job_id] = ids or [""]
             job = await admin.jobs.show(job_id)
-            count = int(job["state"] == JobState.SUSPENDED)
+            count = int(job.state == JobState.SUSPENDED)
             context |= {"noun": "suspended job", "selected": 1}
         else:
             selector, whole = selection(form, ids, everything=True)  # only counted
@@ -106,7 +107,7 @@ async def apply(request: Request, admin: AdminDep) -> Response:
             [job_id] = ids or [""]
             mode = chosen.mode or RequeueMode.RECOVER
             row = await admin.jobs.resume(job_id, mode=mode, retries=chosen.retries)
-            text, ok = f"resumed job {job_id} as generation {row['generation']}", True
+            text, ok = f"resumed job {job_id} as generation {row.generation}", True
         elif action in ("requeue", "delete"):
             text, ok = await bulk(admin, action, form, ids, chosen)
         else:
@@ -143,6 +144,7 @@ async def jobs_page(
 
 @router.get("/jobs/{job_id:path}", dependencies=BY_URL)
 async def job_page(request: Request, admin: AdminDep, job_id: str) -> Response:
+    job: Job | dict[str, str]  # what the page shows: the job, or only the id asked for
     try:
         job, problem = await admin.jobs.show(job_id), ""
     except JobNotFound as exc:
@@ -163,7 +165,7 @@ async def stop(request: Request, admin: AdminDep, verb: str) -> Response:
         lifecycle = admin.jobs
         stopper = lifecycle.suspend if verb == "suspend" else lifecycle.cancel
         row = await stopper(job_id, reason)
-        text, ok = f"job {job_id}: {row['state']}", True
+        text, ok = f"job {job_id}: {row.state}", True
     except (LazarusError, ValueError, *DB_REJECTED) as exc:
         text, ok = message(exc), False
     return page(request, "_result.html", {"flash": text, "ok": ok})

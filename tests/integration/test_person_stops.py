@@ -101,7 +101,7 @@ async def test_a_person_stopping_a_running_job_is_a_stop_not_a_retry(
     assert finished(job_type, "retried") == retried
     assert runs[job_id] == 1
     expected = "cancelled" if action == "cancel" else "suspended"
-    assert (await control.show(job_id))["state"] == expected
+    assert (await control.show(job_id)).state == expected
     lines = [r.getMessage() for r in caplog.records if job_id in r.getMessage()]
     assert not [line for line in lines if "retrying" in line or "failed" in line]
     assert any("stopped by a person" in line for line in lines)
@@ -109,6 +109,6 @@ async def test_a_person_stopping_a_running_job_is_a_stop_not_a_retry(
 
 async def _state_is(control: Lifecycle, job_id: str, state: str) -> bool:
     try:
-        return bool((await control.show(job_id))["state"] == state)
+        return bool((await control.show(job_id)).state == state)
     except Exception:
         return False

@@ -24,16 +24,16 @@ async def test_a_worker_registers_what_it_runs_and_marks_its_stop(dead_settings:
         async with Admin(dead_settings, broker=False) as admin:
 
             async def alive() -> bool:
-                return any(w["alive"] for w in await admin.list_workers())
+                return any(w.alive for w in await admin.list_workers())
 
             await wait_for(alive, what="the worker's registration")
             [worker] = await admin.list_workers()
-            assert worker["queues"] == ["pings"] and worker["job_types"]["reg.ping"] == "pings"
-            assert worker["version"] == engine_version() and worker["stopped_at"] is None
+            assert worker.queues == ["pings"] and worker.job_types["reg.ping"] == "pings"
+            assert worker.version == engine_version() and worker.stopped_at is None
             stop.set()
             await running
             [stopped] = await admin.list_workers()
-            assert not stopped["alive"] and stopped["stopped_at"] is not None
+            assert not stopped.alive and stopped.stopped_at is not None
     finally:
         stop.set()
         await asyncio.gather(running, return_exceptions=True)

@@ -50,7 +50,7 @@ async def test_admin_over_ports_neither_opens_nor_closes_them() -> None:
         assert await admin.count(DeadFilter()) == 2
         await admin.delete_one("j1")
         assert [d.status for d in await admin.show("j1")] == [DeadStatus.DELETED]
-        assert (await admin.audit_log(1))[0]["actor"] == "ann"
+        assert (await admin.audit_log(1))[0].actor == "ann"
     assert broker.calls == []
     assert await store.count_dead(DeadFilter()) == 1  # still open: its owner closes it
 
@@ -72,5 +72,5 @@ async def test_lifecycle_suspends_a_job_in_memory() -> None:
     )  # fmt: skip
     await store.report([row])
     stopped = await Lifecycle(over(store, UnownedBroker())).suspend("j1", "deploy")
-    assert (stopped["state"], stopped["stopped_by"]) == (JobState.SUSPENDED, "ann")
+    assert (stopped.state, stopped.stopped_by) == (JobState.SUSPENDED, "ann")
     assert await Lifecycle(over(store, UnownedBroker())).counts() == {"suspended": 1}

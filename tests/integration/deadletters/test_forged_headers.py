@@ -121,8 +121,8 @@ async def test_listings_skip_names_no_queue_or_type_can_have(
         types = await control.list_types()
         with pytest.raises(ValueError, match="queue name 'bad queue name!'"):
             await control.list_queues(["bad queue name!"])
-    assert [q["queue"] for q in queues] == ["billing", "default"]
-    assert [t["job_type"] for t in types] == ["dl.usable"]
+    assert [q.queue for q in queues] == ["billing", "default"]
+    assert [t.job_type for t in types] == ["dl.usable"]
 
 
 async def test_no_job_is_routed_to_a_queue_no_queue_can_have(dead_settings: Settings) -> None:

@@ -65,6 +65,6 @@ async def test_matching_dead_jobs_come_back_at_most_max_times(
         await service.stop()
         await worker.stop()
     async with Admin(dead_settings) as admin:
-        audit = [e for e in await admin.audit_log(50) if e["action"] == "reanimate"]
-    assert sum(e["count"] for e in audit) == 2
-    assert all(e["actor"] == REANIMATOR for e in audit)
+        audit = [e for e in await admin.audit_log(50) if e.action == "reanimate"]
+    assert sum(e.count for e in audit) == 2
+    assert all(e.actor == REANIMATOR for e in audit)

@@ -187,8 +187,8 @@ async def test_bulk_requeue_by_filter_moves_only_matching_jobs_and_is_audited(
     moved = await admin.requeue(DeadFilter(job_type="rq.fragile"), progress=seen.append)
     assert moved == 25 and seen[-1] == 25
     [entry, *_] = await admin.audit_log()
-    assert (entry["action"], entry["count"], entry["actor"]) == ("requeue", 25, "test-admin")
-    assert entry["selector"]["job_type"] == "rq.fragile"
+    assert (entry.action, entry.count, entry.actor) == ("requeue", 25, "test-admin")
+    assert entry.selector["job_type"] == "rq.fragile"
 
 
 async def test_a_rate_limited_bulk_requeue_of_jobs_that_die_again_moves_each_once(
@@ -207,7 +207,7 @@ async def test_a_rate_limited_bulk_requeue_of_jobs_that_die_again_moves_each_onc
         history = await admin.show(job_id)
         assert [(d.generation, d.status) for d in history] == [(0, "requeued"), (1, "dead")]
     [entry, *_] = await admin.audit_log()
-    assert (entry["action"], entry["count"], entry["state"]) == ("requeue", 30, "done")
+    assert (entry.action, entry.count, entry.state) == ("requeue", 30, "done")
 
 
 async def test_an_interrupted_bulk_requeue_leaves_an_audit_entry_saying_how_far_it_got(
@@ -218,7 +218,7 @@ async def test_an_interrupted_bulk_requeue_leaves_an_audit_entry_saying_how_far_
 
     async def started() -> bool:
         entries = await admin.audit_log()
-        return bool(entries and entries[0]["state"] == "running" and entries[0]["count"] >= 1)
+        return bool(entries and entries[0].state == "running" and entries[0].count >= 1)
 
     await wait_for(started, what="the first batch")
     task.cancel()
@@ -228,5 +228,5 @@ async def test_an_interrupted_bulk_requeue_leaves_an_audit_entry_saying_how_far_
     moved = await admin.count(DeadFilter(job_type="rq.fragile", status=None)) - await admin.count(
         DeadFilter(job_type="rq.fragile")
     )
-    assert entry["state"] == "interrupted" and entry["finished_at"] is not None
-    assert entry["count"] == moved and 1 <= moved < 5
+    assert entry.state == "interrupted" and entry.finished_at is not None
+    assert entry.count == moved and 1 <= moved < 5

@@ -112,7 +112,7 @@ async def test_a_crash_looping_tracked_job_is_decided_dead(
         await wait_for(stored, what="the crash loop's dead letter")
     assert job_id not in runs
     job = await control.show(job_id)
-    assert "CrashLoop" in str(job["cause"])
+    assert "CrashLoop" in str(job.cause)
 
 
 async def _got(queue: aio_pika.abc.AbstractQueue) -> bool:

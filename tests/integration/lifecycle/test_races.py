@@ -49,7 +49,7 @@ async def state_of(control: Lifecycle, job_id: str) -> tuple[str, int] | None:
         job = await control.show(job_id)
     except Exception:
         return None
-    return str(job["state"]), int(job["generation"])
+    return str(job.state), int(job.generation)
 
 
 async def suspended_job(settings: Settings, control: Lifecycle) -> str:
@@ -93,7 +93,7 @@ async def test_a_cancel_that_began_before_a_resume_finished_fails(
     held.release.set()
     with pytest.raises(JobStateConflict, match="no longer suspended in generation 0"):
         await cancel
-    assert resumed["generation"] == 1
+    assert resumed.generation == 1
     assert await state_of(control, job_id) == ("pending", 1)
 
 
@@ -119,7 +119,7 @@ async def test_a_cancel_that_began_before_a_suspend_finished_fails(
     with pytest.raises(JobStateConflict, match="is suspended in generation 1"):
         await cancel
     job = await control.show(job_id)
-    assert (job["state"], job["cause"]) == ("suspended", "Requested by user: new")
+    assert (job.state, job.cause) == ("suspended", "Requested by user: new")
 
 
 async def test_a_suspend_that_began_before_a_cancel_finished_fails(
@@ -148,4 +148,4 @@ async def test_a_worker_starting_the_job_does_not_make_a_suspend_fail(
         held.release.set()
         stopped = await suspend
         gates.setdefault(job_id, asyncio.Event()).set()
-    assert (stopped["state"], stopped["generation"]) == ("suspended", 1)
+    assert (stopped.state, stopped.generation) == ("suspended", 1)

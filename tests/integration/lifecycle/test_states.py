@@ -72,7 +72,7 @@ async def slow_retry(ctx: JobContext) -> None:
 
 async def job_state(control: Lifecycle, job_id: str) -> str | None:
     try:
-        return str((await control.show(job_id))["state"])
+        return str((await control.show(job_id)).state)
     except Exception:
         return None
 
@@ -88,7 +88,7 @@ async def test_a_job_is_tracked_from_running_to_succeeded(
         job_id = await client.enqueue("lc.ok", {"x": 1})
         await wait_for(lambda: state_is(control, job_id, "succeeded"), what="succeeded")
     job = await control.show(job_id)
-    assert job["payload"] == {"x": 1} and job["attempt"] == 0 and job["started_at"] is not None
+    assert job.payload == {"x": 1} and job.attempt == 0 and job.started_at is not None
 
 
 async def test_a_retrying_job_shows_retrying_then_dead(
@@ -99,7 +99,7 @@ async def test_a_retrying_job_shows_retrying_then_dead(
         await wait_for(lambda: state_is(control, job_id, "retrying"), what="retrying")
         await wait_for(lambda: state_is(control, job_id, "dead"), what="dead")
     job = await control.show(job_id)
-    assert job["error_type"] == "RuntimeError" and job["attempt"] == 1
+    assert job.error_type == "RuntimeError" and job.attempt == 1
 
 
 @pytest.mark.parametrize(
@@ -134,11 +134,11 @@ async def test_suspend_on_failure_keeps_payload_and_checkpoint_with_its_cause(
         job_id = await client.enqueue("lc.fragile", {"fixed": False})
         await wait_for(lambda: state_is(control, job_id, "suspended"), what="suspended")
         cause = await control.cause(job_id)
-        assert cause["cause"].startswith("ValueError: bad input")
-        assert "Traceback" in cause["traceback"]
+        assert cause.cause.startswith("ValueError: bad input")
+        assert "Traceback" in cause.traceback
         assert await store.history(job_id) == []  # suspended, not dead
         job = await control.show(job_id)
-        assert job["checkpoint"] == {"seen": {"fixed": False}}
+        assert job.checkpoint == {"seen": {"fixed": False}}
         await control.resume(job_id, payload={"fixed": True}, replace_payload=True)
         await wait_for(lambda: state_is(control, job_id, "succeeded"), what="the fixed run")
     assert processed[job_id] == [1]
@@ -162,7 +162,7 @@ async def test_a_person_suspends_a_running_job_and_resumes_it(
         await wait_for(lambda: state_is(control, job_id, "running"), what="running")
         await control.suspend(job_id)
         cause = await control.cause(job_id)
-        assert cause["cause"] == REQUESTED_BY_USER and cause["traceback"] is None
+        assert cause.cause == REQUESTED_BY_USER and cause.traceback is None
         await asyncio.sleep(2.0)  # the worker cancels the task within its poll interval
         gates[job_id].set()
         await asyncio.sleep(0.5)
@@ -170,7 +170,7 @@ async def test_a_person_suspends_a_running_job_and_resumes_it(
         assert await job_state(control, job_id) == "suspended"
         started.discard(job_id)
         resumed = await control.resume(job_id, mode=RequeueMode.RECOVER)
-        assert resumed["generation"] == 1
+        assert resumed.generation == 1
         await wait_for(lambda: state_is(control, job_id, "succeeded"), what="the resumed run")
     assert processed[job_id] == [1]
 
@@ -185,7 +185,7 @@ async def test_a_failure_after_a_person_suspended_does_not_overwrite_it(
         gates[job_id].set()  # the handler fails at once, racing the worker's poll
         await asyncio.sleep(2.0)
     job = await control.show(job_id)
-    assert (job["state"], job["cause"], job["stopped_by"]) == (
+    assert (job.state, job.cause, job.stopped_by) == (
         "suspended",
         f"{REQUESTED_BY_USER}: maintenance",
         "operator",
@@ -213,12 +213,12 @@ async def test_a_person_suspending_a_failed_job_shows_their_reason_not_the_error
     async with tracking_worker(dead_settings), Client(dead_settings) as client:
         job_id = await client.enqueue("lc.slow_retry", None)
         await wait_for(lambda: state_is(control, job_id, "retrying"), what="retrying")
-        assert (await control.show(job_id))["error_type"] == "RuntimeError"
+        assert (await control.show(job_id)).error_type == "RuntimeError"
         await control.suspend(job_id, "checking the provider")
         cause = await control.cause(job_id)
         await control.cancel(job_id)
-    assert cause["cause"] == f"{REQUESTED_BY_USER}: checking the provider"
-    assert (cause["error_type"], cause["traceback"], cause["stopped_by"]) == (
+    assert cause.cause == f"{REQUESTED_BY_USER}: checking the provider"
+    assert (cause.error_type, cause.traceback, cause.stopped_by) == (
         None,
         None,
         "operator",
@@ -234,14 +234,14 @@ async def test_a_failure_after_a_person_resumed_shows_its_traceback(
         await control.resume(job_id)  # the job row now names the person who resumed it
         await wait_for(lambda: _suspended_in(control, job_id, generation=1), what="suspended again")
         cause = await control.cause(job_id)
-    assert cause["cause"].startswith("ValueError: bad input")
-    assert cause["error_type"] == "ValueError" and "Traceback" in cause["traceback"]
-    assert cause["stopped_by"] is None
+    assert cause.cause.startswith("ValueError: bad input")
+    assert cause.error_type == "ValueError" and "Traceback" in cause.traceback
+    assert cause.stopped_by is None
 
 
 async def _suspended_in(control: Lifecycle, job_id: str, *, generation: int) -> bool:
     job = await control.show(job_id)
-    return bool(job["state"] == "suspended" and job["generation"] == generation)
+    return bool(job.state == "suspended" and job.generation == generation)
 
 
 async def test_concurrent_resume_and_cancel_give_one_winner(
@@ -251,10 +251,8 @@ async def test_concurrent_resume_and_cancel_give_one_winner(
         job_id = await client.enqueue("lc.gated", None)
         await wait_for(lambda: state_is(control, job_id, "running"), what="running")
         seen = await control.suspend(job_id)  # both people act on what they saw
-        calls: list[Any] = [
-            control.resume(job_id, generation=seen["generation"]) for _ in range(20)
-        ]
-        calls += [control.cancel(job_id, generation=seen["generation"]) for _ in range(20)]
+        calls: list[Any] = [control.resume(job_id, generation=seen.generation) for _ in range(20)]
+        calls += [control.cancel(job_id, generation=seen.generation) for _ in range(20)]
         results = await asyncio.gather(*calls, return_exceptions=True)
         gates[job_id].set()
     winners = [r for r in results if not isinstance(r, BaseException)]
@@ -297,9 +295,7 @@ async def test_a_paused_queue_is_not_consumed_until_resumed(
         await asyncio.sleep(1.0)
         assert not any(i in processed for i in ids)
         [queue] = await control.list_queues(["default"])
-        assert (
-            queue["paused"] and queue["messages"] == 5 and queue["reason"] == "deploy in progress"
-        )
+        assert queue.paused and queue.messages == 5 and queue.reason == "deploy in progress"
     # A worker started while the queue is paused honours the pause.
     async with tracking_worker(dead_settings):
         await asyncio.sleep(1.0)
@@ -309,14 +305,14 @@ async def test_a_paused_queue_is_not_consumed_until_resumed(
 
         async def rate_shows() -> bool:  # the states are written in batches, just after
             [queue] = await control.list_queues(["default"])
-            return bool(queue["per_minute"] >= 5 and not queue["paused"])
+            return bool(queue.per_minute >= 5 and not queue.paused)
 
         await wait_for(rate_shows, what="the queue's rate to count the five jobs")
 
 
 async def _consumers(control: Lifecycle, n: int) -> bool:
     [queue] = await control.list_queues(["default"])
-    return bool(queue["consumers"] == n)
+    return bool(queue.consumers == n)
 
 
 async def test_every_state_is_written_before_the_worker_stops(

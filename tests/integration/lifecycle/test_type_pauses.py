@@ -52,7 +52,7 @@ async def _sees_pause(worker: Worker, job_type: str) -> bool:
 
 async def _parked(control: Lifecycle, job_type: str, n: int) -> bool:
     [row] = await control.list_types([job_type])
-    return bool(row["parked"] == n)
+    return bool(row.parked == n)
 
 
 async def test_a_paused_type_is_parked_while_the_other_types_of_its_queue_run(
@@ -74,7 +74,7 @@ async def test_a_paused_type_is_parked_while_the_other_types_of_its_queue_run(
         held_ids.append(await client.enqueue("tp.held", {"i": 5}))
         await wait_for(lambda: _parked(control, "tp.held", 6), what="a sixth parked job")
         [row] = await control.list_types(["tp.held"])
-        assert (row["paused"], row["reason"], row["paused_by"]) == (True, "bad deploy", "operator")
+        assert (row.paused, row.reason, row.paused_by) == (True, "bad deploy", "operator")
         assert not any(runs[i] for i in held_ids)
 
         resumed, _moved = await control.resume_type("tp.held")
@@ -82,7 +82,7 @@ async def test_a_paused_type_is_parked_while_the_other_types_of_its_queue_run(
         await wait_for(lambda: _all_ran(held_ids), what="the parked jobs after the resume")
     assert [runs[i] for i in held_ids] == [1] * 6
     [row] = await control.list_types(["tp.held"])
-    assert (row["paused"], row["parked"]) == (False, 0)
+    assert (row.paused, row.parked) == (False, 0)
 
 
 async def test_a_paused_type_no_worker_knows_yet_waits_instead_of_dying(
