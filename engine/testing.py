@@ -28,7 +28,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.admin.facade import Admin, DeadLetter
+from engine.admin.facade import Admin
+from engine.admin.rows import DeadLetter, Job, JobSummary
 from engine.amqp.topology import retained_queue, work_exchange
 from engine.client import Client
 from engine.deadletters.recorder import Recorder
@@ -226,22 +227,26 @@ class Lazarus:
 
     # -- what happened -----------------------------------------------------------------
 
-    async def job(self, job_id: str) -> dict[str, Any]:
+    async def job(self, job_id: str) -> Job:
         """The job's row (state, generation, attempt, error, checkpoint...); JobNotFound."""
         return await self.admin.jobs.show(job_id)
 
-    async def jobs(self, state: JobState | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    async def jobs(self, state: JobState | None = None, limit: int = 1000) -> list[JobSummary]:
         return await self.admin.jobs.list_jobs(state=state, limit=limit)
 
     async def dead_letters(
         self, job_id: str | None = None, *, status: DeadStatus | None = None
     ) -> list[DeadLetter]:
-        """Dead-letter rows, oldest first: one job's every death, or all with ``status``."""
+        """Dead-letter rows, oldest first: every death of one job, or of all jobs; with
+        ``status``, only the rows in that status."""
         if job_id is not None:
-            rows = await self.admin.store.history(job_id)
-            return [DeadLetter.from_row(r) for r in rows]
-        listed = await self.admin.list_dead(DeadFilter(status=status), limit=10_000)
-        return [DeadLetter.from_row(r) for r in reversed(listed)]
+            ids = [job_id]
+        else:
+            listed = await self.admin.list_dead(DeadFilter(status=status), limit=100_000)
+            ids = list(dict.fromkeys(row.job_id for row in listed))
+        deaths = [DeadLetter.from_row(r) for one in ids for r in await self.store.history(one)]
+        wanted = [d for d in deaths if status is None or d.status == status]
+        return sorted(wanted, key=lambda d: d.id)
 
     def retained(self) -> list[Published]:
         """The copies on ``<ns>.dead`` kept for anyone watching dead letters on the broker."""
@@ -259,15 +264,15 @@ class Lazarus:
         """Move a dead job back to resume from its last checkpoint."""
         await self.requeue(job_id, retries=retries, mode=RequeueMode.RECOVER)
 
-    async def suspend(self, job_id: str, reason: str | None = None) -> dict[str, Any]:
+    async def suspend(self, job_id: str, reason: str | None = None) -> Job:
         return await self.admin.jobs.suspend(job_id, reason)
 
-    async def cancel(self, job_id: str, reason: str | None = None) -> dict[str, Any]:
+    async def cancel(self, job_id: str, reason: str | None = None) -> Job:
         return await self.admin.jobs.cancel(job_id, reason)
 
     async def resume(
         self, job_id: str, *, retries: int | None = None, mode: RequeueMode = RequeueMode.RECOVER
-    ) -> dict[str, Any]:
+    ) -> Job:
         return await self.admin.jobs.resume(job_id, retries=retries, mode=mode)
 
     @contextlib.contextmanager

@@ -59,8 +59,8 @@ async def test_a_success_publishes_its_successor_before_the_ack() -> None:
         job_id = await harness.enqueue("step_one", "p", job_id="j1")
         await harness.drain()
         assert ran == ["one", "two p"]
-        assert (await harness.job(job_id))["state"] == JobState.SUCCEEDED
-        assert (await harness.job("j1-two"))["state"] == JobState.SUCCEEDED
+        assert (await harness.job(job_id)).state == JobState.SUCCEEDED
+        assert (await harness.job("j1-two")).state == JobState.SUCCEEDED
 
 
 async def test_a_death_leads_to_its_successor_too() -> None:
@@ -109,7 +109,7 @@ async def test_a_successor_the_broker_refuses_leaves_the_job_to_run_again() -> N
         allow()
         await harness.drain()
         assert ran[-1] == "two" and ran.count("two") == 1
-        assert (await harness.job("j3"))["state"] == JobState.SUCCEEDED
+        assert (await harness.job("j3")).state == JobState.SUCCEEDED
 
 
 async def test_a_failing_hook_is_a_failed_successor_not_a_lost_job() -> None:

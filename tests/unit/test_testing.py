@@ -44,14 +44,14 @@ async def test_a_charge_that_died_succeeds_once_requeued(harness: Lazarus) -> No
     assert drained.virtual_seconds >= 60 + 120 - 20  # the policy's waits, with jitter
     [death] = await harness.dead_letters(job_id)
     assert (death.reason, death.error_type) == ("retries exhausted", "engine.errors.Transient")
-    assert (await harness.job(job_id))["state"] == JobState.DEAD
+    assert (await harness.job(job_id)).state == JobState.DEAD
     assert len(harness.retained()) == 1
 
     await harness.requeue(job_id, retries=0)
     await harness.drain()
     assert runs == [(0, 0), (0, 1), (0, 2), (1, 0)]
     job = await harness.job(job_id)
-    assert (job["state"], job["generation"]) == (JobState.SUCCEEDED, 1)
+    assert (job.state, job.generation) == (JobState.SUCCEEDED, 1)
     assert [d.status for d in await harness.dead_letters(job_id)] == [DeadStatus.REQUEUED]
 
 
@@ -70,7 +70,7 @@ async def test_recover_resumes_from_the_last_checkpoint(harness: Lazarus) -> Non
     await harness.recover(job_id)
     await harness.drain()
     assert seen == [None, {"row": 500}]
-    assert (await harness.job(job_id))["state"] == JobState.SUCCEEDED
+    assert (await harness.job(job_id)).state == JobState.SUCCEEDED
 
 
 async def test_a_requeue_of_a_job_that_is_not_dead_is_refused(harness: Lazarus) -> None:
@@ -82,7 +82,7 @@ async def test_a_requeue_of_a_job_that_is_not_dead_is_refused(harness: Lazarus) 
     await harness.drain()
     with pytest.raises(JobNotFound, match=f"no dead letter for job {job_id!r}"):
         await harness.requeue(job_id)
-    assert (await harness.job(job_id))["state"] == JobState.SUCCEEDED
+    assert (await harness.job(job_id)).state == JobState.SUCCEEDED
 
 
 async def test_a_payload_json_cannot_carry_fails_at_enqueue_as_in_production(
@@ -121,11 +121,11 @@ async def test_a_suspended_job_keeps_its_checkpoint_and_resumes(harness: Lazarus
     job_id = await harness.enqueue("report")
     await harness.drain()
     job = await harness.job(job_id)
-    assert (job["state"], job["checkpoint"]) == (JobState.SUSPENDED, {"page": 3})
+    assert (job.state, job.checkpoint) == (JobState.SUSPENDED, {"page": 3})
     assert await harness.dead_letters(job_id) == []
     await harness.resume(job_id, mode=RequeueMode.RECOVER)
     await harness.drain()
-    assert (await harness.job(job_id))["state"] == JobState.SUCCEEDED
+    assert (await harness.job(job_id)).state == JobState.SUCCEEDED
     with pytest.raises(JobStateConflict):
         await harness.resume(job_id)
 
@@ -143,11 +143,11 @@ async def test_skip_delays_off_leaves_the_retry_waiting_until_the_clock_moves(
 
     job_id = await harness.enqueue("flaky")
     await harness.drain(skip_delays=False)
-    assert (await harness.job(job_id))["state"] == JobState.RETRYING
+    assert (await harness.job(job_id)).state == JobState.RETRYING
     await harness.advance(40)
     await harness.drain(skip_delays=False)
     assert tries == [0, 1]
-    assert (await harness.job(job_id))["state"] == JobState.SUCCEEDED
+    assert (await harness.job(job_id)).state == JobState.SUCCEEDED
 
 
 async def test_the_fixture_is_there_and_cleans_up_its_handlers(lazarus: Lazarus) -> None:
@@ -157,4 +157,4 @@ async def test_the_fixture_is_there_and_cleans_up_its_handlers(lazarus: Lazarus)
 
     job_id = await lazarus.enqueue("only_here")
     await lazarus.drain()
-    assert (await lazarus.job(job_id))["state"] == JobState.SUCCEEDED
+    assert (await lazarus.job(job_id)).state == JobState.SUCCEEDED

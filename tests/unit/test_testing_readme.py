@@ -17,11 +17,11 @@ async def test_a_charge_that_died_succeeds_once_requeued(lazarus: Lazarus) -> No
     assert drained.delays_skipped == 2
     [death] = await lazarus.dead_letters(job_id)
     assert death.reason == "retries exhausted"
-    assert (await lazarus.job(job_id))["state"] == JobState.DEAD
+    assert (await lazarus.job(job_id)).state == JobState.DEAD
 
     await lazarus.requeue(job_id, retries=0)  # outbox, relay, broker, worker
     await lazarus.drain()
-    assert (await lazarus.job(job_id))["state"] == JobState.SUCCEEDED
+    assert (await lazarus.job(job_id)).state == JobState.SUCCEEDED
     assert [d.status for d in await lazarus.dead_letters(job_id)] == [DeadStatus.REQUEUED]
 
 
