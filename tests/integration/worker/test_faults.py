@@ -20,7 +20,7 @@ from tests.integration.fault_handlers import events
 
 pytestmark = pytest.mark.timeout(60)
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 HANDLERS = "tests.integration.fault_handlers"
 
 Spawn = Callable[..., Awaitable[asyncio.subprocess.Process]]

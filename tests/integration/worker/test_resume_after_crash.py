@@ -83,7 +83,7 @@ import asyncio, sys
 from engine.settings import Settings
 from engine.pg.store import Store
 from engine.worker.consume import Worker
-import tests.integration.test_resume_after_crash as jobs
+import tests.integration.worker.test_resume_after_crash as jobs
 
 async def main() -> None:
     settings = Settings(

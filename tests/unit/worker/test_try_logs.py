@@ -10,7 +10,7 @@ from engine import JobContext, RetryPolicy, handler
 from engine.registry import lookup
 from engine.states import Verdict
 from engine.worker.executor import Executor
-from tests.unit.test_prepare import job_of
+from tests.unit.worker.test_prepare import job_of
 
 tries: list[int] = []
 

@@ -12,7 +12,7 @@ from engine.outcome import Outcome
 from engine.registry import lookup
 from engine.states import Verdict
 from engine.worker.executor import Executor
-from tests.unit.test_prepare import job_of
+from tests.unit.worker.test_prepare import job_of
 
 WORKER = Executor("unit-worker")
 ONE_TRY = RetryPolicy(attempts=1, max_retries=0, timeout=0.05)
