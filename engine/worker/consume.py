@@ -109,7 +109,6 @@ class Worker:
         self.redelivery = Redelivery(
             settings,
             self.broker,
-            self.executor,
             self.settler,
             self._queue_of,
             self._sync_consume_channel,
@@ -223,16 +222,16 @@ class Worker:
             self._in_flight.discard(task)
 
     async def _handle(self, delivery: Delivery, task: asyncio.Task[None]) -> None:
+        prepared = self.executor.prepare(
+            delivery.body, delivery.message_id, self._queue_of(delivery), delivery.headers
+        )
         if delivery.redelivered:
-            await self.redelivery.divert(delivery)
+            await self.redelivery.divert(delivery, prepared)
             return
         # The copy made by a divert may arrive before the broker has taken the original's
         # ack; if the copy then kills the process, both come back and a crash loop doubles
         # its messages on every round. So nothing runs until pending diverts are settled.
         await self.redelivery.settled()
-        prepared = self.executor.prepare(
-            delivery.body, delivery.message_id, self._queue_of(delivery), delivery.headers
-        )
         if isinstance(prepared, Outcome):
             if prepared.message is not None and self.parker.holds(prepared.message.type):
                 await self._park(delivery, prepared.message)  # paused while its handler ships

@@ -31,7 +31,6 @@ from engine.registry import Handler
 from engine.retry import dead_reason
 from engine.settings import Settings
 from engine.states import JobState, Verdict
-from engine.worker.executor import Executor
 from engine.worker.settler import Settler
 from engine.worker.tracker import Tracker, Transition
 
@@ -59,7 +58,6 @@ class Redelivery:
         self,
         settings: Settings,
         broker: BrokerPort,
-        executor: Executor,
         settler: Settler,
         queue_of: Callable[[Delivery], str],
         sync_channel: Callable[[], Awaitable[None]],
@@ -69,7 +67,6 @@ class Redelivery:
     ) -> None:
         self.settings = settings
         self.broker = broker
-        self.executor = executor
         self.settler = settler
         self.queue_of = queue_of
         self.sync_channel = sync_channel
@@ -83,14 +80,14 @@ class Redelivery:
         """Return once no counted copy is being made."""
         await self._no_divert_pending.wait()
 
-    async def divert(self, delivery: Delivery) -> None:
-        """Count a redelivery in a fresh copy, or dead-letter a crash loop.
+    async def divert(
+        self, delivery: Delivery, prepared: Outcome | tuple[Handler, JobMessage]
+    ) -> None:
+        """Count a redelivery in a fresh copy, or dead-letter a crash loop; ``prepared``
+        is what the executor made of the delivery.
 
         The broker's own redelivered flag cannot count, so the count travels in a header.
         """
-        prepared = self.executor.prepare(
-            delivery.body, delivery.message_id, self.queue_of(delivery), delivery.headers
-        )
         if isinstance(prepared, Outcome) and prepared.reason == DeadReason.MALFORMED:
             # It never runs a handler, so it cannot be what killed a worker: it dies once.
             await self.settler.settle(delivery, prepared)
