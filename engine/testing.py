@@ -212,10 +212,15 @@ class Lazarus:
             await asyncio.sleep(0.001)
 
     def _busy_text(self) -> str:
-        return ", ".join(
-            f"{name}: {len(self.broker.messages(name))} queued"
+        """What is still in motion, for a DrainTimeout: running handlers, then queues."""
+        running = self.worker.running_jobs() if self.worker is not None else []
+        queued = [
+            f"{name}: {depth[0]} ready"
             for name in self.broker.queue_names()
-        )
+            if (depth := self.broker.depth(name)) is not None and depth[0]
+        ]
+        jobs = f"jobs still running: {', '.join(running)}" if running else "no job running"
+        return "; ".join([jobs, *queued])
 
     def _waiting(self) -> dict[str, int]:
         waiting: dict[str, int] = {}

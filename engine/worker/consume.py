@@ -85,6 +85,7 @@ class Worker:
         self.executor = Executor(self.worker_id, max_message_bytes=settings.max_message_bytes)
         self._consumers: Consumers | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._running_ids: set[str] = set()
         self.store = store
         self.tracker = Tracker(store) if store is not None else None
         self.dead_writer = DeadLetterWriter(store) if store is not None else None
@@ -115,6 +116,10 @@ class Worker:
             store=store,
             tracker=self.tracker,
         )
+
+    def running_jobs(self) -> list[str]:
+        """Ids of the jobs whose handlers run now, for whoever asks why a worker is busy."""
+        return sorted(self._running_ids)
 
     @property
     def processed(self) -> int:
@@ -295,6 +300,7 @@ class Worker:
         cancel, or a refused checkpoint, whatever the handler made of it)."""
         if self.control is not None:
             self.control.running(message, task)
+        self._running_ids.add(message.id)
         try:
             outcome = await self.executor.run(
                 handler, message, self._save_checkpoint if tracked else None
@@ -316,6 +322,7 @@ class Worker:
                     return None
             return outcome
         finally:
+            self._running_ids.discard(message.id)
             if self.control is not None:
                 self.control.finished(message.id)
 

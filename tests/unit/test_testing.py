@@ -6,6 +6,8 @@ PostgreSQL would fail here instead of passing by luck on a machine that has them
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 
@@ -13,7 +15,7 @@ from engine import JobContext, Permanent, RetryPolicy, Transient
 from engine.errors import JobNotFound, JobStateConflict
 from engine.settings import Settings
 from engine.states import DeadStatus, JobState, RequeueMode
-from engine.testing import Lazarus
+from engine.testing import DrainTimeout, Lazarus
 
 NOWHERE = Settings(
     amqp_url="amqp://guest:guest@127.0.0.1:1/",  # type: ignore[arg-type]
@@ -158,3 +160,18 @@ async def test_the_fixture_is_there_and_cleans_up_its_handlers(lazarus: Lazarus)
     job_id = await lazarus.enqueue("only_here")
     await lazarus.drain()
     assert (await lazarus.job(job_id)).state == JobState.SUCCEEDED
+
+
+async def test_a_drain_that_times_out_names_the_jobs_still_running(harness: Lazarus) -> None:
+    release = asyncio.Event()
+
+    @harness.handler("slow")
+    async def slow(ctx: JobContext) -> None:
+        await release.wait()
+
+    job_id = await harness.enqueue("slow", job_id="slow-1")
+    with pytest.raises(DrainTimeout, match=f"jobs still running: {job_id}"):
+        await harness.drain(timeout=0.3)
+    release.set()
+    await harness.drain()
+    assert (await harness.job(job_id)).state == JobState.SUCCEEDED
