@@ -69,7 +69,10 @@ class Lazarus:
 
     Use as ``async with Lazarus() as lazarus:`` (or the ``lazarus`` pytest fixture).
     Handlers registered while it is open (:meth:`handler`) are unregistered when it
-    closes; handlers your modules register at import stay, as in a worker.
+    closes; handlers your modules register at import stay, as in a worker. Without
+    ``settings`` it reads ``LAZARUS_*`` as a worker does, in a namespace of its own, and a
+    job of an unknown type dies at once; given ``settings`` are used as they are.
+    ``after``: the worker's after-outcome hooks (:class:`~engine.worker.settler.AfterOutcome`).
     """
 
     def __init__(
@@ -80,22 +83,26 @@ class Lazarus:
         settings: Settings | None = None,
         after: Sequence[AfterOutcome] = (),
     ) -> None:
-        base = settings or load_settings()
-        # A job of an unknown type dies at once: no rolling deploy to wait for here.
-        self.settings = base.model_copy(
-            update={"namespace": f"lzt{uuid.uuid4().hex[:8]}", "unknown_type_grace": 0}
-            if settings is None
-            else {}
-        )
+        if settings is None:  # no rolling deploy to wait for an unknown type's handler here
+            update = {"namespace": f"lzt{uuid.uuid4().hex[:8]}", "unknown_type_grace": 0}
+            settings = load_settings().model_copy(update=update)
+        self.settings = settings
         self.queues = list(queues)
-        self.concurrency = concurrency
-        self.after = tuple(after)
         self.clock = VirtualClock()
         self.broker = InMemoryBroker(self.settings, clock=self.clock)
         self.store = InMemoryStore()
         self.client = Client(self.settings, broker=self.broker)
         self.admin = Admin.over(self.store, self.broker, settings=self.settings, actor=ACTOR)
-        self.worker: Worker | None = None
+        self.worker = Worker(
+            self.settings,
+            self.queues,
+            concurrency=concurrency,
+            worker_id="test-worker",
+            store=self.store,
+            broker=self.broker,
+            control_interval=0.02,
+            after=after,
+        )
         self.recorder = Recorder(self.broker, self.store)
         self._registered: dict[str, Handler | None] = {}
 
@@ -111,30 +118,16 @@ class Lazarus:
         for queue in self.queues:
             await self.broker.declare_work_queue(queue)
         await self.recorder.start()
-        await self._start_worker()
+        await self.worker.start()
 
     async def stop(self) -> None:
         try:
-            if self.worker is not None:
-                await self.worker.stop(grace=0)
+            await self.worker.stop(grace=0)
             await self.recorder.stop()
             await self.broker.close()
         finally:
             for name, previous in self._registered.items():
                 swap(name, previous)
-
-    async def _start_worker(self) -> None:
-        self.worker = Worker(
-            self.settings,
-            self.queues,
-            concurrency=self.concurrency,
-            worker_id="test-worker",
-            store=self.store,
-            broker=self.broker,
-            control_interval=0.02,
-            after=self.after,
-        )
-        await self.worker.start()
 
     # -- handlers and jobs -------------------------------------------------------------
 
@@ -213,7 +206,7 @@ class Lazarus:
 
     def _busy_text(self) -> str:
         """What is still in motion, for a DrainTimeout: running handlers, then queues."""
-        running = self.worker.running_jobs() if self.worker is not None else []
+        running = self.worker.running_jobs()
         queued = [
             f"{name}: {depth[0]} ready"
             for name in self.broker.queue_names()
