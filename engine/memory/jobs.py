@@ -25,7 +25,7 @@ from engine.memory.tables import (
     pick,
     utc_now,
 )
-from engine.pg.port import Build
+from engine.pg.port import Build, OutboxKind, Staged
 from engine.states import PERSON_SEQ, JobState
 
 if TYPE_CHECKING:
@@ -210,7 +210,7 @@ class JobTables(Tables):
         }
         body = bytes(build(copied(resumed)))
         job.update(resumed)
-        self._stage(None, job_id, job["queue"], body)
+        self._stage(Staged(OutboxKind.RESUME, job_id, job["queue"], body))
         return copied(job)
 
     async def stopped_among(self, job_ids: Sequence[str]) -> dict[str, int]:

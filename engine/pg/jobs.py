@@ -12,7 +12,9 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
+from engine.pg.port import OutboxKind, Staged
 from engine.pg.queries import Q
 from engine.states import PERSON_SEQ
 
@@ -24,6 +26,23 @@ class JobStateQueries(ABC):
     @abstractmethod
     def pool(self) -> asyncpg.Pool:
         """The connection pool of the store these queries are mixed into."""
+
+    async def stage_outbox(
+        self, conn: PoolConnectionProxy[asyncpg.Record], staged: Sequence[Staged]
+    ) -> None:
+        """Write publishes of any kind to the outbox on ``conn``, inside the caller's
+        transaction: they are sent if and only if it commits."""
+        if not staged:
+            return
+        await conn.execute(
+            Q["insert_outbox"],
+            [s.kind.value for s in staged],
+            [s.dead_letter_id for s in staged],
+            [s.job_id for s in staged],
+            [s.queue for s in staged],
+            [s.body for s in staged],
+            [s.run_at for s in staged],
+        )
 
     async def report(self, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, int]]:
         """Apply worker-reported transitions (one row per job, see JobReport); return the
@@ -123,9 +142,8 @@ class JobStateQueries(ABC):
                 generation,
             )
             if row is not None:
-                await conn.execute(
-                    Q["insert_outbox"], [None], [row["job_id"]], [row["queue"]], [build(row)]
-                )
+                resumed = Staged(OutboxKind.RESUME, row["job_id"], row["queue"], build(row))
+                await self.stage_outbox(conn, [resumed])
             return row
 
     async def stopped_among(self, job_ids: Sequence[str]) -> dict[str, int]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.filters import DeadFilter
@@ -23,6 +25,29 @@ if TYPE_CHECKING:
 
 Build = Callable[[Row], bytes]
 """The new message body of a row a compare-and-set changed (its next generation)."""
+
+
+class OutboxKind(StrEnum):
+    """Why a publish was staged in the outbox."""
+
+    REQUEUE = "requeue"  # a dead letter moved back (its row becomes 'requeued' once sent)
+    RESUME = "resume"  # a suspended job's next generation
+    ENQUEUE = "enqueue"  # a new job inserted under a unique key
+    STEP = "step"  # reserved: a workflow's next step
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """One publish written to the outbox in the transaction of the change it publishes;
+    the relay sends ``body`` to the work exchange with ``queue`` as routing key, through a
+    delay queue if ``run_at`` is still ahead."""
+
+    kind: OutboxKind
+    job_id: str
+    queue: str
+    body: bytes
+    dead_letter_id: int | None = None
+    run_at: datetime | None = None
 
 
 class WorkerStore(Protocol):

@@ -113,9 +113,10 @@ async def test_two_hundred_concurrent_requeues_give_one_winner_and_one_outbox_ro
     )
     assert sorted(won) == [0] * 199 + [1]
     async with store.claim_outbox(100) as rows:
-        assert [(r["dead_letter_id"], r["job_id"], bytes(r["body"])) for r in rows] == [
-            (row_id, "j1", b"j1:1")
+        assert [(r["kind"], r["dead_letter_id"], r["job_id"], bytes(r["body"])) for r in rows] == [
+            ("requeue", row_id, "j1", b"j1:1")
         ]
+        assert rows[0]["run_at"] is None
     [row] = await store.history("j1")
     assert row["status"] == DeadStatus.REQUEUED
     assert row["status_changed_by"].startswith("admin")
@@ -287,8 +288,8 @@ async def test_stop_and_resume_are_compare_and_sets(store: AnyStore) -> None:
     )  # fmt: skip
     assert await resume(0) is None
     async with store.claim_outbox(10) as rows:
-        assert [(r["dead_letter_id"], r["job_id"], bytes(r["body"])) for r in rows] == [
-            (None, "j1", b"j1:2")
+        assert [(r["kind"], r["dead_letter_id"], r["job_id"], bytes(r["body"])) for r in rows] == [
+            ("resume", None, "j1", b"j1:2")
         ]
 
 

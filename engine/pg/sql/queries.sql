@@ -44,15 +44,19 @@ RETURNING id, job_id, generation, job_type, queue, payload, max_retries, enqueue
                        AND j.generation = dead_letters.generation), checkpoint) AS checkpoint;
 
 -- name: insert_outbox
-INSERT INTO requeue_outbox (dead_letter_id, job_id, queue, body)
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[]);
+-- Staged publishes of any kind, written in the transaction of the change they publish.
+INSERT INTO outbox (kind, dead_letter_id, job_id, queue, body, run_at)
+SELECT * FROM unnest(
+    $1::text[], $2::bigint[], $3::text[], $4::text[], $5::bytea[], $6::timestamptz[]
+);
 
 -- name: claim_outbox
-SELECT id, dead_letter_id, job_id, queue, body
-  FROM requeue_outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED;
+SELECT id, kind, dead_letter_id, job_id, queue, body, run_at
+  FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED;
 
 -- name: finish_outbox
-WITH sent AS (DELETE FROM requeue_outbox WHERE id = ANY($1::bigint[]) RETURNING dead_letter_id)
+-- A sent requeue's dead letter becomes 'requeued'; other kinds have none.
+WITH sent AS (DELETE FROM outbox WHERE id = ANY($1::bigint[]) RETURNING dead_letter_id)
 UPDATE dead_letters SET status = 'requeued'
  WHERE id IN (SELECT dead_letter_id FROM sent) AND status = 'requeue_pending';
 
