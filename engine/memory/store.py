@@ -32,7 +32,15 @@ from engine.memory.tables import (
     pick,
     utc_now,
 )
-from engine.pg.port import AdminStore, Build, OutboxKind, OutboxStore, Staged, WorkerStore
+from engine.pg.port import (
+    AdminStore,
+    Build,
+    OutboxKind,
+    OutboxStore,
+    Staged,
+    UniqueJobStore,
+    WorkerStore,
+)
 from engine.states import DeadStatus, JobState
 
 if TYPE_CHECKING:
@@ -316,6 +324,8 @@ class InMemoryStore(JobTables):
 
 if TYPE_CHECKING:
 
-    def _implements(store: InMemoryStore) -> tuple[WorkerStore, OutboxStore, AdminStore]:
+    def _implements(
+        store: InMemoryStore,
+    ) -> tuple[WorkerStore, OutboxStore, AdminStore, UniqueJobStore]:
         """mypy checks here that the double answers every port it stands in for."""
-        return store, store, store
+        return store, store, store, store

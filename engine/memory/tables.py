@@ -28,7 +28,7 @@ JOB_COLUMNS = (
     "job_id", "generation", "seq", "redeliveries", "job_type", "queue", "state", "attempt",
     "max_retries", "payload", "checkpoint", "suspend_on_failure", "error_type", "error_message",
     "traceback", "cause", "stopped_by", "worker", "created_at", "started_at", "updated_at",
-    "token",
+    "token", "unique_key",
 )  # fmt: skip
 LISTED_DEAD = (
     "id", "job_id", "generation", "job_type", "queue", "attempts", "max_retries", "reason",

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.filters import DeadFilter
 from engine.pg.rows import Row
+from engine.states import JobState
 
 if TYPE_CHECKING:
     from engine.pg.store import DeadRecord, Store
@@ -48,6 +49,47 @@ class Staged:
     body: bytes
     dead_letter_id: int | None = None
     run_at: datetime | None = None
+
+
+KEY_HELD = frozenset(
+    {JobState.PENDING, JobState.RUNNING, JobState.RETRYING, JobState.SUSPENDED, JobState.DEAD}
+)
+"""The states in which a job holds its unique key: it is not over for good (a dead job may
+be requeued). Succeeded and cancelled release it. The index ``jobs_unique_key_held``
+(migration 008) and the query ``key_holder`` list the same states."""
+
+
+@dataclass(frozen=True, slots=True)
+class UniqueJob:
+    """A new job to insert as pending under ``unique_key``, with its message staged in the
+    outbox (kind ``enqueue``) in the same transaction."""
+
+    unique_key: str
+    job_id: str
+    job_type: str
+    queue: str
+    payload: Any
+    max_retries: int | None
+    suspend_on_failure: bool | None
+    created_at: datetime
+    body: bytes
+    run_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """The answer of an enqueue-if-absent: the job created, or the one holding the key.
+
+    ``state`` is the holder's state when ``created`` is false, and pending when true.
+    """
+
+    job_id: str
+    created: bool
+    state: JobState
+
+
+class JobIdTaken(ValueError):
+    """An enqueue-if-absent asked for a job id that a job outside its key already has."""
 
 
 class WorkerStore(Protocol):
@@ -117,6 +159,17 @@ class OutboxStore(Protocol):
     async def audit(
         self, actor: str, action: str, selector: dict[str, Any], count: int
     ) -> None: ...
+
+
+class UniqueJobStore(OutboxStore, Protocol):
+    """What :meth:`engine.client.Client.enqueue_if_absent` uses: insert under a unique key,
+    then drain the outbox."""
+
+    async def enqueue_unique(self, job: UniqueJob) -> Enqueued:
+        """In one transaction, the job's row (pending, with its key) and its outbox row; if a
+        job holds the key, nothing is inserted and that job is the answer. JobIdTaken if
+        the job id belongs to a job that does not hold the key."""
+        ...
 
 
 class AdminStore(OutboxStore, Protocol):

@@ -466,3 +466,11 @@ def _where(selector: DeadFilter) -> tuple[list[str], list[Any]]:
     if selector.died_before:
         add("died_at < {}", selector.died_before)
     return where, args
+
+
+if TYPE_CHECKING:
+    from engine.pg.port import AdminStore, OutboxStore, UniqueJobStore, WorkerStore
+
+    def _implements(store: Store) -> tuple[WorkerStore, OutboxStore, AdminStore, UniqueJobStore]:
+        """mypy checks here that the store answers every port."""
+        return store, store, store, store

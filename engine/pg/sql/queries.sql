@@ -129,6 +129,22 @@ WHERE (EXCLUDED.generation, EXCLUDED.seq, EXCLUDED.redeliveries)
    OR j.token = EXCLUDED.token
 RETURNING job_id, seq;
 
+-- name: insert_unique_job
+-- A new job under a unique key, pending until a worker reports it. Nothing is inserted if
+-- a job holds the key (jobs_unique_key_held) or if the job id is taken.
+INSERT INTO jobs (
+    job_id, generation, seq, redeliveries, job_type, queue, state, attempt, max_retries,
+    payload, suspend_on_failure, created_at, unique_key, updated_at
+)
+VALUES ($1, 0, 0, 0, $2, $3, 'pending', 0, $4, $5, $6, $7, $8, now())
+ON CONFLICT DO NOTHING
+RETURNING job_id;
+
+-- name: key_holder
+-- The job that holds a unique key: the states of jobs_unique_key_held's predicate.
+SELECT job_id, state FROM jobs
+ WHERE unique_key = $1 AND state IN ('pending', 'running', 'retrying', 'suspended', 'dead');
+
 -- name: save_checkpoint
 UPDATE jobs SET checkpoint = $3, updated_at = now()
  WHERE job_id = $1 AND generation = $2 AND state = 'running';
