@@ -16,7 +16,7 @@ import pytest
 from engine.filters import DeadFilter
 from engine.memory.store import InMemoryStore
 from engine.pg.errors import DB_REJECTED, DB_UNAVAILABLE
-from engine.pg.port import AdminStore, OutboxStore, WorkerStore
+from engine.pg.port import AdminStore, OutboxStore, UniqueJobStore, WorkerStore
 from engine.pg.rows import Row
 from engine.pg.store import DeadRecord
 from engine.pg.workers import WorkerInfo
@@ -486,10 +486,11 @@ async def test_an_outage_fails_every_call_as_postgresql_down_does() -> None:
 
 def test_every_port_method_has_a_contract_test() -> None:
     """A method added to a port needs a rule pinned here, or the double can drift."""
-    source = Path(__file__).read_text()
+    here = Path(__file__).parent
+    source = "".join((here / name).read_text() for name in ("test_store.py", "test_unique_keys.py"))
     methods = {
         name
-        for port in (WorkerStore, OutboxStore, AdminStore)
+        for port in (WorkerStore, OutboxStore, AdminStore, UniqueJobStore)
         for name in vars(port)
         if not name.startswith("_")
     }

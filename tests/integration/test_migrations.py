@@ -3,13 +3,19 @@ brought up to date without losing them."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import asyncpg
 import pytest
 
+from engine.memory.broker import InMemoryBroker
+from engine.outbox.relay import run_relay
 from engine.pg import store as store_module
 from engine.pg.store import Store, migrations
-from tests.conftest import make_settings, unique_namespace
+from tests.conftest import make_settings, unique_namespace, wait_for
 
 
 @pytest.fixture
@@ -65,3 +71,43 @@ async def test_rows_waiting_in_the_requeue_outbox_stay_in_the_outbox(
         "INSERT INTO outbox (kind, job_id, queue, body) VALUES ('enqueue', 'j3', 'q', 'b')"
     )
     assert await bare_store.pool.fetchval("SELECT max(id) FROM outbox") == 3
+
+
+class OldRelayStore(Store):
+    """The previous release's relay claim: it still reads ``requeue_outbox``."""
+
+    @asynccontextmanager
+    async def claim_outbox(self, limit: int) -> AsyncIterator[list[asyncpg.Record]]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield list(
+                await conn.fetch(
+                    "SELECT id, dead_letter_id, job_id, queue, body FROM requeue_outbox"
+                    " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                    limit,
+                )
+            )
+
+
+async def test_an_old_relay_fails_loudly_retries_and_leaves_the_rows_waiting(
+    bare_store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    await bare_store.migrate()
+    await bare_store.pool.execute(
+        "INSERT INTO outbox (kind, job_id, queue, body) VALUES ('resume', 'j1', 'default', 'b')"
+    )
+    old = OldRelayStore(bare_store.settings)
+    await old.connect()
+    relay = asyncio.create_task(run_relay(old, InMemoryBroker(bare_store.settings), interval=0.05))
+    try:
+        with caplog.at_level(logging.WARNING, logger="lazarus.relay"):
+            await wait_for(
+                lambda: sum("relay pass failed" in r.message for r in caplog.records) >= 3,
+                what="three failed passes",
+            )
+        assert not relay.done()  # it goes on trying
+        assert "requeue_outbox" in caplog.text
+    finally:
+        relay.cancel()
+        await asyncio.gather(relay, return_exceptions=True)
+        await old.close()
+    assert await bare_store.pool.fetchval("SELECT count(*) FROM outbox") == 1

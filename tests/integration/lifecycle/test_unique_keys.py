@@ -25,6 +25,14 @@ async def build_report(ctx: JobContext) -> None:
     await gates.setdefault(ctx.job_id, asyncio.Event()).wait()
 
 
+ran_at: dict[str, float] = {}
+
+
+@handler("uk.stamp")
+async def stamp(ctx: JobContext) -> None:
+    ran_at[ctx.job_id] = asyncio.get_running_loop().time()
+
+
 @handler("uk.untracked", track=False)
 async def untracked(ctx: JobContext) -> None:
     pass
@@ -75,6 +83,19 @@ async def test_the_created_job_runs_once_and_holds_its_key_until_it_succeeds(
 
 async def _is(store: Store, job_id: str, state: str) -> bool:
     return await state_of(store, job_id) == state
+
+
+async def test_a_delayed_job_under_a_key_waits_in_a_delay_queue(
+    client: Client, store: Store, dead_settings: Settings
+) -> None:
+    async with tracking_worker(dead_settings):
+        began = asyncio.get_running_loop().time()
+        job = await client.enqueue_if_absent("uk.stamp", key="stamp:1", delay=2)
+        assert await store.pool.fetchval("SELECT count(*) FROM outbox") == 0  # published
+        again = await client.enqueue_if_absent("uk.stamp", key="stamp:1")
+        assert (again.job_id, again.created) == (job.job_id, False)
+        await wait_for(lambda: _is(store, job.job_id, "succeeded"), what="the delayed job")
+    assert ran_at[job.job_id] - began >= 1.9
 
 
 async def test_a_type_registered_untracked_cannot_take_a_key(client: Client) -> None:
