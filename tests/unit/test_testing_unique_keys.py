@@ -76,3 +76,24 @@ async def test_an_untracked_type_cannot_take_a_key(harness: Lazarus) -> None:
 
     with pytest.raises(ValueError, match="track=False"):
         await harness.enqueue_if_absent("fire", key="k")
+
+
+async def test_a_publish_that_fails_after_the_commit_leaves_the_job_to_the_relay(
+    harness: Lazarus,
+) -> None:
+    runs: list[str] = []
+
+    @harness.handler("flaky.publish")
+    async def job(ctx: JobContext) -> None:
+        runs.append(ctx.job_id)
+
+    allow = harness.broker.refuse(lambda published: True)
+    created = await harness.enqueue_if_absent("flaky.publish", key="p:1")
+    assert created.created  # committed: the outbox holds its message
+    assert [r["kind"] for r in harness.store.outbox.values()] == ["enqueue"]
+    again = await harness.enqueue_if_absent("flaky.publish", key="p:1")
+    assert (again.job_id, again.created) == (created.job_id, False)
+    allow()
+    await harness.drain()  # the relay's pass
+    assert runs == [created.job_id]
+    assert harness.store.outbox == {}
