@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from engine.amqp.broker import Broker
 from engine.amqp.port import BrokerPort, Outgoing
 from engine.amqp.topology import delay_tier_ms, requested_delay_ms, work_exchange, work_queue
-from engine.errors import PublishFailed
+from engine.errors import LazarusError, PublishFailed
 from engine.message import (
     MAX_ATTEMPTS,
     JobMessage,
@@ -20,8 +21,15 @@ from engine.message import (
     new_job_id,
     now_utc,
 )
+from engine.outbox.relay import drain
+from engine.pg.errors import DB_ERROR
+from engine.pg.port import Enqueued, JobIdTaken, UniqueJob, UniqueJobStore
 from engine.registry import registered
 from engine.settings import Settings, load_settings
+
+__all__ = ["Client", "Enqueued", "JobIdTaken", "unique_key_problem"]
+
+log = logging.getLogger("lazarus.client")
 
 
 class Client:
@@ -33,14 +41,17 @@ class Client:
         *,
         broker: BrokerPort | None = None,
         routes: Mapping[str, str] | None = None,
+        store: UniqueJobStore | None = None,
     ) -> None:
         """``routes`` (job type -> queue), for types whose handlers live elsewhere: what the
         workers' registry says (``engine.pg.workers.known_routes``), as ``lazarus enqueue``
-        passes it."""
+        passes it. ``store`` (connected by the caller) is needed by
+        :meth:`enqueue_if_absent` only."""
         self.settings = settings or load_settings()
         self.broker: BrokerPort = broker or Broker(self.settings, name="lazarus-client")
         self._owns_broker = broker is None
         self.routes = dict(routes or {})
+        self.store = store
 
     async def __aenter__(self) -> Client:
         if self._owns_broker:
@@ -88,6 +99,73 @@ class Client:
         delay_ms = requested_delay_ms(wait) if wait > 0 else 0
         await self.broker.publish(*await self._route(message, delay_ms))
         return message.id
+
+    async def enqueue_if_absent(
+        self,
+        job_type: str,
+        payload: Any = None,
+        *,
+        key: str,
+        queue: str | None = None,
+        max_retries: int | None = None,
+        delay: float | None = None,
+        at: datetime | None = None,
+        job_id: str | None = None,
+        suspend_on_failure: bool | None = None,
+    ) -> Enqueued:
+        """Enqueue a job unless one under unique ``key`` is not over for good.
+
+        In one transaction the job's row is inserted, pending and holding ``key``, with its
+        message in the outbox; if a job holds ``key`` (pending, running, retrying,
+        suspended or dead) nothing is inserted and that job is the answer
+        (``created=False`` and its state). The key is free again once its job succeeds or
+        is cancelled. A created job is published at once (the outbox is drained after the
+        commit); if that fails it stays staged and the relay publishes it.
+
+        The options are :meth:`enqueue`'s. ValueError for a bad key, and for a job type
+        registered here with ``track=False`` (its state is never recorded, so it would hold
+        its key forever); a type whose handler is not registered here is taken to be
+        tracked. JobIdTaken if ``job_id`` belongs to a job outside the key.
+        """
+        if self.store is None:
+            raise RuntimeError("enqueue_if_absent needs the store: Client(settings, store=...)")
+        if problem := unique_key_problem(key):
+            raise ValueError(f"unique key {key[:64]!r}: {problem}")
+        handler = registered().get(job_type)
+        if handler is not None and not handler.track:
+            raise ValueError(
+                f"job type {job_type!r} is registered with track=False: its state is never "
+                f"recorded, so it would hold unique key {key[:64]!r} forever"
+            )
+        wait = seconds_to_wait(delay, at)
+        message = build_message(
+            job_type,
+            payload,
+            self.queue_for(job_type, queue),
+            max_retries,
+            job_id,
+            suspend_on_failure,
+        )
+        answer = await self.store.enqueue_unique(
+            UniqueJob(
+                unique_key=key,
+                job_id=message.id,
+                job_type=message.type,
+                queue=message.queue,
+                payload=message.payload,
+                max_retries=message.max_retries,
+                suspend_on_failure=message.suspend_on_failure,
+                created_at=message.created_at,
+                body=encode(message),
+                run_at=message.created_at + timedelta(seconds=wait) if wait > 0 else None,
+            )
+        )
+        if answer.created:
+            try:
+                await drain(self.store, self.broker)
+            except (LazarusError, *DB_ERROR) as exc:
+                log.warning("job %s is staged; the relay will publish it: %r", message.id, exc)
+        return answer
 
     async def enqueue_many(
         self, jobs: Iterable[tuple[str, Any]], *, queue: str | None = None, in_flight: int = 1000
@@ -161,6 +239,14 @@ def queue_for(job_type: str, queue: str | None, routes: Mapping[str, str] | None
     if handler is not None:
         return handler.queue
     return (routes or {}).get(job_type, "default")
+
+
+def unique_key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be a unique key (None if it can): the bounds of a job id (at most
+    255 bytes of UTF-8, no control characters), and not empty."""
+    if not key:
+        return "is empty"
+    return job_id_problem(key)
 
 
 def build_message(

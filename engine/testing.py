@@ -31,7 +31,7 @@ from typing import Any
 from engine.admin.facade import Admin
 from engine.admin.rows import DeadLetter, Job, JobSummary
 from engine.amqp.topology import retained_queue, work_exchange
-from engine.client import Client
+from engine.client import Client, Enqueued
 from engine.deadletters.recorder import Recorder
 from engine.errors import LazarusError
 from engine.filters import DeadFilter
@@ -91,7 +91,7 @@ class Lazarus:
         self.clock = VirtualClock()
         self.broker = InMemoryBroker(self.settings, clock=self.clock)
         self.store = InMemoryStore()
-        self.client = Client(self.settings, broker=self.broker)
+        self.client = Client(self.settings, broker=self.broker, store=self.store)
         self.admin = Admin.over(self.store, self.broker, settings=self.settings, actor=ACTOR)
         self.worker = Worker(
             self.settings,
@@ -156,6 +156,12 @@ class Lazarus:
     async def enqueue(self, job_type: str, payload: Any = None, **options: Any) -> str:
         """:meth:`engine.Client.enqueue` on the in-memory broker; returns the job id."""
         return await self.client.enqueue(job_type, payload, **options)
+
+    async def enqueue_if_absent(
+        self, job_type: str, payload: Any = None, *, key: str, **options: Any
+    ) -> Enqueued:
+        """:meth:`engine.Client.enqueue_if_absent` on the in-memory store and broker."""
+        return await self.client.enqueue_if_absent(job_type, payload, key=key, **options)
 
     async def publish_raw(
         self,

@@ -10,7 +10,7 @@ import os
 import sys
 from datetime import datetime
 from importlib.metadata import version
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -109,6 +109,16 @@ def job_id_option(job_id: str | None) -> str | None:
     return job_id
 
 
+def unique_key_option(key: str | None) -> str | None:
+    """A unique key out of its bounds is a usage error (exit 2) saying why."""
+    from engine.client import unique_key_problem
+
+    problem = None if key is None else unique_key_problem(key)
+    if problem is not None:
+        raise typer.BadParameter(f"unique key {plain(key)!r} {problem}")
+    return key
+
+
 def run_at(text: str | None) -> datetime | None:
     """``--at`` as an aware time; a time without its offset is a usage error (exit 2)."""
     if text is None:
@@ -170,9 +180,18 @@ async def enqueue(
     job_id: Annotated[
         str | None, typer.Option(callback=job_id_option, help="Job id (default: a new UUID).")
     ] = None,
+    unique_key: Annotated[
+        str | None,
+        typer.Option(
+            callback=unique_key_option,
+            help="Enqueue only if no job under this key is pending, running, retrying, "
+            "suspended or dead; else print that job (needs PostgreSQL).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Publish one job; print its id once RabbitMQ has confirmed it."""
+    """Publish one job; print its id once RabbitMQ has confirmed it. With --unique-key,
+    print whether it was created or found, with its id and state."""
     from engine.client import Client
 
     body = parse_json(payload, "PAYLOAD")
@@ -181,6 +200,12 @@ async def enqueue(
         fail("give --delay or --at, not both", EXIT_USAGE)
     config = settings()
     routes = await registry_routes(config) if queue is None else {}
+    if unique_key is not None:
+        await enqueue_if_absent(
+            config, routes, unique_key, as_json, job_type, body,
+            queue=queue, max_retries=max_retries, delay=delay, at=when, job_id=job_id,
+        )  # fmt: skip
+        return
     async with Client(config, routes=routes) as client:
         new_id = await client.enqueue(
             job_type, body, queue=queue, max_retries=max_retries, delay=delay, at=when,
@@ -190,6 +215,36 @@ async def enqueue(
         print_json({"job_id": new_id})
     else:
         typer.echo(new_id)
+
+
+async def enqueue_if_absent(
+    config: Settings,
+    routes: dict[str, str],
+    key: str,
+    as_json: bool,
+    job_type: str,
+    body: object,
+    **options: Any,
+) -> None:
+    """``enqueue --unique-key``: created or found, exit 0 either way."""
+    from engine.client import Client
+    from engine.pg.store import Store
+
+    store = Store(config, min_size=1, max_size=2)
+    await store.connect()
+    try:
+        async with Client(config, routes=routes, store=store) as client:
+            answer = await client.enqueue_if_absent(job_type, body, key=key, **options)
+    finally:
+        await store.close()
+    if as_json:
+        print_json(
+            {"job_id": answer.job_id, "created": answer.created, "state": answer.state.value}
+        )
+    elif answer.created:
+        typer.echo(f"created {answer.job_id}")
+    else:
+        typer.echo(f"found {plain(answer.job_id)} ({answer.state.value})")
 
 
 @app.command()

@@ -25,7 +25,15 @@ from engine.memory.tables import (
     pick,
     utc_now,
 )
-from engine.pg.port import Build
+from engine.pg.port import (
+    KEY_HELD,
+    Build,
+    Enqueued,
+    JobIdTaken,
+    OutboxKind,
+    Staged,
+    UniqueJob,
+)
 from engine.states import PERSON_SEQ, JobState
 
 if TYPE_CHECKING:
@@ -120,6 +128,38 @@ class JobTables(Tables):
             **errors,
         )
 
+    async def enqueue_unique(self, job: UniqueJob) -> Enqueued:
+        """insert_unique_job and its outbox row in one step, or the key's holder
+        (key_holder); JobIdTaken if the id is taken outside the key."""
+        self._up()
+        for held in self.jobs.values():
+            if held["unique_key"] == job.unique_key and held["state"] in KEY_HELD:
+                return Enqueued(held["job_id"], False, JobState(held["state"]))
+        if job.job_id in self.jobs:
+            raise JobIdTaken(
+                f"job id {job.job_id[:64]!r} is taken by a job that does not hold "
+                f"unique key {job.unique_key[:64]!r}"
+            )
+        row = dict.fromkeys(JOB_COLUMNS) | {
+            "job_id": checked_text(job.job_id),
+            "generation": 0,
+            "seq": 0,
+            "redeliveries": 0,
+            "job_type": checked_text(job.job_type),
+            "queue": checked_text(job.queue),
+            "state": JobState.PENDING.value,
+            "attempt": 0,
+            "max_retries": checked_int32(job.max_retries),
+            "payload": as_jsonb(job.payload),
+            "suspend_on_failure": job.suspend_on_failure,
+            "created_at": job.created_at,
+            "updated_at": utc_now(),
+            "unique_key": checked_text(job.unique_key),
+        }
+        self.jobs[job.job_id] = row
+        self._stage(Staged(OutboxKind.ENQUEUE, job.job_id, job.queue, job.body, run_at=job.run_at))
+        return Enqueued(job.job_id, True, JobState.PENDING)
+
     async def save_checkpoint(self, job_id: str, generation: int, state: Any) -> bool:
         self._up()
         job = self.jobs.get(job_id)
@@ -210,7 +250,7 @@ class JobTables(Tables):
         }
         body = bytes(build(copied(resumed)))
         job.update(resumed)
-        self._stage(None, job_id, job["queue"], body)
+        self._stage(Staged(OutboxKind.RESUME, job_id, job["queue"], body))
         return copied(job)
 
     async def stopped_among(self, job_ids: Sequence[str]) -> dict[str, int]:

@@ -21,6 +21,7 @@ from engine.memory.jobs import JobTables
 from engine.memory.matching import matches
 from engine.memory.tables import (
     LISTED_DEAD,
+    OUTBOX_CLAIMED,
     QUEUE_NAME,
     STAGED,
     STOPPED,
@@ -31,7 +32,15 @@ from engine.memory.tables import (
     pick,
     utc_now,
 )
-from engine.pg.port import AdminStore, Build, OutboxStore, WorkerStore
+from engine.pg.port import (
+    AdminStore,
+    Build,
+    OutboxKind,
+    OutboxStore,
+    Staged,
+    UniqueJobStore,
+    WorkerStore,
+)
 from engine.states import DeadStatus, JobState
 
 if TYPE_CHECKING:
@@ -184,7 +193,7 @@ class InMemoryStore(JobTables):
                     token=None,
                     updated_at=now,
                 )
-            self._stage(row["id"], row["job_id"], row["queue"], body)
+            self._stage(Staged(OutboxKind.REQUEUE, row["job_id"], row["queue"], body, row["id"]))
         return len(staged)
 
     @asynccontextmanager
@@ -195,10 +204,7 @@ class InMemoryStore(JobTables):
         ids = [i for i in sorted(self.outbox) if i not in self._claimed][:limit]
         self._claimed.update(ids)
         try:
-            yield [
-                pick(self.outbox[i], ("id", "dead_letter_id", "job_id", "queue", "body"))
-                for i in ids
-            ]
+            yield [pick(self.outbox[i], OUTBOX_CLAIMED) for i in ids]
             self._up()  # the commit needs the server too
             for i in ids:
                 sent = self.outbox.pop(i, None)
@@ -318,6 +324,8 @@ class InMemoryStore(JobTables):
 
 if TYPE_CHECKING:
 
-    def _implements(store: InMemoryStore) -> tuple[WorkerStore, OutboxStore, AdminStore]:
+    def _implements(
+        store: InMemoryStore,
+    ) -> tuple[WorkerStore, OutboxStore, AdminStore, UniqueJobStore]:
         """mypy checks here that the double answers every port it stands in for."""
-        return store, store, store
+        return store, store, store, store

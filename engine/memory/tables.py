@@ -15,6 +15,7 @@ import asyncpg
 import orjson
 
 from engine.errors import ServiceUnavailable
+from engine.pg.port import Staged
 from engine.states import JobState
 
 # The columns of the tracker's report rows (engine.worker.tracker.Transition.row), in order.
@@ -27,7 +28,7 @@ JOB_COLUMNS = (
     "job_id", "generation", "seq", "redeliveries", "job_type", "queue", "state", "attempt",
     "max_retries", "payload", "checkpoint", "suspend_on_failure", "error_type", "error_message",
     "traceback", "cause", "stopped_by", "worker", "created_at", "started_at", "updated_at",
-    "token",
+    "token", "unique_key",
 )  # fmt: skip
 LISTED_DEAD = (
     "id", "job_id", "generation", "job_type", "queue", "attempts", "max_retries", "reason",
@@ -39,6 +40,7 @@ LISTED_JOB = (
 )  # fmt: skip
 STAGED = ("id", "job_id", "generation", "job_type", "queue", "payload", "max_retries",
           "enqueued_at")  # fmt: skip
+OUTBOX_CLAIMED = ("id", "kind", "dead_letter_id", "job_id", "queue", "body", "run_at")
 ERROR_FIELDS = ("error_type", "error_message", "traceback")
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # mark_requeue_pending's pattern
 _INT32 = range(-(2**31), 2**31)
@@ -120,13 +122,16 @@ class Tables:
         if self._down:
             raise ServiceUnavailable("PostgreSQL: connection refused (in-memory outage)")
 
-    def _stage(self, dead_letter_id: int | None, job_id: str, queue: str, body: bytes) -> None:
+    def _stage(self, staged: Staged) -> None:
+        """One outbox row (insert_outbox), in the same step as the change it publishes."""
         outbox_id = self._next("outbox")
         self.outbox[outbox_id] = {
             "id": outbox_id,
-            "dead_letter_id": dead_letter_id,
-            "job_id": job_id,
-            "queue": queue,
-            "body": body,
+            "kind": staged.kind.value,
+            "dead_letter_id": staged.dead_letter_id,
+            "job_id": checked_text(staged.job_id),
+            "queue": checked_text(staged.queue),
+            "body": bytes(staged.body),
+            "run_at": staged.run_at,
             "created_at": utc_now(),
         }

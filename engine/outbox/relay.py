@@ -1,10 +1,10 @@
-"""The relay: publishes staged requeues from the outbox, then marks them sent.
+"""The relay: publishes staged messages from the outbox, then marks them sent.
 
-The outbox row is written in the same transaction as the dead letter's status
-change, so a requeue is never half done: a crash before the commit leaves the job
-dead, a crash after it leaves a row the next relay pass publishes. A crash after
-the broker's confirm and before the relay's commit publishes that job once more;
-the (job id, generation) idempotency key covers it.
+An outbox row (a requeue, a resume, an enqueue under a unique key) is written in the
+same transaction as the change it publishes, so that change is never half done: a crash
+before the commit leaves nothing to send, a crash after it leaves a row the next relay
+pass publishes. A crash after the broker's confirm and before the relay's commit
+publishes that job once more; the (job id, generation) idempotency key covers it.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ import asyncio
 import logging
 
 from engine.amqp.port import BrokerPort, Outgoing
-from engine.amqp.topology import work_exchange
+from engine.amqp.topology import requested_delay_ms, work_exchange
 from engine.errors import LazarusError
+from engine.message import now_utc
 from engine.pg.errors import DB_ERROR
 from engine.pg.port import OutboxStore
+from engine.pg.rows import Row
 
 log = logging.getLogger("lazarus.relay")
 
@@ -34,10 +36,21 @@ async def drain(store: OutboxStore, broker: BrokerPort, *, batch: int = BATCH) -
             for queue in {r["queue"] for r in rows}:
                 await broker.ensure_work_queue(queue)
             outgoing: list[Outgoing] = [
-                (exchange, r["queue"], bytes(r["body"]), None, r["job_id"]) for r in rows
+                (*await _route(broker, exchange, r), bytes(r["body"]), None, r["job_id"])
+                for r in rows
             ]
             await broker.publish_many(outgoing)
             sent += len(rows)
+
+
+async def _route(broker: BrokerPort, exchange: str, row: Row) -> tuple[str, str]:
+    """(exchange, routing key) of an outbox row: its work queue, or a delay queue while
+    its run-at time (an enqueue's delay) is ahead."""
+    run_at = row.get("run_at")
+    wait = 0.0 if run_at is None else (run_at - now_utc()).total_seconds()
+    if wait > 0:
+        return await broker.delay_route(row["queue"], requested_delay_ms(wait))
+    return exchange, row["queue"]
 
 
 class Follower:
@@ -108,12 +121,13 @@ class Follower:
 
 
 async def run_relay(store: OutboxStore, broker: BrokerPort, *, interval: float = 5.0) -> None:
-    """Drain the outbox every ``interval`` seconds: finishes requeues whose caller died."""
+    """Drain the outbox every ``interval`` seconds: finishes the publishes whose caller died
+    (or did not wait); a failed pass is logged and tried again, the rows wait."""
     while True:
         try:
             sent = await drain(store, broker)
             if sent:
-                log.info("relay published %d staged requeues", sent)
+                log.info("relay published %d staged messages", sent)
         except (LazarusError, *DB_ERROR) as exc:
             log.warning("relay pass failed, retrying in %.0f s: %r", interval, exc)
         await asyncio.sleep(interval)

@@ -12,9 +12,11 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
+from engine.pg.port import Enqueued, JobIdTaken, OutboxKind, Staged, UniqueJob
 from engine.pg.queries import Q
-from engine.states import PERSON_SEQ
+from engine.states import PERSON_SEQ, JobState
 
 
 class JobStateQueries(ABC):
@@ -24,6 +26,56 @@ class JobStateQueries(ABC):
     @abstractmethod
     def pool(self) -> asyncpg.Pool:
         """The connection pool of the store these queries are mixed into."""
+
+    async def stage_outbox(
+        self, conn: PoolConnectionProxy[asyncpg.Record], staged: Sequence[Staged]
+    ) -> None:
+        """Write publishes of any kind to the outbox on ``conn``, inside the caller's
+        transaction: they are sent if and only if it commits."""
+        if not staged:
+            return
+        await conn.execute(
+            Q["insert_outbox"],
+            [s.kind.value for s in staged],
+            [s.dead_letter_id for s in staged],
+            [s.job_id for s in staged],
+            [s.queue for s in staged],
+            [s.body for s in staged],
+            [s.run_at for s in staged],
+        )
+
+    async def enqueue_unique(self, job: UniqueJob) -> Enqueued:
+        """Insert the job under its key with its outbox row, or answer with the key's holder.
+
+        Of concurrent callers with one key, one inserts; the others wait for its commit on
+        the index and find it. A holder that releases the key between the refused insert
+        and the look-up is no holder: the insert is tried again.
+        """
+        staged = Staged(OutboxKind.ENQUEUE, job.job_id, job.queue, job.body, run_at=job.run_at)
+        while True:
+            async with self.pool.acquire() as conn, conn.transaction():
+                inserted = await conn.fetchval(
+                    Q["insert_unique_job"],
+                    job.job_id,
+                    job.job_type,
+                    job.queue,
+                    job.max_retries,
+                    job.payload,
+                    job.suspend_on_failure,
+                    job.created_at,
+                    job.unique_key,
+                )
+                if inserted is not None:
+                    await self.stage_outbox(conn, [staged])
+                    return Enqueued(job.job_id, True, JobState.PENDING)
+            holder = await self.pool.fetchrow(Q["key_holder"], job.unique_key)
+            if holder is not None:
+                return Enqueued(holder["job_id"], False, JobState(holder["state"]))
+            if await self.pool.fetchrow(Q["get_job"], job.job_id) is not None:
+                raise JobIdTaken(
+                    f"job id {job.job_id[:64]!r} is taken by a job that does not hold "
+                    f"unique key {job.unique_key[:64]!r}"
+                )
 
     async def report(self, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, int]]:
         """Apply worker-reported transitions (one row per job, see JobReport); return the
@@ -123,9 +175,8 @@ class JobStateQueries(ABC):
                 generation,
             )
             if row is not None:
-                await conn.execute(
-                    Q["insert_outbox"], [None], [row["job_id"]], [row["queue"]], [build(row)]
-                )
+                resumed = Staged(OutboxKind.RESUME, row["job_id"], row["queue"], build(row))
+                await self.stage_outbox(conn, [resumed])
             return row
 
     async def stopped_among(self, job_ids: Sequence[str]) -> dict[str, int]:

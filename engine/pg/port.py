@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.filters import DeadFilter
 from engine.pg.rows import Row
+from engine.states import JobState
 
 if TYPE_CHECKING:
     from engine.pg.store import DeadRecord, Store
@@ -23,6 +26,70 @@ if TYPE_CHECKING:
 
 Build = Callable[[Row], bytes]
 """The new message body of a row a compare-and-set changed (its next generation)."""
+
+
+class OutboxKind(StrEnum):
+    """Why a publish was staged in the outbox."""
+
+    REQUEUE = "requeue"  # a dead letter moved back (its row becomes 'requeued' once sent)
+    RESUME = "resume"  # a suspended job's next generation
+    ENQUEUE = "enqueue"  # a new job inserted under a unique key
+    STEP = "step"  # reserved: a workflow's next step
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """One publish written to the outbox in the transaction of the change it publishes;
+    the relay sends ``body`` to the work exchange with ``queue`` as routing key, through a
+    delay queue if ``run_at`` is still ahead."""
+
+    kind: OutboxKind
+    job_id: str
+    queue: str
+    body: bytes
+    dead_letter_id: int | None = None
+    run_at: datetime | None = None
+
+
+KEY_HELD = frozenset(
+    {JobState.PENDING, JobState.RUNNING, JobState.RETRYING, JobState.SUSPENDED, JobState.DEAD}
+)
+"""The states in which a job holds its unique key: it is not over for good (a dead job may
+be requeued). Succeeded and cancelled release it. The index ``jobs_unique_key_held``
+(migration 008) and the query ``key_holder`` list the same states."""
+
+
+@dataclass(frozen=True, slots=True)
+class UniqueJob:
+    """A new job to insert as pending under ``unique_key``, with its message staged in the
+    outbox (kind ``enqueue``) in the same transaction."""
+
+    unique_key: str
+    job_id: str
+    job_type: str
+    queue: str
+    payload: Any
+    max_retries: int | None
+    suspend_on_failure: bool | None
+    created_at: datetime
+    body: bytes
+    run_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """The answer of an enqueue-if-absent: the job created, or the one holding the key.
+
+    ``state`` is the holder's state when ``created`` is false, and pending when true.
+    """
+
+    job_id: str
+    created: bool
+    state: JobState
+
+
+class JobIdTaken(ValueError):
+    """An enqueue-if-absent asked for a job id that a job outside its key already has."""
 
 
 class WorkerStore(Protocol):
@@ -92,6 +159,17 @@ class OutboxStore(Protocol):
     async def audit(
         self, actor: str, action: str, selector: dict[str, Any], count: int
     ) -> None: ...
+
+
+class UniqueJobStore(OutboxStore, Protocol):
+    """What :meth:`engine.client.Client.enqueue_if_absent` uses: insert under a unique key,
+    then drain the outbox."""
+
+    async def enqueue_unique(self, job: UniqueJob) -> Enqueued:
+        """In one transaction, the job's row (pending, with its key) and its outbox row; if a
+        job holds the key, nothing is inserted and that job is the answer. JobIdTaken if
+        the job id belongs to a job that does not hold the key."""
+        ...
 
 
 class AdminStore(OutboxStore, Protocol):

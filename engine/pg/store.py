@@ -23,6 +23,7 @@ from engine.errors import SchemaMissing, ServiceUnavailable
 from engine.filters import DeadFilter
 from engine.pg.errors import DB_UNAVAILABLE as DB_UNAVAILABLE  # re-exported: older import path
 from engine.pg.jobs import JobStateQueries
+from engine.pg.port import OutboxKind, Staged
 from engine.pg.pruning import PRUNE_LOCK, Pruner
 from engine.pg.queries import Q
 from engine.settings import Settings
@@ -332,13 +333,11 @@ class Store(JobStateQueries):
             won = await conn.fetch(Q["mark_requeue_pending"], list(row_ids), actor)
             if won:
                 await conn.execute(Q["requeue_jobs"], [r["id"] for r in won])
-                await conn.execute(
-                    Q["insert_outbox"],
-                    [r["id"] for r in won],
-                    [r["job_id"] for r in won],
-                    [r["queue"] for r in won],
-                    [build(r) for r in won],
-                )
+                staged = [
+                    Staged(OutboxKind.REQUEUE, r["job_id"], r["queue"], build(r), r["id"])
+                    for r in won
+                ]
+                await self.stage_outbox(conn, staged)
             return len(won)
 
     @asynccontextmanager
@@ -467,3 +466,11 @@ def _where(selector: DeadFilter) -> tuple[list[str], list[Any]]:
     if selector.died_before:
         add("died_at < {}", selector.died_before)
     return where, args
+
+
+if TYPE_CHECKING:
+    from engine.pg.port import AdminStore, OutboxStore, UniqueJobStore, WorkerStore
+
+    def _implements(store: Store) -> tuple[WorkerStore, OutboxStore, AdminStore, UniqueJobStore]:
+        """mypy checks here that the store answers every port."""
+        return store, store, store, store

@@ -52,3 +52,30 @@ async def test_a_job_for_a_handler_elsewhere_goes_to_the_queue_its_workers_decla
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+
+
+def test_a_unique_key_creates_the_job_once_then_finds_it(cli: Cli) -> None:
+    assert cli.run("migrate").returncode == 0
+    first = cli.run("enqueue", "report.daily", '{"day": 1}', "--unique-key", "day:1", "--json")
+    assert first.returncode == 0, first.stderr
+    created = orjson.loads(first.stdout)
+    assert (created["created"], created["state"]) == (True, "pending")
+    again = cli.run("enqueue", "report.daily", '{"day": 1}', "--unique-key", "day:1", "--json")
+    assert again.returncode == 0, again.stderr
+    assert orjson.loads(again.stdout) == {
+        "job_id": created["job_id"], "created": False, "state": "pending",
+    }  # fmt: skip
+    text = cli.run("enqueue", "report.daily", "--unique-key", "day:1")
+    assert (text.returncode, text.stdout.strip()) == (0, f"found {created['job_id']} (pending)")
+    other = cli.run("enqueue", "report.daily", "--unique-key", "day:2")
+    assert other.returncode == 0 and other.stdout.startswith("created ")
+    assert state(cli, created["job_id"]) == "pending"
+
+
+def test_a_bad_unique_key_is_a_usage_error_naming_it(cli: Cli) -> None:
+    empty = cli.run("enqueue", "report.daily", "--unique-key", "")
+    assert empty.returncode == USAGE and "unique key" in empty.stderr and "empty" in empty.stderr
+    long = cli.run("enqueue", "report.daily", "--unique-key", "k" * 256)
+    assert long.returncode == USAGE and "255 bytes" in long.stderr
+    control = cli.run("enqueue", "report.daily", "--unique-key", "a\tb", "--json")
+    assert control.returncode == USAGE and "control character" in control.stdout + control.stderr

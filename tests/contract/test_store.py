@@ -16,7 +16,7 @@ import pytest
 from engine.filters import DeadFilter
 from engine.memory.store import InMemoryStore
 from engine.pg.errors import DB_REJECTED, DB_UNAVAILABLE
-from engine.pg.port import AdminStore, OutboxStore, WorkerStore
+from engine.pg.port import AdminStore, OutboxStore, UniqueJobStore, WorkerStore
 from engine.pg.rows import Row
 from engine.pg.store import DeadRecord
 from engine.pg.workers import WorkerInfo
@@ -113,9 +113,10 @@ async def test_two_hundred_concurrent_requeues_give_one_winner_and_one_outbox_ro
     )
     assert sorted(won) == [0] * 199 + [1]
     async with store.claim_outbox(100) as rows:
-        assert [(r["dead_letter_id"], r["job_id"], bytes(r["body"])) for r in rows] == [
-            (row_id, "j1", b"j1:1")
+        assert [(r["kind"], r["dead_letter_id"], r["job_id"], bytes(r["body"])) for r in rows] == [
+            ("requeue", row_id, "j1", b"j1:1")
         ]
+        assert rows[0]["run_at"] is None
     [row] = await store.history("j1")
     assert row["status"] == DeadStatus.REQUEUED
     assert row["status_changed_by"].startswith("admin")
@@ -287,8 +288,8 @@ async def test_stop_and_resume_are_compare_and_sets(store: AnyStore) -> None:
     )  # fmt: skip
     assert await resume(0) is None
     async with store.claim_outbox(10) as rows:
-        assert [(r["dead_letter_id"], r["job_id"], bytes(r["body"])) for r in rows] == [
-            (None, "j1", b"j1:2")
+        assert [(r["kind"], r["dead_letter_id"], r["job_id"], bytes(r["body"])) for r in rows] == [
+            ("resume", None, "j1", b"j1:2")
         ]
 
 
@@ -485,10 +486,11 @@ async def test_an_outage_fails_every_call_as_postgresql_down_does() -> None:
 
 def test_every_port_method_has_a_contract_test() -> None:
     """A method added to a port needs a rule pinned here, or the double can drift."""
-    source = Path(__file__).read_text()
+    here = Path(__file__).parent
+    source = "".join((here / name).read_text() for name in ("test_store.py", "test_unique_keys.py"))
     methods = {
         name
-        for port in (WorkerStore, OutboxStore, AdminStore)
+        for port in (WorkerStore, OutboxStore, AdminStore, UniqueJobStore)
         for name in vars(port)
         if not name.startswith("_")
     }

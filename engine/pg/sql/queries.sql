@@ -44,15 +44,19 @@ RETURNING id, job_id, generation, job_type, queue, payload, max_retries, enqueue
                        AND j.generation = dead_letters.generation), checkpoint) AS checkpoint;
 
 -- name: insert_outbox
-INSERT INTO requeue_outbox (dead_letter_id, job_id, queue, body)
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[]);
+-- Staged publishes of any kind, written in the transaction of the change they publish.
+INSERT INTO outbox (kind, dead_letter_id, job_id, queue, body, run_at)
+SELECT * FROM unnest(
+    $1::text[], $2::bigint[], $3::text[], $4::text[], $5::bytea[], $6::timestamptz[]
+);
 
 -- name: claim_outbox
-SELECT id, dead_letter_id, job_id, queue, body
-  FROM requeue_outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED;
+SELECT id, kind, dead_letter_id, job_id, queue, body, run_at
+  FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED;
 
 -- name: finish_outbox
-WITH sent AS (DELETE FROM requeue_outbox WHERE id = ANY($1::bigint[]) RETURNING dead_letter_id)
+-- A sent requeue's dead letter becomes 'requeued'; other kinds have none.
+WITH sent AS (DELETE FROM outbox WHERE id = ANY($1::bigint[]) RETURNING dead_letter_id)
 UPDATE dead_letters SET status = 'requeued'
  WHERE id IN (SELECT dead_letter_id FROM sent) AND status = 'requeue_pending';
 
@@ -124,6 +128,22 @@ WHERE (EXCLUDED.generation, EXCLUDED.seq, EXCLUDED.redeliveries)
     > (j.generation, j.seq, j.redeliveries)
    OR j.token = EXCLUDED.token
 RETURNING job_id, seq;
+
+-- name: insert_unique_job
+-- A new job under a unique key, pending until a worker reports it. Nothing is inserted if
+-- a job holds the key (jobs_unique_key_held) or if the job id is taken.
+INSERT INTO jobs (
+    job_id, generation, seq, redeliveries, job_type, queue, state, attempt, max_retries,
+    payload, suspend_on_failure, created_at, unique_key, updated_at
+)
+VALUES ($1, 0, 0, 0, $2, $3, 'pending', 0, $4, $5, $6, $7, $8, now())
+ON CONFLICT DO NOTHING
+RETURNING job_id;
+
+-- name: key_holder
+-- The job that holds a unique key: the states of jobs_unique_key_held's predicate.
+SELECT job_id, state FROM jobs
+ WHERE unique_key = $1 AND state IN ('pending', 'running', 'retrying', 'suspended', 'dead');
 
 -- name: save_checkpoint
 UPDATE jobs SET checkpoint = $3, updated_at = now()

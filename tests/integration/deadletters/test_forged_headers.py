@@ -141,6 +141,6 @@ async def test_a_dead_letter_whose_queue_no_queue_can_have_stays_dead_and_says_w
         assert await admin.requeue(DeadFilter(job_type="dl.usable")) == 1  # only "fine"
         with pytest.raises(JobStateConflict, match="its queue '\\(invalid\\)' cannot take jobs"):
             await admin.requeue_one("stuck")
-    assert await store.pool.fetchval("SELECT count(*) FROM requeue_outbox") == 0
+    assert await store.pool.fetchval("SELECT count(*) FROM outbox") == 0
     [row] = await store.history("stuck")
     assert row["status"] == "dead"

@@ -140,7 +140,7 @@ async def test_a_crash_after_staging_is_finished_by_the_relay_once(
     assert all(len(runs[i]) == 2 for i in ids)
     statuses = {r["status"] for r in await store.pool.fetch("SELECT status FROM dead_letters")}
     assert statuses == {"requeued"}
-    assert await store.pool.fetchval("SELECT count(*) FROM requeue_outbox") == 0
+    assert await store.pool.fetchval("SELECT count(*) FROM outbox") == 0
 
 
 async def test_recover_mode_keeps_the_checkpoint_and_restart_clears_it(

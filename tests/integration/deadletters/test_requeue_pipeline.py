@@ -43,7 +43,7 @@ async def test_a_requeue_of_many_batches_publishes_every_job_once(
     async with Admin(dead_settings, actor="test-admin") as admin:
         assert await admin.requeue(DeadFilter()) == 25
     assert await statuses(store) == {"requeued": 25}
-    assert await store.pool.fetchval("SELECT count(*) FROM requeue_outbox") == 0
+    assert await store.pool.fetchval("SELECT count(*) FROM outbox") == 0
     assert await queued(dead_settings) == 25
 
 
@@ -66,7 +66,7 @@ async def test_a_requeue_whose_publishing_fails_raises_and_leaves_the_rest_to_th
             await admin.requeue(DeadFilter())
         staged = (await statuses(store)).get("requeue_pending", 0)
         assert staged >= 10  # at least the first batch was committed before publishing failed
-        assert await store.pool.fetchval("SELECT count(*) FROM requeue_outbox") == staged
+        assert await store.pool.fetchval("SELECT count(*) FROM outbox") == staged
         assert await queued(dead_settings) == 0
         assert await admin.relay() == staged
     assert await statuses(store) == {"requeued": staged} | (
