@@ -2,7 +2,7 @@
 
 from engine.admin.facade import Admin
 from engine.admin.lifecycle import Lifecycle
-from engine.client import Client
+from engine.client import Client, Enqueued
 from engine.context import JobContext
 from engine.errors import (
     ConfigError,
@@ -33,6 +33,7 @@ __all__ = [
     "Client",
     "ConfigError",
     "DeadFilter",
+    "Enqueued",
     "JobContext",
     "JobFailure",
     "JobMessage",

@@ -138,6 +138,7 @@ class Job:
     started_at: datetime | None
     updated_at: datetime
     token: str | None
+    unique_key: str | None  # held while the job is not over (Client.enqueue_if_absent)
 
     @classmethod
     def from_row(cls, row: Row) -> Job:

@@ -60,4 +60,4 @@ def test_the_rows_take_the_columns_the_in_memory_store_returns() -> None:
     assert tuple(DeadLetterSummary.__dataclass_fields__) == LISTED_DEAD
     assert tuple(JobSummary.__dataclass_fields__) == LISTED_JOB
     # The unique key of an enqueue-if-absent is the store's; the admin's row does not show it.
-    assert set(Job.__dataclass_fields__) == set(JOB_COLUMNS) - {"unique_key"}
+    assert set(Job.__dataclass_fields__) == set(JOB_COLUMNS)
