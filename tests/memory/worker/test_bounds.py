@@ -14,7 +14,7 @@ from engine import JobContext, RetryPolicy
 from engine.amqp.topology import record_exchange, work_exchange
 from engine.message import H_REASON
 from engine.testing import Lazarus
-from tests.integration.test_bounds import MARK, UNFIT
+from tests.bodies import MARK, UNFIT
 
 
 def register(lz: Lazarus, ran: dict[str, int]) -> None:

@@ -9,7 +9,7 @@ import pytest
 from engine import JobContext
 from engine.message import H_ERROR_MESSAGE, H_ERROR_TYPE, H_REASON
 from engine.testing import Lazarus
-from tests.integration.test_malformed import BAD_BODIES
+from tests.bodies import BAD_BODIES
 from tests.memory.conftest import NOWHERE
 
 
