@@ -17,12 +17,13 @@ from engine.memory.store import InMemoryStore
 from engine.message import H_REDELIVERIES
 from engine.states import JobState
 from engine.testing import Lazarus
+from engine.worker import settler as settler_module
 from engine.worker.consume import Worker
 from tests.memory.helpers import until
 
 
 async def test_a_retry_whose_publish_failed_after_retrying_was_written_still_runs(
-    lz: Lazarus,
+    lz: Lazarus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Rule: a broker retry whose publish is refused after RETRYING was written is
     decided again from the row on redelivery (the handler is not run twice)."""
@@ -34,6 +35,7 @@ async def test_a_retry_whose_publish_failed_after_retrying_was_written_still_run
         if ctx.attempt == 0:
             raise RuntimeError("first run fails")
 
+    monkeypatch.setattr(settler_module, "NACK_BACKOFF", 0.01)  # redelivered at once
     refused: list[Published] = []
 
     def first_retry(published: Published) -> bool:
