@@ -1,14 +1,17 @@
-"""Moving dead jobs back: one live job per requeue however many callers race."""
+"""Moving dead jobs back: one live job per requeue however many callers race.
+
+Every rule is also pinned on the doubles in tests/memory/deadletters/test_requeue.py;
+what stays here goes the whole way or races on PostgreSQL.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
-from engine import Client, JobContext, JobNotFound, JobStateConflict, RetryPolicy, handler
+from engine import Client, JobContext, RetryPolicy, handler
 from engine.admin.facade import Admin
 from engine.filters import DeadFilter
 from engine.pg.store import Store
@@ -62,18 +65,6 @@ async def test_a_requeued_job_runs_again_as_a_new_generation(
     history = await admin.show(job_id)
     assert [(d.generation, d.status) for d in history] == [(0, "requeued")]
     assert history[0].status_changed_by == "test-admin"
-
-
-async def test_a_job_that_dies_again_gets_a_row_per_generation(
-    dead_settings: Settings, store: Store, admin: Admin
-) -> None:
-    async with running(dead_settings):
-        [job_id] = await kill(dead_settings, store, 1)
-        assert await admin.requeue(DeadFilter(ids=(job_id,))) == 1
-        await wait_for(lambda: _dead_rows(store, 2), what="the second death")
-    history = await admin.show(job_id)
-    assert [(d.generation, d.status) for d in history] == [(0, "requeued"), (1, "dead")]
-    assert "generation 1 fails" in history[1].error_message
 
 
 async def test_a_thousand_concurrent_requeues_give_one_live_job(
@@ -141,40 +132,6 @@ async def test_a_crash_after_staging_is_finished_by_the_relay_once(
     statuses = {r["status"] for r in await store.pool.fetch("SELECT status FROM dead_letters")}
     assert statuses == {"requeued"}
     assert await store.pool.fetchval("SELECT count(*) FROM outbox") == 0
-
-
-async def test_recover_mode_keeps_the_checkpoint_and_restart_clears_it(
-    dead_settings: Settings, store: Store, admin: Admin
-) -> None:
-    job_ids = [str(uuid.uuid4()), str(uuid.uuid4())]
-    async with running(dead_settings), Client(dead_settings) as client:
-        for job_id in job_ids:
-            message = await _with_checkpoint(client, job_id)
-            await client.publish_message(message)
-        await wait_for(lambda: _dead_rows(store, 2), what="two dead rows")
-        healed.update(job_ids)
-        await admin.requeue_one(job_ids[0], mode=RequeueMode.RECOVER)
-        await admin.requeue_one(job_ids[1], mode=RequeueMode.RESTART)
-        await wait_for(lambda: all(len(runs[j]) == 2 for j in job_ids), what="both reruns")
-    assert runs[job_ids[0]][1][2] == {"item": 60}
-    assert runs[job_ids[1]][1][2] is None
-
-
-async def _with_checkpoint(client: Client, job_id: str) -> object:
-    from engine.message import JobMessage
-
-    return JobMessage(type="rq.fragile", payload={}, id=job_id, checkpoint={"item": 60})
-
-
-async def test_requeue_of_an_unknown_or_moved_job_says_why(
-    dead_settings: Settings, store: Store, admin: Admin
-) -> None:
-    with pytest.raises(JobNotFound, match="no dead letter for job 'nope'"):
-        await admin.requeue_one("nope")
-    [job_id] = await kill_without_worker(dead_settings, store, 1)
-    await admin.delete_one(job_id)
-    with pytest.raises(JobStateConflict, match="no longer dead"):
-        await admin.requeue_one(job_id)
 
 
 async def test_bulk_requeue_by_filter_moves_only_matching_jobs_and_is_audited(

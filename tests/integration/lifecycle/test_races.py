@@ -2,7 +2,10 @@
 the job no longer as it found it, and fails.
 
 Each test holds one operation between its read of the job and its write (the store call
-that writes), lets the other one finish, then lets the held one write.
+that writes), lets the other one finish, then lets the held one write. The races between
+people (cancel, resume, suspend) are pinned on the in-memory store in
+tests/memory/lifecycle/test_races.py, the compare-and-set of the SQL in
+tests/contract/test_store.py; here a real worker starts the job while a suspend is held.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from engine import Client, JobContext, JobStateConflict, Permanent, RetryPolicy, handler
+from engine import Client, JobContext, Permanent, RetryPolicy, handler
 from engine.admin.lifecycle import Lifecycle
 from engine.settings import Settings
 from tests.conftest import wait_for
@@ -82,56 +85,6 @@ async def hold(
     await held.arrived.wait()
     monkeypatch.undo()
     return held, task
-
-
-async def test_a_cancel_that_began_before_a_resume_finished_fails(
-    dead_settings: Settings, control: Lifecycle, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    job_id = await suspended_job(dead_settings, control)
-    held, cancel = await hold(monkeypatch, control, "stop_job", control.cancel(job_id))
-    resumed = await control.resume(job_id)
-    held.release.set()
-    with pytest.raises(JobStateConflict, match="no longer suspended in generation 0"):
-        await cancel
-    assert resumed.generation == 1
-    assert await state_of(control, job_id) == ("pending", 1)
-
-
-async def test_a_resume_that_began_before_a_cancel_finished_fails(
-    dead_settings: Settings, control: Lifecycle, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    job_id = await suspended_job(dead_settings, control)
-    held, resume = await hold(monkeypatch, control, "resume_job", control.resume(job_id))
-    await control.cancel(job_id)
-    held.release.set()
-    with pytest.raises(JobStateConflict, match="no longer suspended in generation 0"):
-        await resume
-    assert await state_of(control, job_id) == ("cancelled", 0)
-
-
-async def test_a_cancel_that_began_before_a_suspend_finished_fails(
-    dead_settings: Settings, control: Lifecycle, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    job_id = await pending_job(dead_settings, control)
-    held, cancel = await hold(monkeypatch, control, "stop_job", control.cancel(job_id, "old"))
-    await control.suspend(job_id, "new")
-    held.release.set()
-    with pytest.raises(JobStateConflict, match="is suspended in generation 1"):
-        await cancel
-    job = await control.show(job_id)
-    assert (job.state, job.cause) == ("suspended", "Requested by user: new")
-
-
-async def test_a_suspend_that_began_before_a_cancel_finished_fails(
-    dead_settings: Settings, control: Lifecycle, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    job_id = await pending_job(dead_settings, control)
-    held, suspend = await hold(monkeypatch, control, "stop_job", control.suspend(job_id))
-    await control.cancel(job_id)
-    held.release.set()
-    with pytest.raises(JobStateConflict, match="is cancelled in generation 1"):
-        await suspend
-    assert await state_of(control, job_id) == ("cancelled", 1)
 
 
 async def test_a_worker_starting_the_job_does_not_make_a_suspend_fail(

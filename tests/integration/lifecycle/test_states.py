@@ -1,4 +1,10 @@
-"""Job states, checkpoints, suspension and pauses against the real services."""
+"""Job states, checkpoints, suspension and pauses against the real services.
+
+Every rule is pinned on the doubles in tests/memory/lifecycle/test_states.py; what stays
+here goes the whole way (success, retry to death, requeue, suspend and resume) or needs
+the services themselves (concurrent writes, consumers of a paused queue, a stop while
+jobs flow).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from typing import Any
 import pytest
 
 from engine import Client, JobContext, JobStateConflict, Permanent, RetryPolicy, handler
-from engine.admin.lifecycle import REQUESTED_BY_USER, Lifecycle
+from engine.admin.lifecycle import Lifecycle
 from engine.message import JobMessage
 from engine.pg.store import Store
 from engine.settings import Settings
@@ -144,106 +150,6 @@ async def test_suspend_on_failure_keeps_payload_and_checkpoint_with_its_cause(
     assert processed[job_id] == [1]
 
 
-async def test_suspend_at_enqueue_overrides_the_job_type(
-    dead_settings: Settings, control: Lifecycle, store: Store
-) -> None:
-    async with tracking_worker(dead_settings), Client(dead_settings) as client:
-        job_id = await client.enqueue("lc.fragile", {}, suspend_on_failure=False)
-        await wait_for(lambda: state_is(control, job_id, "dead"), what="dead, not suspended")
-        await wait_for(lambda: _dead_row(store, job_id), what="its dead letter")
-
-
-async def test_a_person_suspends_a_running_job_and_resumes_it(
-    dead_settings: Settings, control: Lifecycle
-) -> None:
-    async with tracking_worker(dead_settings), Client(dead_settings) as client:
-        job_id = await client.enqueue("lc.gated", None)
-        await wait_for(lambda: job_id in started, what="the job to start")
-        await wait_for(lambda: state_is(control, job_id, "running"), what="running")
-        await control.suspend(job_id)
-        cause = await control.cause(job_id)
-        assert cause.cause == REQUESTED_BY_USER and cause.traceback is None
-        await asyncio.sleep(2.0)  # the worker cancels the task within its poll interval
-        gates[job_id].set()
-        await asyncio.sleep(0.5)
-        assert job_id not in processed  # it was stopped, not finished
-        assert await job_state(control, job_id) == "suspended"
-        started.discard(job_id)
-        resumed = await control.resume(job_id, mode=RequeueMode.RECOVER)
-        assert resumed.generation == 1
-        await wait_for(lambda: state_is(control, job_id, "succeeded"), what="the resumed run")
-    assert processed[job_id] == [1]
-
-
-async def test_a_failure_after_a_person_suspended_does_not_overwrite_it(
-    dead_settings: Settings, control: Lifecycle, store: Store
-) -> None:
-    async with tracking_worker(dead_settings), Client(dead_settings) as client:
-        job_id = await client.enqueue("lc.gated", {"fail": True})
-        await wait_for(lambda: state_is(control, job_id, "running"), what="running")
-        await control.suspend(job_id, "maintenance")
-        gates[job_id].set()  # the handler fails at once, racing the worker's poll
-        await asyncio.sleep(2.0)
-    job = await control.show(job_id)
-    assert (job.state, job.cause, job.stopped_by) == (
-        "suspended",
-        f"{REQUESTED_BY_USER}: maintenance",
-        "operator",
-    )
-    assert await store.history(job_id) == []  # no dead letter for a job a person holds
-
-
-async def test_a_retrying_job_suspended_then_resumed_runs_once(
-    dead_settings: Settings, control: Lifecycle
-) -> None:
-    async with tracking_worker(dead_settings), Client(dead_settings) as client:
-        job_id = await client.enqueue("lc.slow_retry", None)
-        await wait_for(lambda: state_is(control, job_id, "retrying"), what="retrying")
-        await control.suspend(job_id)
-        await control.resume(job_id)  # before the 1.5 s delay copy comes back
-        await wait_for(lambda: state_is(control, job_id, "succeeded"), what="the resumed run")
-        await asyncio.sleep(2.5)  # the stale delayed copy arrives and must be dropped
-    assert processed[job_id] == [0, 1]
-    assert await job_state(control, job_id) == "succeeded"
-
-
-async def test_a_person_suspending_a_failed_job_shows_their_reason_not_the_error(
-    dead_settings: Settings, control: Lifecycle
-) -> None:
-    async with tracking_worker(dead_settings), Client(dead_settings) as client:
-        job_id = await client.enqueue("lc.slow_retry", None)
-        await wait_for(lambda: state_is(control, job_id, "retrying"), what="retrying")
-        assert (await control.show(job_id)).error_type == "RuntimeError"
-        await control.suspend(job_id, "checking the provider")
-        cause = await control.cause(job_id)
-        await control.cancel(job_id)
-    assert cause.cause == f"{REQUESTED_BY_USER}: checking the provider"
-    assert (cause.error_type, cause.traceback, cause.stopped_by) == (
-        None,
-        None,
-        "operator",
-    )
-
-
-async def test_a_failure_after_a_person_resumed_shows_its_traceback(
-    dead_settings: Settings, control: Lifecycle
-) -> None:
-    async with tracking_worker(dead_settings), Client(dead_settings) as client:
-        job_id = await client.enqueue("lc.fragile", {"fixed": False})
-        await wait_for(lambda: state_is(control, job_id, "suspended"), what="suspended")
-        await control.resume(job_id)  # the job row now names the person who resumed it
-        await wait_for(lambda: _suspended_in(control, job_id, generation=1), what="suspended again")
-        cause = await control.cause(job_id)
-    assert cause.cause.startswith("ValueError: bad input")
-    assert cause.error_type == "ValueError" and "Traceback" in cause.traceback
-    assert cause.stopped_by is None
-
-
-async def _suspended_in(control: Lifecycle, job_id: str, *, generation: int) -> bool:
-    job = await control.show(job_id)
-    return bool(job.state == "suspended" and job.generation == generation)
-
-
 async def test_concurrent_resume_and_cancel_give_one_winner(
     dead_settings: Settings, control: Lifecycle
 ) -> None:
@@ -259,18 +165,6 @@ async def test_concurrent_resume_and_cancel_give_one_winner(
     losers = [r for r in results if isinstance(r, BaseException)]
     assert len(winners) == 1
     assert all(isinstance(e, JobStateConflict) and "no longer" in str(e) for e in losers)
-
-
-async def test_the_cause_of_a_job_that_is_not_suspended_is_an_error(
-    dead_settings: Settings, control: Lifecycle
-) -> None:
-    async with tracking_worker(dead_settings), Client(dead_settings) as client:
-        job_id = await client.enqueue("lc.ok", None)
-        await wait_for(lambda: state_is(control, job_id, "succeeded"), what="succeeded")
-    with pytest.raises(JobStateConflict, match="is not suspended"):
-        await control.cause(job_id)
-    with pytest.raises(JobStateConflict, match="no longer suspended"):
-        await control.resume(job_id)
 
 
 async def test_two_copies_of_one_generation_run_once(

@@ -20,9 +20,10 @@ from engine import JobContext, RetryPolicy, handler
 from engine.amqp.broker import Broker
 from engine.amqp.topology import record_exchange, retained_queue, work_exchange
 from engine.deadletters.recorder import Recorder
-from engine.message import H_ERROR_TYPE, H_REASON, H_REDELIVERIES
+from engine.message import H_ERROR_TYPE, H_REASON
 from engine.pg.store import Store
 from engine.settings import Settings
+from tests.bodies import MARK, UNFIT
 from tests.conftest import AMQP_URL, queue_depth, wait_for
 from tests.integration.deadletters.test_recording import running
 
@@ -61,24 +62,6 @@ async def dead_rows(store: Store) -> list[dict[str, Any]]:
 
 async def row_count_is(store: Store, count: int) -> bool:
     return len(await dead_rows(store)) == count
-
-
-MARK = uuid.uuid4().hex[:8]
-UNFIT: dict[str, tuple[dict[str, Any], dict[str, Any] | None, str]] = {
-    # case: (body fields, headers, text in the row's error message)
-    "300-byte id": ({"id": f"{MARK}-" + "x" * 291}, None, "field 'id' is longer than 255 bytes"),
-    "10 KB id": (
-        {"id": f"{MARK}-{secrets.token_hex(5116)}"},
-        None,
-        "field 'id' is longer than 255 bytes",
-    ),
-    "id with NUL": ({"id": f"{MARK}-nul\x00id"}, None, "field 'id' contains a control character"),
-    "redeliveries 2^40": (
-        {"id": f"{MARK}-redelivered"},
-        {H_REDELIVERIES: 2**40},
-        "header 'x-lazarus-redeliveries' must be from 0 to 2147483647",
-    ),
-}
 
 
 @pytest.mark.parametrize("case", sorted(UNFIT))

@@ -1,4 +1,9 @@
-"""Retries against the real broker: in-process backoff, broker-level delays, dead letters."""
+"""Retries against the real broker: broker-level delays, dead letters.
+
+The retry decisions (in-process backoff, the delays chosen, permanent errors, max_retries
+at enqueue) are pinned on the doubles in tests/memory/worker/test_retries.py; what stays
+here needs RabbitMQ's delay queues or goes the whole way.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 import pytest
 
-from engine import Client, JobContext, Permanent, RetryPolicy, Transient, Worker, handler
+from engine import Client, JobContext, RetryPolicy, Worker, handler
 from engine.amqp.topology import delay_queue, delay_tier_ms, retained_queue, work_queue
 from engine.message import (
     H_ATTEMPTS,
@@ -37,16 +42,6 @@ def record(ctx: JobContext) -> int:
     runs = calls.setdefault(ctx.job_id, [])
     runs.append((ctx.attempt, ctx.try_number, time.monotonic()))
     return len(runs) - 1
-
-
-IN_PROCESS = RetryPolicy(attempts=4, backoff=0.1, backoff_max=1.0, jitter=0, max_retries=0)
-
-
-@handler("retries.flaky_in_process", policy=IN_PROCESS)
-async def flaky_in_process(ctx: JobContext) -> None:
-    if record(ctx) < ctx.payload["failures"]:
-        raise Transient("flaky dependency")
-    succeeded.add(ctx.job_id)
 
 
 BROKER = RetryPolicy(attempts=1, max_retries=5, retry_delay=0.3, retry_factor=2, retry_jitter=0)
@@ -81,12 +76,6 @@ async def always_fails(ctx: JobContext) -> None:
     raise ExpectedFailure(f"broken for good, run {ctx.attempt}")
 
 
-@handler("retries.permanent", policy=RetryPolicy(max_retries=5))
-async def rejects_input(ctx: JobContext) -> None:
-    record(ctx)
-    raise Permanent(f"cannot handle {ctx.payload!r}")
-
-
 @handler("retries.on_time")
 async def on_time(ctx: JobContext) -> None:
     record(ctx)
@@ -108,30 +97,6 @@ def assert_runs(
     gaps = [b[2] - a[2] for a, b in itertools.pairwise(runs)]
     for gap, least in zip(gaps, min_gaps, strict=True):
         assert gap >= least - 0.01, (gaps, "shorter than the backoff")
-
-
-async def test_transient_failures_are_retried_in_process_with_backoff(
-    settings: Settings, start_worker: StartWorker
-) -> None:
-    await start_worker(settings)
-    async with Client(settings) as client:
-        job_id = await client.enqueue("retries.flaky_in_process", {"failures": 3})
-    await wait_for(lambda: job_id in succeeded, what="the flaky job to succeed")
-
-    assert_runs(calls[job_id], [(0, 1), (0, 2), (0, 3), (0, 4)], min_gaps=[0.1, 0.2, 0.4])
-
-
-async def test_transient_failures_beyond_the_in_process_attempts_go_to_the_broker(
-    settings: Settings, start_worker: StartWorker, extra_queues: list[str]
-) -> None:
-    # max_retries=0: one broker-level run only, so spending the tries means death
-    await start_worker(settings)
-    async with Client(settings) as client:
-        job_id = await client.enqueue("retries.flaky_in_process", {"failures": 4})
-    [dead] = await take_dead_letters(settings, 1)
-    assert dead.message_id == job_id
-    assert dead.headers[H_REASON] == "retries exhausted"
-    assert len(calls[job_id]) == IN_PROCESS.attempts
 
 
 async def test_broker_retries_run_again_with_growing_attempt_and_delay(
@@ -206,38 +171,6 @@ async def test_exhausted_retries_leave_one_dead_letter_with_the_error(
     message = decode(dead.body)
     assert (message.id, message.type, message.attempt) == (job_id, "retries.always_fails", 2)
     assert await queue_depth(retained_queue(settings.namespace)) == 0
-
-
-async def test_permanent_error_goes_to_the_dead_letters_without_any_retry(
-    settings: Settings, start_worker: StartWorker
-) -> None:
-    await start_worker(settings)
-    async with Client(settings) as client:
-        job_id = await client.enqueue("retries.permanent", {"order": 7})
-    [dead] = await take_dead_letters(settings, 1)
-
-    headers = dead.headers
-    assert dead.message_id == job_id
-    assert headers[H_REASON] == "permanent error"
-    assert headers[H_ERROR_TYPE] == "engine.errors.Permanent"
-    assert headers[H_ERROR_MESSAGE] == "cannot handle {'order': 7}"
-    assert "in rejects_input" in str(headers[H_TRACEBACK])
-    assert headers[H_ATTEMPTS] == 1
-    assert len(calls[job_id]) == 1
-    assert await queue_depth(retained_queue(settings.namespace)) == 0
-
-
-async def test_message_max_retries_overrides_the_handler_policy(
-    settings: Settings, start_worker: StartWorker
-) -> None:
-    await start_worker(settings)
-    async with Client(settings) as client:
-        job_id = await client.enqueue("retries.always_fails", max_retries=0)
-    [dead] = await take_dead_letters(settings, 1)
-    assert dead.message_id == job_id
-    assert dead.headers[H_REASON] == "retries exhausted"
-    assert dead.headers[H_ATTEMPTS] == 1
-    assert [attempt for attempt, _, _ in calls[job_id]] == [0]
 
 
 async def test_a_body_without_a_queue_retries_on_the_queue_it_came_from(
