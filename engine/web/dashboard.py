@@ -38,12 +38,14 @@ from engine.web.deps import (
     client_address,
     get_admin,
     get_settings,
+    refuse_read_only,
+    role_of,
     sessions_of,
     token_of,
 )
 from engine.web.errors import message
 from engine.web.guard import SAFE_METHODS
-from engine.web.sessions import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, same_token
+from engine.web.sessions import COOKIE, CSRF_FIELD, CSRF_HEADER, Role, Session
 
 log = logging.getLogger("lazarus.http")
 Form = dict[str, str]
@@ -88,14 +90,26 @@ async def read_form(request: Request) -> Form:
 
 
 async def dashboard_auth(request: Request, credentials: Credentials) -> None:
-    """A session cookie (or the bearer token, for scripts); a state change from a session
-    must carry its CSRF token. Sets ``request.state.actor`` for the audit log."""
+    """A session cookie (or a bearer token, for scripts); a state change from a session
+    must carry its CSRF token, and none may come from a read-only session or token.
+    Sets ``request.state.actor`` for the audit log."""
+    await authenticate(request, credentials, acting=True)
+
+
+async def logout_auth(request: Request, credentials: Credentials) -> None:
+    """As :func:`dashboard_auth`, but a read-only session may end itself."""
+    await authenticate(request, credentials, acting=False)
+
+
+async def authenticate(request: Request, credentials: Credentials, *, acting: bool) -> None:
     token = token_of(request)
     where = client_address(request)
     if token is not None and credentials is not None:
-        if not same_token(token, credentials.credentials):
+        role = role_of(request, credentials.credentials)
+        if role is None:
             raise HTTPException(401, "wrong bearer token")
-        request.state.actor = f"http:token@{where}"
+        refuse_read_only(request, role, "this token")
+        request.state.actor = f"http:{'token' if role is Role.ADMIN else 'read-token'}@{where}"
         return  # a header no other site can make a browser send: no CSRF token needed
     sessions = sessions_of(request)
     session = await live_session(request)
@@ -103,6 +117,10 @@ async def dashboard_auth(request: Request, credentials: Credentials) -> None:
         raise HTTPException(401, "log in first (your session ended)" if token else "reload")
     request.state.session = session
     request.state.actor = f"http:{session.who}@{where}"
+    if acting:
+        refuse_read_only(request, session.role, "this session")
+    else:
+        request.state.role = session.role
     if request.method not in SAFE_METHODS:
         given = request.headers.get(CSRF_HEADER) or (await read_form(request)).get(CSRF_FIELD)
         if not sessions.csrf_ok(session, given):
@@ -155,6 +173,8 @@ def page(request: Request, name: str, context: dict[str, Any], status: int = 200
         "csrf": sessions_of(request).csrf(session) if session else "",
         "who": session.who if session else "",
         "auth": token_of(request) is not None,
+        # Controls that act are left out of a read-only page (the routes refuse anyway).
+        "read_only": getattr(request.state, "role", Role.ADMIN) is Role.READ,
     }
     return templates.TemplateResponse(request, name, common | context, status_code=status)
 
@@ -244,6 +264,7 @@ async def index(request: Request) -> Response:
         session, fresh = sessions.issue()
     if session is not None:
         request.state.session = session
+        request.state.role = session.role
         request.state.actor = f"http:{session.who}@{client_address(request)}"
     response = await render(request, get_admin(request), dict(request.query_params),
                             name="index.html")  # fmt: skip
@@ -265,17 +286,19 @@ async def login(request: Request) -> Response:
     if token is None:
         return RedirectResponse("/", status_code=303)
     form = await read_form(request)
-    if not same_token(token, form.get("token", "")):
+    role = role_of(request, form.get("token", ""))
+    if role is None:
         return page(request, "login.html", {"error": "wrong token"}, status=401)
-    session, cookie = sessions_of(request).issue(form.get("name", ""))
+    session, cookie = sessions_of(request).issue(form.get("name", ""), role)
     actor = f"http:{session.who}@{client_address(request)}"
-    await get_admin(request).acting_as(actor).note("login", {"session": session.sid[:8]})
+    details = {"session": session.sid[:8]} | ({"role": "read"} if session.read_only else {})
+    await get_admin(request).acting_as(actor).note("login", details)
     response = RedirectResponse("/", status_code=303)
     set_session(request, response, cookie)
     return response
 
 
-@router.post("/logout", dependencies=SESSION)
+@router.post("/logout", dependencies=[Depends(logout_auth)])
 async def logout(request: Request, admin: AdminDep) -> Response:
     session: Session | None = getattr(request.state, "session", None)
     if session is not None:
