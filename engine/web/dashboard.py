@@ -55,7 +55,9 @@ PAGE = 50  # dead letters per page
 CAP = 10_000
 NEWEST = 20_000
 T = TypeVar("T")
-FILTERS = ("type", "queue", "error_type", "error", "since")  # a dead-letter filter's fields
+# A dead-letter filter's fields, as the page's form and its URL name them.
+FILTERS = ("type", "queue", "error_type", "error", "since", "after", "before")
+TIMES = {"after": "died after", "before": "died before"}  # read as UTC without an offset
 TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -80,8 +82,56 @@ def page_start(form: Form) -> int | None:
     return int(text)
 
 
+def form_time(form: Form, key: str) -> datetime | None:
+    """A time of the filter: ISO 8601 as a datetime-local field sends it
+    (``2026-01-31T12:00``), read as UTC unless it carries an offset, to the millisecond
+    (what the field can hold, so the page, its refresh and its bulk actions agree)."""
+    text = form.get(key, "").strip()
+    if not text:
+        return None
+    label = TIMES[key]
+    if len(text) > m.MAX_TIME:
+        raise ValueError(f"{label}: at most {m.MAX_TIME} characters, an ISO 8601 time")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{label} {text[:40]!r} is not a time: give 2026-01-31T12:00 (read as UTC) "
+            "or add an offset such as +02:00"
+        ) from None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def field_time(moment: datetime) -> str:
+    """A time as the page's datetime-local fields (and its URLs) hold it: UTC, no offset."""
+    plain = moment.astimezone(UTC).replace(tzinfo=None)
+    return plain.isoformat(timespec="milliseconds" if plain.microsecond else "seconds")
+
+
 def form_filter(form: Form) -> DeadFilter:
-    return m.DeadFilterBody.model_validate({k: form[k] for k in FILTERS if form.get(k)}).to_filter()
+    """The dead letters the page's filter names; ValueError says which field is wrong."""
+    after, before = form_time(form, "after"), form_time(form, "before")
+    if after is not None and before is not None and after >= before:
+        raise ValueError("died after must be earlier than died before")
+    if after is not None and form.get("since"):
+        raise ValueError("give 'died within' or 'died after', not both")
+    texts = {k: form[k] for k in FILTERS if form.get(k) and k not in TIMES}
+    return m.DeadFilterBody.model_validate(texts | {"after": after, "before": before}).to_filter()
+
+
+def shown_filters(form: Form) -> dict[str, str]:
+    """The filter's fields to put back in the page and its links; a valid time in the
+    form its datetime-local field can show (else the field would drop it on refresh)."""
+    shown = {k: v for k, v in form.items() if k in FILTERS and v}
+    for key in TIMES:
+        try:
+            moment = form_time(form, key)
+        except ValueError:
+            continue  # shown as given; the flash says what is wrong with it
+        if moment is not None:
+            shown[key] = field_time(moment)
+    return shown
 
 
 async def read_form(request: Request) -> Form:
@@ -202,7 +252,7 @@ async def render(request: Request, admin: Admin, form: Form, flash: str = "",
     chart = await card("chart", lifecycle.activity(), [])
     dead = await card("dead", admin.list_dead(selector, limit=PAGE, before_id=before_id), [])
     more = dead[-1].id if len(dead) == PAGE else None
-    shown = {k: v for k, v in form.items() if k in FILTERS and v}
+    shown = shown_filters(form)
     return page(request, name, {
         "flash": flash, "ok": ok, "filters": shown, "problems": problems,
         "groups": await card("groups", admin.groups(selector), []),
