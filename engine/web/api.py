@@ -5,7 +5,8 @@ Like the CLI it parses and prints; every rule lives in :mod:`engine.admin.facade
 
     400/422  a bad value (filter, age, body)    404  no such job or dead letter
     401      missing or wrong bearer token      409  the job is in another state
-    403      a cross-site request               413  a body over the limit
+    403      a cross-site request, or a change  413  a body over the limit
+             asked with the read-only token
     415      a body that is not JSON            503  RabbitMQ or PostgreSQL is down
     504      a query ran past its time limit    500  a bug: logged, never a traceback
 

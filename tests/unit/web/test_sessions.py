@@ -52,3 +52,21 @@ def test_the_csrf_token_does_not_depend_on_the_role() -> None:
     sessions = Sessions(ADMIN, 3600, READ)
     session, _ = sessions.issue(role=Role.READ)
     assert sessions.csrf_ok(session, sessions.csrf(session))
+
+
+def test_a_cookie_from_before_roles_is_an_admin_one_only_under_the_admin_key() -> None:
+    sessions = Sessions(ADMIN, 3600, READ)
+    payload = orjson.dumps({"sid": "ab" * 16, "name": "old", "exp": 2**40})
+    mac = sessions._mac(b"session", payload)  # as issued before sessions had a role
+    cookie = f"{_b64(payload)}.{_b64(mac)}"
+    session = sessions.read(cookie)
+    assert session is not None and session.role is Role.ADMIN
+    _, read = sessions.issue(role=Role.READ)
+    body, read_mac = read.split(".")
+    fields = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    del fields["role"]
+    assert sessions.read(f"{_b64(orjson.dumps(fields))}.{read_mac}") is None
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
