@@ -6,11 +6,21 @@ names the variable, so the CLI can print it instead of a traceback.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from datetime import timedelta
 from enum import StrEnum
 
-from pydantic import AmqpDsn, Field, PostgresDsn, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AmqpDsn,
+    Field,
+    PostgresDsn,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.errors import ConfigError
@@ -64,6 +74,8 @@ class Settings(BaseSettings):
     unknown_type_grace: float = Field(default=300.0, ge=0, le=7 * 86400)
     # The admin HTTP server (lazarus admin): see the README's Security section.
     admin_token: SecretStr | None = None
+    # A second token that may only read (GET) the API and the dashboard; optional.
+    admin_read_token: SecretStr | None = None
     # Host names (Host header) the admin answers to, comma-separated; loopback names always.
     admin_hosts: str = ""
     admin_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
@@ -101,7 +113,7 @@ class Settings(BaseSettings):
         value: str = getattr(self, f"retain_{kept}")
         return None if value.strip().lower() == NEVER else parse_age(value)
 
-    @field_validator("admin_token", mode="before")
+    @field_validator("admin_token", "admin_read_token", mode="before")
     @classmethod
     def _check_token(cls, value: object) -> object:
         if value in (None, ""):
@@ -109,6 +121,16 @@ class Settings(BaseSettings):
         text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
         if len(text.strip()) < MIN_TOKEN_LENGTH:
             raise ValueError(f"must be at least {MIN_TOKEN_LENGTH} characters (not blanks)")
+        return value
+
+    @field_validator("admin_read_token")
+    @classmethod
+    def _check_read_token(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        admin = info.data.get("admin_token")
+        if value is not None and admin is not None and same_secret(admin, value):
+            raise ValueError(
+                "must differ from LAZARUS_ADMIN_TOKEN (a read-only login would be an admin one)"
+            )
         return value
 
     @property
@@ -124,6 +146,14 @@ class Settings(BaseSettings):
     @property
     def database_dsn(self) -> str:
         return str(self.database_url)
+
+
+def same_secret(one: SecretStr, other: SecretStr) -> bool:
+    """Whether two tokens are the same, compared in constant time."""
+    return hmac.compare_digest(
+        hashlib.sha256(one.get_secret_value().encode()).digest(),
+        hashlib.sha256(other.get_secret_value().encode()).digest(),
+    )
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -44,6 +44,7 @@ def admin(
 
     Without LAZARUS_ADMIN_TOKEN a random token is made for this run and printed with the
     login address, as notebook servers do; --no-auth serves without one.
+    LAZARUS_ADMIN_READ_TOKEN, if set, logs in (or calls the API) for reading only.
     """
     import uvicorn
 
@@ -57,6 +58,8 @@ def admin(
         )
     if no_auth and config.admin_token:
         fail("--no-auth and LAZARUS_ADMIN_TOKEN contradict each other: drop one", EXIT_USAGE)
+    if no_auth and config.admin_read_token:
+        fail("--no-auth and LAZARUS_ADMIN_READ_TOKEN contradict each other: drop one", EXIT_USAGE)
     hosts = ",".join(filter(None, [config.admin_hosts, host.strip("[]")]))
     config = config.model_copy(update={"admin_hosts": hosts})
     if not config.admin_token and not no_auth:
@@ -66,6 +69,12 @@ def admin(
         typer.echo(
             f"lazarus admin: no LAZARUS_ADMIN_TOKEN set, so this run's token is:\n\n    {token}"
             f"\n\nLog in at http://{shown}:{port}/login (API: Authorization: Bearer <token>).",
+            err=True,
+        )
+    if config.admin_read_token:  # never the token itself: it is in the environment
+        typer.echo(
+            "lazarus admin: read-only logins are enabled (LAZARUS_ADMIN_READ_TOKEN): that "
+            "token may look at everything and change nothing.",
             err=True,
         )
     run_async(probe)(config)  # a service down or no schema: one line and exit 3, no traceback

@@ -5,13 +5,16 @@ Like the CLI it parses and prints; every rule lives in :mod:`engine.admin.facade
 
     400/422  a bad value (filter, age, body)    404  no such job or dead letter
     401      missing or wrong bearer token      409  the job is in another state
-    403      a cross-site request               413  a body over the limit
+    403      a cross-site request, or a change  413  a body over the limit
+             asked with the read-only token
     415      a body that is not JSON            503  RabbitMQ or PostgreSQL is down
     504      a query ran past its time limit    500  a bug: logged, never a traceback
 
 With ``LAZARUS_ADMIN_TOKEN`` set, everything but ``/api/health``, ``/login`` and
 ``/static`` needs it: the API and ``/metrics`` as ``Authorization: Bearer <token>``,
 the dashboard as the session cookie its login form sets (or the same bearer header).
+``LAZARUS_ADMIN_READ_TOKEN``, if set, is taken the same ways for reading only: any
+POST, PUT, PATCH or DELETE with it, or from a session it opened, is 403.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from engine.web import (
 from engine.web.deps import anonymous, api_auth
 from engine.web.errors import ERRORS, HANDLERS
 from engine.web.guard import AdminGuard
-from engine.web.sessions import Sessions
+from engine.web.sessions import Sessions, same_token
 
 STATIC = Path(__file__).parent / "static"
 
@@ -69,6 +72,10 @@ def create_app(settings: Settings, *, open_access: bool = False) -> FastAPI:
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
     if token is None and not open_access:
         raise ConfigError("LAZARUS_ADMIN_TOKEN is not set (or serve with open_access)")
+    read = settings.admin_read_token
+    read_token = read.get_secret_value() if read and token is not None else None
+    if read_token is not None and same_token(read_token, token or ""):
+        raise ConfigError("LAZARUS_ADMIN_READ_TOKEN must differ from LAZARUS_ADMIN_TOKEN")
     app = FastAPI(
         title="Lazarus admin API",
         version="1",
@@ -84,7 +91,8 @@ def create_app(settings: Settings, *, open_access: bool = False) -> FastAPI:
     )
     app.state.settings = settings
     app.state.token = token
-    app.state.sessions = Sessions(token, settings.admin_session_hours * 3600)
+    app.state.read_token = read_token  # only beside an admin token: open access is open
+    app.state.sessions = Sessions(token, settings.admin_session_hours * 3600, read_token)
     # Only a configured token is documented (and checked): the schema says what is
     # required, so the API's check is chosen here rather than per request.
     app.include_router(router, dependencies=[Depends(api_auth if token is not None else anonymous)])

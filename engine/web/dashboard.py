@@ -38,12 +38,14 @@ from engine.web.deps import (
     client_address,
     get_admin,
     get_settings,
+    refuse_read_only,
+    role_of,
     sessions_of,
     token_of,
 )
 from engine.web.errors import message
 from engine.web.guard import SAFE_METHODS
-from engine.web.sessions import COOKIE, CSRF_FIELD, CSRF_HEADER, Session, same_token
+from engine.web.sessions import COOKIE, CSRF_FIELD, CSRF_HEADER, Role, Session
 
 log = logging.getLogger("lazarus.http")
 Form = dict[str, str]
@@ -53,7 +55,9 @@ PAGE = 50  # dead letters per page
 CAP = 10_000
 NEWEST = 20_000
 T = TypeVar("T")
-FILTERS = ("type", "queue", "error_type", "error", "since")  # a dead-letter filter's fields
+# A dead-letter filter's fields, as the page's form and its URL name them.
+FILTERS = ("type", "queue", "error_type", "error", "since", "after", "before")
+TIMES = {"after": "died after", "before": "died before"}  # read as UTC without an offset
 TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -78,8 +82,56 @@ def page_start(form: Form) -> int | None:
     return int(text)
 
 
+def form_time(form: Form, key: str) -> datetime | None:
+    """A time of the filter: ISO 8601 as a datetime-local field sends it
+    (``2026-01-31T12:00``), read as UTC unless it carries an offset, to the millisecond
+    (what the field can hold, so the page, its refresh and its bulk actions agree)."""
+    text = form.get(key, "").strip()
+    if not text:
+        return None
+    label = TIMES[key]
+    if len(text) > m.MAX_TIME:
+        raise ValueError(f"{label}: at most {m.MAX_TIME} characters, an ISO 8601 time")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{label} {text[:40]!r} is not a time: give 2026-01-31T12:00 (read as UTC) "
+            "or add an offset such as +02:00"
+        ) from None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def field_time(moment: datetime) -> str:
+    """A time as the page's datetime-local fields (and its URLs) hold it: UTC, no offset."""
+    plain = moment.astimezone(UTC).replace(tzinfo=None)
+    return plain.isoformat(timespec="milliseconds" if plain.microsecond else "seconds")
+
+
 def form_filter(form: Form) -> DeadFilter:
-    return m.DeadFilterBody.model_validate({k: form[k] for k in FILTERS if form.get(k)}).to_filter()
+    """The dead letters the page's filter names; ValueError says which field is wrong."""
+    after, before = form_time(form, "after"), form_time(form, "before")
+    if after is not None and before is not None and after >= before:
+        raise ValueError("died after must be earlier than died before")
+    if after is not None and form.get("since"):
+        raise ValueError("give 'died within' or 'died after', not both")
+    texts = {k: form[k] for k in FILTERS if form.get(k) and k not in TIMES}
+    return m.DeadFilterBody.model_validate(texts | {"after": after, "before": before}).to_filter()
+
+
+def shown_filters(form: Form) -> dict[str, str]:
+    """The filter's fields to put back in the page and its links; a valid time in the
+    form its datetime-local field can show (else the field would drop it on refresh)."""
+    shown = {k: v for k, v in form.items() if k in FILTERS and v}
+    for key in TIMES:
+        try:
+            moment = form_time(form, key)
+        except ValueError:
+            continue  # shown as given; the flash says what is wrong with it
+        if moment is not None:
+            shown[key] = field_time(moment)
+    return shown
 
 
 async def read_form(request: Request) -> Form:
@@ -88,14 +140,26 @@ async def read_form(request: Request) -> Form:
 
 
 async def dashboard_auth(request: Request, credentials: Credentials) -> None:
-    """A session cookie (or the bearer token, for scripts); a state change from a session
-    must carry its CSRF token. Sets ``request.state.actor`` for the audit log."""
+    """A session cookie (or a bearer token, for scripts); a state change from a session
+    must carry its CSRF token, and none may come from a read-only session or token.
+    Sets ``request.state.actor`` for the audit log."""
+    await authenticate(request, credentials, acting=True)
+
+
+async def logout_auth(request: Request, credentials: Credentials) -> None:
+    """As :func:`dashboard_auth`, but a read-only session may end itself."""
+    await authenticate(request, credentials, acting=False)
+
+
+async def authenticate(request: Request, credentials: Credentials, *, acting: bool) -> None:
     token = token_of(request)
     where = client_address(request)
     if token is not None and credentials is not None:
-        if not same_token(token, credentials.credentials):
+        role = role_of(request, credentials.credentials)
+        if role is None:
             raise HTTPException(401, "wrong bearer token")
-        request.state.actor = f"http:token@{where}"
+        refuse_read_only(request, role, "this token")
+        request.state.actor = f"http:{'token' if role is Role.ADMIN else 'read-token'}@{where}"
         return  # a header no other site can make a browser send: no CSRF token needed
     sessions = sessions_of(request)
     session = await live_session(request)
@@ -103,6 +167,10 @@ async def dashboard_auth(request: Request, credentials: Credentials) -> None:
         raise HTTPException(401, "log in first (your session ended)" if token else "reload")
     request.state.session = session
     request.state.actor = f"http:{session.who}@{where}"
+    if acting:
+        refuse_read_only(request, session.role, "this session")
+    else:
+        request.state.role = session.role
     if request.method not in SAFE_METHODS:
         given = request.headers.get(CSRF_HEADER) or (await read_form(request)).get(CSRF_FIELD)
         if not sessions.csrf_ok(session, given):
@@ -155,6 +223,8 @@ def page(request: Request, name: str, context: dict[str, Any], status: int = 200
         "csrf": sessions_of(request).csrf(session) if session else "",
         "who": session.who if session else "",
         "auth": token_of(request) is not None,
+        # Controls that act are left out of a read-only page (the routes refuse anyway).
+        "read_only": getattr(request.state, "role", Role.ADMIN) is Role.READ,
     }
     return templates.TemplateResponse(request, name, common | context, status_code=status)
 
@@ -182,7 +252,7 @@ async def render(request: Request, admin: Admin, form: Form, flash: str = "",
     chart = await card("chart", lifecycle.activity(), [])
     dead = await card("dead", admin.list_dead(selector, limit=PAGE, before_id=before_id), [])
     more = dead[-1].id if len(dead) == PAGE else None
-    shown = {k: v for k, v in form.items() if k in FILTERS and v}
+    shown = shown_filters(form)
     return page(request, name, {
         "flash": flash, "ok": ok, "filters": shown, "problems": problems,
         "groups": await card("groups", admin.groups(selector), []),
@@ -244,6 +314,7 @@ async def index(request: Request) -> Response:
         session, fresh = sessions.issue()
     if session is not None:
         request.state.session = session
+        request.state.role = session.role
         request.state.actor = f"http:{session.who}@{client_address(request)}"
     response = await render(request, get_admin(request), dict(request.query_params),
                             name="index.html")  # fmt: skip
@@ -265,17 +336,19 @@ async def login(request: Request) -> Response:
     if token is None:
         return RedirectResponse("/", status_code=303)
     form = await read_form(request)
-    if not same_token(token, form.get("token", "")):
+    role = role_of(request, form.get("token", ""))
+    if role is None:
         return page(request, "login.html", {"error": "wrong token"}, status=401)
-    session, cookie = sessions_of(request).issue(form.get("name", ""))
+    session, cookie = sessions_of(request).issue(form.get("name", ""), role)
     actor = f"http:{session.who}@{client_address(request)}"
-    await get_admin(request).acting_as(actor).note("login", {"session": session.sid[:8]})
+    details = {"session": session.sid[:8]} | ({"role": "read"} if session.read_only else {})
+    await get_admin(request).acting_as(actor).note("login", details)
     response = RedirectResponse("/", status_code=303)
     set_session(request, response, cookie)
     return response
 
 
-@router.post("/logout", dependencies=SESSION)
+@router.post("/logout", dependencies=[Depends(logout_auth)])
 async def logout(request: Request, admin: AdminDep) -> Response:
     session: Session | None = getattr(request.state, "session", None)
     if session is not None:

@@ -18,9 +18,13 @@ from starlette.exceptions import HTTPException
 from engine.admin.facade import Admin
 from engine.settings import Settings
 from engine.web import models as m
-from engine.web.sessions import Sessions, same_token
+from engine.web.guard import SAFE_METHODS
+from engine.web.sessions import Role, Sessions, same_token
 
-bearer = HTTPBearer(auto_error=False, description="LAZARUS_ADMIN_TOKEN, when it is set.")
+bearer = HTTPBearer(
+    auto_error=False,
+    description="LAZARUS_ADMIN_TOKEN, when it is set; LAZARUS_ADMIN_READ_TOKEN for GET only.",
+)
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
@@ -32,6 +36,32 @@ def token_of(request: Request) -> str | None:
     """The admin token the app checks, or None when it serves without one (``--no-auth``)."""
     token: str | None = request.app.state.token
     return token
+
+
+def read_token_of(request: Request) -> str | None:
+    """The read-only token the app accepts beside the admin token, if one is set."""
+    token: str | None = request.app.state.read_token
+    return token
+
+
+def role_of(request: Request, given: str) -> Role | None:
+    """The role a presented token grants, or None if it is neither token."""
+    token, read_token = token_of(request), read_token_of(request)
+    if token is not None and same_token(token, given):
+        return Role.ADMIN
+    if read_token is not None and same_token(read_token, given):
+        return Role.READ
+    return None
+
+
+def refuse_read_only(request: Request, role: Role, what: str) -> None:
+    """A read-only token or session may look, never change: 403 for any unsafe method.
+    Checked at the door, whatever the route, so a new route cannot forget it."""
+    request.state.role = role
+    if role is Role.READ and request.method not in SAFE_METHODS:
+        raise HTTPException(
+            403, f"{what} is read-only (LAZARUS_ADMIN_READ_TOKEN): it may not change anything"
+        )
 
 
 def get_settings(request: Request) -> Settings:
@@ -54,9 +84,12 @@ def api_auth(request: Request, credentials: Credentials) -> None:
             "missing bearer token (LAZARUS_ADMIN_TOKEN is set)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if token is None or not same_token(token, credentials.credentials):
+    role = role_of(request, credentials.credentials) if token is not None else None
+    if role is None:
         raise HTTPException(401, "wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
-    request.state.actor = f"http:token@{client_address(request)}"
+    refuse_read_only(request, role, "this token")
+    who = "token" if role is Role.ADMIN else "read-token"
+    request.state.actor = f"http:{who}@{client_address(request)}"
 
 
 def anonymous(request: Request) -> None:

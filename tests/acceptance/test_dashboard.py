@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -287,5 +288,122 @@ async def test_a_logged_in_person_visiting_another_site_cannot_be_made_to_act(
         [death] = await store.history(job_id)
         assert death["status"] == "dead"
         assert any("frame-ancestors 'none'" in line for line in console), console
+    finally:
+        await store.close()
+
+
+async def test_a_time_window_in_the_url_survives_the_browser_refresh_and_bulk_dialog(
+    ns: Settings, tmp_path: Path
+) -> None:
+    """The datetime-local fields hold the window the URL gives (an offset read into
+    UTC), the 5 s refresh keeps it, and "Requeue all matching" counts only its rows."""
+    from engine.web.api import create_app
+
+    store = Store(ns)
+    await store.connect()
+    batches: list[list[str]] = []
+    try:
+        async with tracking_worker(ns), Client(ns) as client:
+            for n, count in enumerate((2, 2, 1)):
+                ids = [f"window-{n}-{k}" for k in range(count)]
+                for job_id in ids:
+                    await client.enqueue("http.flaky", {"order": job_id}, job_id=job_id)
+                total = sum(map(len, batches)) + count
+
+                async def dead(total: int = total) -> bool:
+                    return await store.count_dead(DeadFilter(job_type="http.flaky")) == total
+
+                await wait_for(dead, what=f"{total} dead letters")
+                batches.append(ids)
+                await asyncio.sleep(1.1)
+        times = [[(await store.history(i))[-1]["died_at"] for i in ids] for ids in batches]
+        after = max(times[0]) + (min(times[1]) - max(times[0])) / 2
+        before = max(times[1]) + (min(times[2]) - max(times[1])) / 2
+        plain = after.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds")
+        shifted = before.astimezone(timezone(timedelta(hours=2)))
+        offset = shifted.isoformat(timespec="milliseconds").replace("+", "%2B")
+
+        with serving(create_app(ns, open_access=True)) as base_url:
+
+            def look(driver: webdriver.Chrome) -> dict[str, object]:
+                driver.get(f"{base_url}/?after={plain}&before={offset}")
+                rows = "#dead-letters tr.dead-letter"
+                wait(driver).until(lambda d: d.find_elements(By.CSS_SELECTOR, rows))
+                values = driver.execute_script(
+                    "return ['after', 'before'].map(n => document.querySelector("
+                    "'#filters input[name=' + n + ']').value)"
+                )
+                driver.execute_script(
+                    "document.getElementById('panel').dataset.old = '1';"
+                    "htmx.trigger(document.body, 'refresh-panel')"
+                )
+                wait(driver).until(
+                    lambda d: d.execute_script(
+                        "return !document.getElementById('panel').dataset.old"
+                    )
+                )
+                shown = [
+                    e.get_attribute("data-job-id")
+                    for e in driver.find_elements(By.CSS_SELECTOR, rows)
+                ]
+                click(driver, "#requeue-matching")
+                confirm = text_of(driver, "#dialog .count")
+                return {"values": values, "shown": shown, "confirm": confirm}
+
+            with chromium(tmp_path / "profile") as driver:
+                seen = await asyncio.to_thread(look, driver)
+    finally:
+        await store.close()
+    after_field, before_field = seen["values"]  # type: ignore[misc]
+    assert after_field and before_field, seen
+    assert datetime.fromisoformat(after_field).replace(tzinfo=UTC) == after.replace(
+        microsecond=after.microsecond // 1000 * 1000
+    )
+    assert sorted(seen["shown"]) == sorted(batches[1]), seen  # type: ignore[call-overload]
+    assert str(seen["confirm"]).startswith("2 dead letters would be requeued"), seen
+
+
+async def test_a_read_only_login_sees_the_dashboard_without_action_controls(
+    ns: Settings, tmp_path: Path
+) -> None:
+    from pydantic import SecretStr
+
+    from engine.web.api import create_app
+
+    read_token = "browser-read-token-1234"
+    secured = ns.model_copy(
+        update={
+            "admin_token": SecretStr("browser-test-token-1234"),
+            "admin_read_token": SecretStr(read_token),
+        }
+    )
+    store = Store(ns)
+    await store.connect()
+    try:
+        async with tracking_worker(ns), Client(ns) as client:
+            job_id = await client.enqueue("http.flaky", {"order": 1}, job_id="read-1")
+            await wait_for(lambda: store.history(job_id), what="a dead letter")
+        with serving(create_app(secured)) as admin_url:
+
+            def log_in_and_look(driver: webdriver.Chrome) -> dict[str, object]:
+                driver.get(admin_url + "/")
+                wait(driver).until(lambda d: d.find_element(By.NAME, "token"))
+                driver.find_element(By.NAME, "token").send_keys(read_token)
+                driver.find_element(By.NAME, "name").send_keys("viewer")
+                driver.find_element(By.CSS_SELECTOR, ".login button").click()
+                wait(driver).until(lambda d: d.find_elements(By.CSS_SELECTOR, "tr.dead-letter"))
+                controls = "#panel button[hx-post], .bulk, input.pick, #check-all"
+                return {
+                    "header": driver.find_element(By.TAG_NAME, "header").text,
+                    "controls": len(driver.find_elements(By.CSS_SELECTOR, controls)),
+                    "rows": len(driver.find_elements(By.CSS_SELECTOR, "tr.dead-letter")),
+                }
+
+            with chromium(tmp_path / "profile") as driver:
+                seen = await asyncio.to_thread(log_in_and_look, driver)
+        assert "read-only" in str(seen["header"]) and "viewer#" in str(seen["header"])
+        assert (seen["controls"], seen["rows"]) == (0, 1), seen
+        [death] = await store.history(job_id)
+        assert death["status"] == "dead"
     finally:
         await store.close()
