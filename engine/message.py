@@ -35,6 +35,15 @@ _JOB_ID = re.compile(r"^[^\u0000-\u001f\u007f-\u009f]{0,255}$")
 # Counts the worker reads from headers go into 32-bit columns.
 MAX_COUNT = MAX_INT32
 
+# Error texts, in headers and in the attempts table. Headers travel in one AMQP frame
+# (frame_max is 128 KiB by default): a huge error text would make every publish of the
+# copy fail. Past these bounds the text is cut, saying so.
+MAX_ERROR_TYPE = 255
+MAX_ERROR_MESSAGE = 8_192
+MAX_TRACEBACK = 32_768
+CUT = " [...cut: {n} more characters]"
+
+
 # The wire's headers, every one of them here. A dead-letter copy carries why and where
 # the job died:
 H_REASON = "x-lazarus-reason"
@@ -268,3 +277,26 @@ def fallback_job_id(body: bytes, message_id: str | None) -> str:
     if message_id and job_id_problem(message_id) is None:
         return message_id
     return str(uuid.UUID(bytes=hashlib.sha256(body).digest()[:16], version=5))
+
+
+def bounded(text: str, limit: int, *, keep_end: bool = False) -> str:
+    """``text`` within ``limit`` characters; a traceback keeps its end, where the error is."""
+    if len(text) <= limit:
+        return text
+    kept = limit - len(CUT.format(n=len(text)))
+    marker = CUT.format(n=len(text) - kept)
+    while len(marker) + kept != limit:  # the count's digits may be one fewer: settle it
+        kept = limit - len(marker)
+        marker = CUT.format(n=len(text) - kept)
+    return marker + text[-kept:] if keep_end else text[:kept] + marker
+
+
+def bounded_error(
+    error_type: str | None, message: str | None, traceback: str | None
+) -> tuple[str | None, str | None, str | None]:
+    """An error's three texts within the bounds a dead letter's headers use."""
+    return (
+        None if error_type is None else bounded(error_type, MAX_ERROR_TYPE),
+        None if message is None else bounded(message, MAX_ERROR_MESSAGE),
+        None if traceback is None else bounded(traceback, MAX_TRACEBACK, keep_end=True),
+    )

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from engine.admin.rows import Job, JobCause, JobSummary, QueueInfo, TypeInfo
+from engine.admin.rows import Attempt, Job, JobCause, JobSummary, QueueInfo, TypeInfo
 from engine.amqp.parking import parked_count, unpark
 from engine.amqp.topology import work_queue
 from engine.deadletters.generations import resumed_message
@@ -91,6 +91,11 @@ class Lifecycle:
         if row is None:
             raise JobNotFound(f"no job {job_id!r} (it never ran on a tracking worker)")
         return Job.from_row(row)
+
+    async def attempts(self, job_id: str) -> list[Attempt]:
+        """Every failed attempt of the job recorded, in (generation, attempt) order; none for
+        a job never tracked, or pruned."""
+        return [Attempt.from_row(r) for r in await self.store.attempts(job_id)]
 
     async def activity(self, minutes: int = 15) -> list[dict[str, int]]:
         """Jobs per minute over the last ``minutes``, oldest first: succeeded and retrying (by

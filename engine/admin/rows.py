@@ -146,6 +146,26 @@ class Job:
 
 
 @dataclass(frozen=True, slots=True)
+class Attempt:
+    """One failed attempt of a job: how it ended (retrying, dead, suspended), its error,
+    where and when; the job row keeps only the last error of a generation."""
+
+    job_id: str
+    generation: int
+    attempt: int
+    outcome: str
+    error_type: str
+    error_message: str
+    traceback: str
+    worker: str | None
+    at: datetime
+
+    @classmethod
+    def from_row(cls, row: Row) -> Attempt:
+        return cls(**_columns(cls.__dataclass_fields__, row))
+
+
+@dataclass(frozen=True, slots=True)
 class JobCause:
     """Why a suspended job stopped: a person (``stopped_by``) or a failure (its error
     type and traceback), and since when."""

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from engine.admin.facade import Admin
 from engine.admin.lifecycle import REQUESTED_BY_USER
-from engine.admin.rows import Job
+from engine.admin.rows import Attempt, Job
 from engine.cli.common import (
     EXIT_FAILED,
     fail,
@@ -145,9 +145,33 @@ async def list_jobs(
 @jobs_app.command()
 @run_async
 async def show(job_id: JobIdArg, as_json: JsonOpt = False) -> None:
-    """State, attempts, times, last error, cause and checkpoint of a job."""
+    """State, attempts, times, last error, cause and checkpoint of a job, then every failed
+    attempt recorded with its error and time (with --json, an "attempts" list)."""
     async with reader() as admin:
-        show_row(shown(await admin.jobs.show(job_id)), as_json)
+        job = await admin.jobs.show(job_id)
+        attempts = await admin.jobs.attempts(job_id)
+    if as_json:
+        print_json(shown(job) | {"attempts": attempts})
+        return
+    show_row(shown(job), as_json)
+    if attempts:
+        show_attempts(attempts)
+
+
+def show_attempts(attempts: list[Attempt]) -> None:
+    """The failed attempts, oldest first: generation, attempt, outcome, error, time (UTC)."""
+    table = Table("gen", "attempt", "outcome", "error type", "message", "at",
+                  title="attempts")  # fmt: skip
+    for a in attempts:
+        table.add_row(
+            str(a.generation),
+            str(a.attempt),
+            inert(a.outcome),
+            inert(a.error_type),
+            inert(a.error_message, limit=200),
+            utc(a.at),
+        )
+    print_table(table)
 
 
 def show_stopped(job: Job, as_json: bool) -> None:

@@ -17,8 +17,8 @@ async def prune(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """Remove what is past its LAZARUS_RETAIN_* age: finished jobs, audit entries,
-    requeued or deleted dead letters, and retained dead-letter copies."""
+    """Remove what is past its LAZARUS_RETAIN_* age: finished jobs and their attempts, audit
+    entries, requeued or deleted dead letters, and retained dead-letter copies."""
     from engine.deadletters.retention import prune as prune_once
 
     config = settings()
@@ -39,6 +39,7 @@ async def prune(
         else (str(done.dead_copies))
     )
     typer.echo(
-        f"{verb}: {done.jobs} finished jobs, {done.audit} audit entries, "
+        f"{verb}: {done.jobs} finished jobs, {done.attempts} of their attempts, "
+        f"{done.audit} audit entries, "
         f"{done.dead_history} requeued or deleted dead letters; retained copies: {copies}"
     )

@@ -17,6 +17,7 @@ from typing import Any
 from engine.amqp.port import BrokerPort
 from engine.amqp.topology import dead_exchange, record_exchange
 from engine.message import (
+    CUT,
     H_ATTEMPTS,
     H_DIED_AT,
     H_ERROR_MESSAGE,
@@ -25,28 +26,23 @@ from engine.message import (
     H_REASON,
     H_TRACEBACK,
     H_WORKER,
+    MAX_ERROR_MESSAGE,
+    MAX_ERROR_TYPE,
+    MAX_TRACEBACK,
     JobMessage,
+    bounded,
 )
 from engine.outcome import ErrorInfo
 
-# Headers travel in one AMQP frame (frame_max is 128 KiB by default): a huge error text
-# would make every publish of the copy fail. Past these bounds the text is cut, saying so.
-MAX_ERROR_TYPE = 255
-MAX_ERROR_MESSAGE = 8_192
-MAX_TRACEBACK = 32_768
-CUT = " [...cut: {n} more characters]"
-
-
-def bounded(text: str, limit: int, *, keep_end: bool = False) -> str:
-    """``text`` within ``limit`` characters; a traceback keeps its end, where the error is."""
-    if len(text) <= limit:
-        return text
-    kept = limit - len(CUT.format(n=len(text)))
-    marker = CUT.format(n=len(text) - kept)
-    while len(marker) + kept != limit:  # the count's digits may be one fewer: settle it
-        kept = limit - len(marker)
-        marker = CUT.format(n=len(text) - kept)
-    return marker + text[-kept:] if keep_end else text[:kept] + marker
+__all__ = [
+    "CUT",
+    "MAX_ERROR_MESSAGE",
+    "MAX_ERROR_TYPE",
+    "MAX_TRACEBACK",
+    "bounded",
+    "dead_headers",
+    "publish_dead",
+]
 
 
 def dead_headers(

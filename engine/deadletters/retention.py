@@ -1,7 +1,8 @@
 """Retention: nothing Lazarus writes grows forever.
 
 One pass prunes what is older than its ``LAZARUS_RETAIN_*`` age: finished job rows
-(succeeded, cancelled, dead: each death stays in ``dead_letters``), workers' registry rows
+(succeeded, cancelled, dead: each death stays in ``dead_letters``) with their recorded
+attempts, workers' registry rows
 not seen for as long, audit entries (never
 a bulk operation still running), dead-letter rows a person already acted on (requeued,
 deleted) and the copies on ``<ns>.dead.retained``. Rows still dead are never pruned: a
@@ -32,6 +33,7 @@ log = logging.getLogger("lazarus.retention")
 # What a pass prunes, and the retain_<setting> age that keeps it.
 KEPT_BY = (
     ("jobs", "jobs"),
+    ("attempts", "jobs"),  # attempts of the jobs pruned, or gone, as old as they
     ("workers", "jobs"),  # registry rows of workers not seen for as long
     ("audit", "audit"),
     ("dead_history", "dead_history"),
@@ -43,6 +45,7 @@ class Pruned:
     """What one pass removed (or, on a dry run, would remove)."""
 
     jobs: int = 0
+    attempts: int = 0  # job_attempts rows of finished jobs, kept as long as their jobs
     workers: int = 0  # registry rows of workers not seen for LAZARUS_RETAIN_JOBS
     audit: int = 0
     dead_history: int = 0
@@ -52,6 +55,7 @@ class Pruned:
     def as_dict(self) -> dict[str, Any]:
         return {
             "jobs": self.jobs,
+            "attempts": self.attempts,
             "workers": self.workers,
             "audit": self.audit,
             "dead_history": self.dead_history,
@@ -133,5 +137,7 @@ async def run_pruner(settings: Settings, store: Store, broker: BrokerPort) -> No
         except (LazarusError, *DB_ERROR) as exc:
             log.warning("prune pass failed, next in %g s: %r", delay, exc)
             continue
-        if not done.busy and any((done.jobs, done.audit, done.dead_history, done.dead_copies)):
+        if not done.busy and any(
+            (done.jobs, done.attempts, done.audit, done.dead_history, done.dead_copies)
+        ):
             log.info("pruned %s", done.as_dict())

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from engine.memory.tables import (
+    ATTEMPT_COLUMNS,
+    ATTEMPT_OUTCOMES,
     ERROR_FIELDS,
     JOB_COLUMNS,
     LISTED_JOB,
@@ -25,6 +27,7 @@ from engine.memory.tables import (
     pick,
     utc_now,
 )
+from engine.message import bounded_error
 from engine.pg.port import (
     KEY_HELD,
     Build,
@@ -87,7 +90,30 @@ class JobTables(Tables):
             else:
                 continue
             applied.add((new["job_id"], new["seq"]))
+            self._record_attempt(new, now)
         return applied
+
+    def _record_attempt(self, new: dict[str, Any], now: datetime) -> None:
+        """report_transitions' job_attempts insert: an applied failure with an error, once."""
+        if new["state"] not in ATTEMPT_OUTCOMES or new["error_type"] is None:
+            return
+        key = (new["job_id"], new["generation"], new["attempt"], new["state"])
+        if key in self.job_attempts:
+            return
+        error_type, message, traceback = bounded_error(
+            new["error_type"], new["error_message"], new["traceback"]
+        )
+        self.job_attempts[key] = {
+            "job_id": new["job_id"],
+            "generation": new["generation"],
+            "attempt": new["attempt"],
+            "outcome": new["state"],
+            "error_type": error_type,
+            "error_message": message or "",
+            "traceback": traceback or "",
+            "worker": new["worker"],
+            "at": now,
+        }
 
     @staticmethod
     def _later(new: dict[str, Any], old: dict[str, Any]) -> bool:
@@ -172,6 +198,12 @@ class JobTables(Tables):
         self._up()
         job = self.jobs.get(job_id)
         return None if job is None else copied(job)
+
+    async def attempts(self, job_id: str) -> list[dict[str, Any]]:
+        self._up()
+        rows = [a for key, a in self.job_attempts.items() if key[0] == job_id]
+        rows.sort(key=lambda a: (a["generation"], a["attempt"], a["at"]))
+        return [pick(a, ATTEMPT_COLUMNS) for a in rows]
 
     async def list_jobs(
         self,

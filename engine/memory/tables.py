@@ -41,6 +41,12 @@ LISTED_JOB = (
 STAGED = ("id", "job_id", "generation", "job_type", "queue", "payload", "max_retries",
           "enqueued_at")  # fmt: skip
 OUTBOX_CLAIMED = ("id", "kind", "dead_letter_id", "job_id", "queue", "body", "run_at")
+ATTEMPT_COLUMNS = (
+    "job_id", "generation", "attempt", "outcome", "error_type", "error_message", "traceback",
+    "worker", "at",
+)  # fmt: skip
+# The states whose report records an attempt when it carries an error.
+ATTEMPT_OUTCOMES = (JobState.RETRYING.value, JobState.DEAD.value, JobState.SUSPENDED.value)
 ERROR_FIELDS = ("error_type", "error_message", "traceback")
 QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # mark_requeue_pending's pattern
 _INT32 = range(-(2**31), 2**31)
@@ -99,6 +105,8 @@ class Tables:
         self.queue_pauses: dict[str, dict[str, Any]] = {}
         self.type_pauses: dict[str, dict[str, Any]] = {}
         self.workers: dict[str, dict[str, Any]] = {}
+        # job_attempts, keyed by (job_id, generation, attempt, outcome)
+        self.job_attempts: dict[tuple[str, int, int, str], dict[str, Any]] = {}
         self._claimed: set[int] = set()  # outbox ids an open claim holds (FOR UPDATE)
         self._ids = {"dead": 0, "outbox": 0, "audit": 0}
         self._down = 0

@@ -14,9 +14,13 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from engine.message import bounded_error
 from engine.pg.port import Enqueued, JobIdTaken, OutboxKind, Staged, UniqueJob
 from engine.pg.queries import Q
 from engine.states import PERSON_SEQ, JobState
+
+# Where a report row (engine.worker.tracker.Transition.row) carries its error's texts.
+ERRORS = slice(11, 14)
 
 
 class JobStateQueries(ABC):
@@ -78,12 +82,14 @@ class JobStateQueries(ABC):
                 )
 
     async def report(self, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, int]]:
-        """Apply worker-reported transitions (one row per job, see JobReport); return the
-        (job id, seq) pairs that were applied."""
+        """Apply worker-reported transitions (one row per job, see JobReport) and record the
+        failed attempts among them; return the (job id, seq) pairs that were applied."""
         if not rows:
             return set()
         columns = [list(c) for c in zip(*rows, strict=True)]
-        applied = await self.pool.fetch(Q["report_transitions"], *columns)
+        errors = [bounded_error(*row[ERRORS]) for row in rows]
+        bounded = [list(c) for c in zip(*errors, strict=True)]
+        applied = await self.pool.fetch(Q["report_transitions"], *columns, *bounded)
         return {(r["job_id"], r["seq"]) for r in applied}
 
     async def save_checkpoint(self, job_id: str, generation: int, state: Any) -> bool:
@@ -92,6 +98,10 @@ class JobStateQueries(ABC):
 
     async def get_job(self, job_id: str) -> asyncpg.Record | None:
         return await self.pool.fetchrow(Q["get_job"], job_id)
+
+    async def attempts(self, job_id: str) -> list[asyncpg.Record]:
+        """The job's recorded attempts, in (generation, attempt) order."""
+        return list(await self.pool.fetch(Q["job_attempts"], job_id))
 
     async def list_jobs(
         self,

@@ -97,8 +97,9 @@ class WorkerStore(Protocol):
     the dead-letter writer and records, and the workers' registry."""
 
     async def report(self, rows: Sequence[tuple[Any, ...]]) -> set[tuple[str, int]]:
-        """Apply worker-reported transitions (tracker's 20-column rows); return the
-        applied (job id, seq) pairs."""
+        """Apply worker-reported transitions (tracker's 20-column rows) and record each
+        applied one that carries an error as an attempt; return the applied (job id, seq)
+        pairs."""
         ...
 
     async def save_checkpoint(self, job_id: str, generation: int, state: Any) -> bool: ...
@@ -209,6 +210,10 @@ class AdminStore(OutboxStore, Protocol):
 
     # -- jobs
     async def get_job(self, job_id: str) -> Row | None: ...
+
+    async def attempts(self, job_id: str) -> Sequence[Row]:
+        """The job's failed attempts (job_attempts), in (generation, attempt) order."""
+        ...
 
     async def list_jobs(
         self,

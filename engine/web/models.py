@@ -7,7 +7,7 @@ paused, is decided by :mod:`engine.admin.facade` and :mod:`engine.admin.lifecycl
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
@@ -242,6 +242,24 @@ class JobDetail(JobRow):
     worker: str | None
     created_at: datetime
     started_at: datetime | None
+
+
+class AttemptRow(BaseModel):
+    job_id: str
+    generation: int
+    attempt: int
+    outcome: Literal["retrying", "dead", "suspended"]
+    error_type: str
+    error_message: str
+    traceback: str
+    worker: str | None
+    at: datetime
+
+
+class AttemptPage(BaseModel):
+    """Every failed attempt of a job recorded, in (generation, attempt) order."""
+
+    items: list[AttemptRow]
 
 
 class StopBody(Body):

@@ -1,4 +1,5 @@
-"""The API's jobs: list and show them, say why one was suspended, and suspend, cancel
+"""The API's jobs: list and show them, say why one was suspended, list its failed
+attempts, and suspend, cancel
 or resume one (the rules are :class:`Lifecycle`'s)."""
 
 from __future__ import annotations
@@ -30,6 +31,16 @@ async def list_jobs(
 async def cause(admin: AdminDep, job_id: JobId) -> m.Cause:
     """Why a suspended job stopped: 'Requested by user', or the exception and traceback."""
     return m.Cause.model_validate(await admin.jobs.cause(job_id), from_attributes=True)
+
+
+@router.get("/jobs/{job_id:path}/attempts", tags=["jobs"], responses=NOT_FOUND)
+async def attempts(admin: AdminDep, job_id: JobId) -> m.AttemptPage:
+    """Every failed attempt of the job (retrying, dead, suspended) with its error and time,
+    oldest first; the job row keeps only the last error."""
+    rows = await admin.jobs.attempts(job_id)
+    if not rows:
+        await admin.jobs.show(job_id)  # 404 for a job never tracked (or pruned)
+    return m.AttemptPage(items=[m.AttemptRow.model_validate(r, from_attributes=True) for r in rows])
 
 
 @router.get("/jobs/{job_id:path}", tags=["jobs"], responses=NOT_FOUND)

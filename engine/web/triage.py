@@ -127,7 +127,11 @@ async def dead_page(request: Request, admin: AdminDep, job_id: str) -> Response:
     except JobNotFound as exc:
         history, problem = [], str(exc)
     job = await admin.store.get_job(job_id)
-    context = {"job_id": job_id, "history": history, "problem": problem, "job": job}
+    attempts = await admin.jobs.attempts(job_id)
+    context = {
+        "job_id": job_id, "history": history, "problem": problem, "job": job,
+        "attempts": attempts,
+    }  # fmt: skip
     return page(request, "dead.html", context, status=404 if problem else 200)
 
 
@@ -150,7 +154,8 @@ async def job_page(request: Request, admin: AdminDep, job_id: str) -> Response:
     except JobNotFound as exc:
         job, problem = {"job_id": job_id}, str(exc)
     deaths = await admin.store.history(job_id)
-    context = {"job": job, "problem": problem, "deaths": deaths}
+    attempts = await admin.jobs.attempts(job_id)
+    context = {"job": job, "problem": problem, "deaths": deaths, "attempts": attempts}
     return page(request, "job.html", context, status=404 if problem else 200)
 
 

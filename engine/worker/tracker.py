@@ -137,6 +137,36 @@ def latest_per_job(transitions: list[Transition]) -> dict[str, Transition]:
     return {job_id: latest[job_id] for job_id in sorted(latest)}
 
 
+# The failures whose report records an attempt (job_attempts) when it carries an error.
+RECORDED = (JobState.RETRYING, JobState.DEAD, JobState.SUSPENDED)
+
+
+def records_attempt(transition: Transition) -> bool:
+    return transition.state in RECORDED and transition.error is not None
+
+
+def rounds(batch: list[_Entry]) -> list[list[_Entry]]:
+    """The batch cut into statements written one after the other: a job's transitions stay
+    together (the latest wins) up to each failure that carries an error, which ends its
+    round. Its attempt is recorded only if its report is written, not merely overtaken by
+    the job's next run in the same batch (a retry without delay, a backlog). Most batches
+    are one round."""
+    per_job: dict[str, list[_Entry]] = {}
+    for entry in batch:
+        per_job.setdefault(entry[0].message.id, []).append(entry)
+    cut: list[list[_Entry]] = []
+    for entries in per_job.values():
+        entries.sort(key=lambda e: e[0].order)
+        index = 0
+        for position, entry in enumerate(entries):
+            if len(cut) <= index:
+                cut.append([])
+            cut[index].append(entry)
+            if records_attempt(entry[0]) and position < len(entries) - 1:
+                index += 1
+    return cut
+
+
 class Tracker:
     """Collects transitions for up to ``linger`` seconds or ``max_batch`` jobs, then writes."""
 
@@ -223,7 +253,20 @@ class Tracker:
                 pause = min(pause * 2, OUTAGE_MAX_PAUSE)
 
     async def _flush(self, batch: list[_Entry]) -> bool:
-        """Write a batch and settle its waiters; False if PostgreSQL could not be reached."""
+        """Write a batch, round by round (see :func:`rounds`), and settle its waiters; False
+        if PostgreSQL could not be reached (the rounds not written wait, waiters and all)."""
+        cut = rounds(batch)
+        for index, entries in enumerate(cut):
+            if not await self._flush_round(entries):
+                for later in cut[index + 1 :]:
+                    for entry in later:
+                        self._queue.put_nowait(entry)
+                return False
+        return True
+
+    async def _flush_round(self, batch: list[_Entry]) -> bool:
+        """Write one statement's transitions and settle their waiters; False if PostgreSQL
+        could not be reached."""
         latest = latest_per_job([transition for transition, _, _ in batch])
         try:
             applied = await self._write([t.row() for t in latest.values()])

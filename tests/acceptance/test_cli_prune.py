@@ -32,8 +32,8 @@ async def test_prune_counts_then_removes_old_finished_jobs(cli: Cli) -> None:
     dry = cli.run("prune", "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     assert orjson.loads(dry.stdout) | {} == {
-        "jobs": 3, "workers": 0, "audit": 0, "dead_history": 0, "dead_copies": None, "busy": False,
-        "dry_run": True,
+        "jobs": 3, "attempts": 0, "workers": 0, "audit": 0, "dead_history": 0,
+        "dead_copies": None, "busy": False, "dry_run": True,
     }  # fmt: skip
     done = cli.run("prune")
     assert done.returncode == 0, done.stderr

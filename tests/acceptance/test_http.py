@@ -282,6 +282,7 @@ async def test_unknown_ids_are_404_with_a_message_naming_them(api: httpx.AsyncCl
         ("POST", "/api/jobs/ghost/resume"),
         ("POST", "/api/jobs/ghost/cancel"),
         ("GET", "/api/jobs/ghost/cause"),
+        ("GET", "/api/jobs/ghost/attempts"),
     ]:
         response = await api.request(method, url)
         assert response.status_code == 404, (method, url, response.text)
@@ -420,6 +421,7 @@ async def test_openapi_documents_every_endpoint(api: httpx.AsyncClient) -> None:
         "/api/jobs/{job_id}/cancel",
         "/api/jobs/{job_id}/resume",
         "/api/jobs/{job_id}/cause",
+        "/api/jobs/{job_id}/attempts",
         "/api/queues",
         "/api/queues/{queue}/pause",
         "/api/queues/{queue}/resume",

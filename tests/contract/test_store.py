@@ -6,6 +6,7 @@ If the double cannot match PostgreSQL on one of these, the double is wrong.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from engine.filters import DeadFilter
 from engine.memory.store import InMemoryStore
+from engine.message import MAX_ERROR_MESSAGE, MAX_ERROR_TYPE, MAX_TRACEBACK
 from engine.pg.errors import DB_REJECTED, DB_UNAVAILABLE
 from engine.pg.port import AdminStore, OutboxStore, UniqueJobStore, WorkerStore
 from engine.pg.rows import Row
@@ -245,6 +247,39 @@ async def test_errors_stay_while_a_generation_retries_and_clear_on_success(
     job = await store.get_job("j1")
     assert job is not None
     assert (job["error_type"], job["payload"]) == (None, {"p": 1})
+
+
+async def test_each_applied_failure_with_an_error_records_one_attempt(store: AnyStore) -> None:
+    def failed(seq: int, state: JobState, token: str, generation: int = 0) -> tuple[Any, ...]:
+        error = (f"E{generation}.{seq}", f"m{seq}", "tb")
+        return report("j1", generation=generation, seq=seq, state=state, error=error, token=token)
+
+    await store.report([failed(2, JobState.RETRYING, "t1"), report("j2", seq=3,
+                        state=JobState.SUCCEEDED)])  # fmt: skip
+    await store.report([failed(2, JobState.RETRYING, "t1")])  # sent again: applied, not recorded
+    await store.report([report("j1", seq=5, state=JobState.RUNNING)])  # no error: nothing
+    await store.report([failed(2, JobState.RETRYING, "t9")])  # stale: refused, nothing
+    await store.report([failed(6, JobState.RETRYING, "t2")])
+    await store.report([failed(7, JobState.DEAD, "t3")])
+    await store.report([failed(3, JobState.SUSPENDED, "t4", generation=1)])
+    rows = await store.attempts("j1")
+    assert [(r["generation"], r["attempt"], r["outcome"], r["error_type"]) for r in rows] == [
+        (0, 0, "retrying", "E0.2"), (0, 1, "retrying", "E0.6"), (0, 1, "dead", "E0.7"),
+        (1, 0, "suspended", "E1.3"),
+    ]  # fmt: skip
+    assert (rows[0]["error_message"], rows[0]["traceback"], rows[0]["worker"]) == ("m2", "tb", "w1")
+    assert all(a["at"] <= b["at"] for a, b in itertools.pairwise(rows))
+    assert await store.attempts("j2") == [] and await store.attempts("nope") == []
+
+
+async def test_an_attempts_error_texts_are_bounded(store: AnyStore) -> None:
+    huge = ("T" * 300, "m" * 10_000, "t" * 40_000 + "the end")
+    await store.report([report("j1", seq=2, state=JobState.RETRYING, error=huge)])
+    [row] = await store.attempts("j1")
+    assert (len(row["error_type"]), len(row["error_message"]), len(row["traceback"])) == (
+        MAX_ERROR_TYPE, MAX_ERROR_MESSAGE, MAX_TRACEBACK,
+    )  # fmt: skip
+    assert row["traceback"].endswith("the end") and "more characters" in row["error_message"]
 
 
 async def test_a_checkpoint_is_saved_only_on_the_running_generation(store: AnyStore) -> None:

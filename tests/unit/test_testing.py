@@ -57,6 +57,27 @@ async def test_a_charge_that_died_succeeds_once_requeued(harness: Lazarus) -> No
     assert [d.status for d in await harness.dead_letters(job_id)] == [DeadStatus.REQUEUED]
 
 
+async def test_every_failed_attempt_is_kept_with_its_error(harness: Lazarus) -> None:
+    @harness.handler("charge", policy=RetryPolicy(attempts=1, max_retries=2, retry_delay=60))
+    async def charge(ctx: JobContext) -> None:
+        if ctx.message.generation == 0:
+            raise Transient(f"card service down ({ctx.message.attempt})")
+
+    job_id = await harness.enqueue("charge")
+    await harness.drain()
+    await harness.requeue(job_id, retries=0)
+    await harness.drain()
+    attempts = await harness.admin.jobs.attempts(job_id)
+    assert [(a.generation, a.attempt, a.outcome) for a in attempts] == [
+        (0, 0, "retrying"), (0, 1, "retrying"), (0, 2, "dead"),
+    ]  # fmt: skip
+    assert [a.error_message for a in attempts] == [f"card service down ({i})" for i in range(3)]
+    assert {a.error_type for a in attempts} == {"engine.errors.Transient"}
+    assert all("card service down" in a.traceback for a in attempts)
+    assert attempts[0].at <= attempts[1].at <= attempts[2].at
+    assert await harness.admin.jobs.attempts("no-such-job") == []
+
+
 async def test_recover_resumes_from_the_last_checkpoint(harness: Lazarus) -> None:
     seen: list[object] = []
 

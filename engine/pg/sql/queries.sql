@@ -93,6 +93,10 @@ SELECT coalesce(max(id), 0) FROM dead_letters;
 -- Worker-reported states, one statement per batch. A row changes only if the new
 -- (generation, seq, redeliveries) is later than what it holds, or if it holds this very
 -- report (same token: sent again after a lost reply); RETURNING says which were applied.
+-- An applied report that carries an error (retrying, dead, suspended) adds its attempt to
+-- job_attempts in the same statement, its texts bounded ($21-$23); one sent again finds
+-- its row there and adds none.
+WITH applied AS (
 INSERT INTO jobs AS j (
     job_id, generation, seq, redeliveries, job_type, queue, state, attempt, max_retries,
     payload, suspend_on_failure, error_type, error_message, traceback, cause, worker,
@@ -127,7 +131,21 @@ ON CONFLICT (job_id) DO UPDATE SET
 WHERE (EXCLUDED.generation, EXCLUDED.seq, EXCLUDED.redeliveries)
     > (j.generation, j.seq, j.redeliveries)
    OR j.token = EXCLUDED.token
-RETURNING job_id, seq;
+RETURNING job_id, generation, seq, attempt, state, worker
+), reported AS (
+    SELECT * FROM unnest($1::text[], $21::text[], $22::text[], $23::text[])
+        AS r(job_id, error_type, error_message, traceback)
+), recorded AS (
+    INSERT INTO job_attempts (
+        job_id, generation, attempt, outcome, error_type, error_message, traceback, worker
+    )
+    SELECT a.job_id, a.generation, a.attempt, a.state, r.error_type,
+           COALESCE(r.error_message, ''), COALESCE(r.traceback, ''), a.worker
+      FROM applied a JOIN reported r ON r.job_id = a.job_id
+     WHERE a.state IN ('retrying', 'dead', 'suspended') AND r.error_type IS NOT NULL
+    ON CONFLICT DO NOTHING
+)
+SELECT job_id, seq FROM applied;
 
 -- name: insert_unique_job
 -- A new job under a unique key, pending until a worker reports it. Nothing is inserted if
@@ -151,6 +169,10 @@ UPDATE jobs SET checkpoint = $3, updated_at = now()
 
 -- name: get_job
 SELECT * FROM jobs WHERE job_id = $1;
+
+-- name: job_attempts
+SELECT job_id, generation, attempt, outcome, error_type, error_message, traceback, worker, at
+  FROM job_attempts WHERE job_id = $1 ORDER BY generation, attempt, at;
 
 -- name: stop_job
 -- A person suspends or cancels: a compare-and-set on the generation and states the
@@ -276,6 +298,21 @@ SELECT count(*) FROM jobs WHERE state IN ('succeeded', 'cancelled', 'dead') AND 
 DELETE FROM jobs WHERE job_id IN (
     SELECT job_id FROM jobs
      WHERE state IN ('succeeded', 'cancelled', 'dead') AND updated_at < $1 LIMIT $2);
+
+-- name: count_attempts
+-- Attempts older than the age whose job row is gone or goes in this pass (finished as long).
+SELECT count(*) FROM job_attempts a
+ WHERE a.at < $1 AND NOT EXISTS (
+       SELECT 1 FROM jobs j WHERE j.job_id = a.job_id
+          AND NOT (j.state IN ('succeeded', 'cancelled', 'dead') AND j.updated_at < $1));
+
+-- name: prune_attempts
+DELETE FROM job_attempts WHERE (job_id, generation, attempt, outcome) IN (
+    SELECT a.job_id, a.generation, a.attempt, a.outcome FROM job_attempts a
+     WHERE a.at < $1 AND NOT EXISTS (
+           SELECT 1 FROM jobs j WHERE j.job_id = a.job_id
+              AND NOT (j.state IN ('succeeded', 'cancelled', 'dead') AND j.updated_at < $1))
+     LIMIT $2);
 
 -- name: count_audit
 SELECT count(*) FROM audit_log WHERE at < $1 AND state <> 'running';

@@ -57,6 +57,14 @@ async def add_audit(store: Store, age: timedelta, state: str = "done") -> None:
     )  # fmt: skip
 
 
+async def add_attempt(store: Store, job_id: str, age: timedelta) -> None:
+    await store.pool.execute(
+        "INSERT INTO job_attempts (job_id, generation, attempt, outcome, error_type,"
+        " error_message, traceback, at) VALUES ($1, 0, 0, 'retrying', 'E', 'm', 'tb', $2)",
+        job_id, now_utc() - age,
+    )  # fmt: skip
+
+
 async def ids(store: Store, sql: str) -> set[str]:
     return {r[0] for r in await store.pool.fetch(sql)}
 
@@ -65,6 +73,9 @@ async def seed(store: Store) -> None:
     for state in ("succeeded", "cancelled", "dead", "suspended", "running", "retrying"):
         await add_job(store, f"old-{state}", state, OLD)
         await add_job(store, f"new-{state}", state, NEW)
+        await add_attempt(store, f"old-{state}", OLD)
+        await add_attempt(store, f"new-{state}", NEW)
+    await add_attempt(store, "gone", OLD)  # its job row was pruned before
     for status in ("dead", "requeued", "deleted"):
         await add_dead(store, f"old-{status}", status, OLD)
         await add_dead(store, f"new-{status}", status, NEW)
@@ -79,13 +90,17 @@ async def test_a_pass_prunes_what_is_past_its_age_and_nothing_a_person_still_nee
     await seed(store)
     dry = await prune(dead_settings, store, None, dry_run=True)
     assert (dry.jobs, dry.audit, dry.dead_history, dry.dead_copies) == (3, 1, 2, None)
+    assert dry.attempts == 4  # those of the 3 old finished jobs, and one whose job is gone
     assert len(await ids(store, "SELECT job_id FROM jobs")) == 12  # a dry run changes nothing
 
     done = await prune(dead_settings, store, None)
     assert (done.jobs, done.audit, done.dead_history) == (dry.jobs, dry.audit, dry.dead_history)
+    assert done.attempts == dry.attempts
     jobs = await ids(store, "SELECT job_id FROM jobs")
     assert {j for j in jobs if j.startswith("old-")} == {"old-suspended", "old-running",
                                                          "old-retrying"}  # fmt: skip
+    attempts = await ids(store, "SELECT job_id FROM job_attempts")
+    assert attempts == jobs  # each kept job keeps its attempts, old or new
     dead = await ids(store, "SELECT job_id FROM dead_letters")
     assert dead == {"old-dead", "new-dead", "new-requeued", "new-deleted"}
     states = await ids(store, "SELECT state FROM audit_log")

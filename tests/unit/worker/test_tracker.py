@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
 import pytest
 
 from engine.message import JobMessage
+from engine.outcome import ErrorInfo
 from engine.states import JobState
 from engine.worker.tracker import Tracker, Transition, started
 
@@ -84,3 +86,20 @@ async def test_a_restarting_database_keeps_progress_reports_for_later(
     await t.stop()  # waits for the pass after the outage pause
     assert store.calls == [["a"], ["a"]]
     assert t.written == 1
+
+
+async def test_a_failure_with_an_error_is_written_before_the_jobs_next_run() -> None:
+    store = FakeStore()
+    t = tracker(store)
+    first = JobMessage(type="t", payload={}, id="a")
+    failed = Transition(first, JobState.RETRYING, "w", error=ErrorInfo("E", "m", "tb"))
+    bare = Transition(JobMessage(type="t", payload={}, id="b"), JobState.RETRYING, "w")
+    t.report(failed)
+    t.report(bare)  # no error: overtaken by its next run in the same statement
+    granted = await asyncio.gather(
+        t.claim(started(replace(first, attempt=1), "w", 0)),
+        t.claim(started(replace(bare.message, attempt=1), "w", 0)),
+    )
+    await t.stop()
+    assert granted == [True, True]
+    assert store.calls == [["a", "b"], ["a"]]  # a's retry first, then its run
