@@ -254,13 +254,15 @@ class Tracker:
 
     async def _flush(self, batch: list[_Entry]) -> bool:
         """Write a batch, round by round (see :func:`rounds`), and settle its waiters; False
-        if PostgreSQL could not be reached (the rounds not written wait, waiters and all)."""
+        if PostgreSQL could not be reached (what was not written is settled as in an outage)."""
         cut = rounds(batch)
         for index, entries in enumerate(cut):
             if not await self._flush_round(entries):
-                for later in cut[index + 1 :]:
-                    for entry in later:
-                        self._queue.put_nowait(entry)
+                # The rounds after it are settled as the whole batch was before rounds
+                # existed: claims run, decisive reports fail, the others wait.
+                rest = [entry for later in cut[index + 1 :] for entry in later]
+                if rest:
+                    self._on_outage(rest, ServiceUnavailable("PostgreSQL went away mid-batch"))
                 return False
         return True
 

@@ -103,3 +103,26 @@ async def test_a_failure_with_an_error_is_written_before_the_jobs_next_run() -> 
     await t.stop()
     assert granted == [True, True]
     assert store.calls == [["a", "b"], ["a"]]  # a's retry first, then its run
+
+
+async def test_a_database_lost_between_two_rounds_settles_the_rest_as_an_outage() -> None:
+    """Rounds after the one that failed are not left waiting: a claim runs anyway."""
+
+    class LostAfterFirst(FakeStore):
+        async def report(self, rows: Any) -> set[tuple[str, int]]:
+            if self.calls:
+                self.calls.append([row[0] for row in rows])
+                raise ConnectionRefusedError("gone")
+            return await super().report(rows)
+
+    store = LostAfterFirst()
+    first = JobMessage(type="t", payload={}, id="a")
+    error = ErrorInfo("E", "m", "tb")
+    t = tracker(store)
+    t.report(Transition(first, JobState.RETRYING, "w", error=error))
+    second = replace(first, attempt=1)
+    t.report(Transition(second, JobState.RETRYING, "w", error=error))
+    granted = await asyncio.wait_for(t.claim(started(replace(first, attempt=2), "w", 0)), 5)
+    await t.stop(timeout=0.2)
+    assert granted is True  # a claim runs when PostgreSQL cannot answer
+    assert store.calls[0] == ["a"]
