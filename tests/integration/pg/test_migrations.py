@@ -111,3 +111,30 @@ async def test_an_old_relay_fails_loudly_retries_and_leaves_the_rows_waiting(
         await asyncio.gather(relay, return_exceptions=True)
         await old.close()
     assert await bare_store.pool.fetchval("SELECT count(*) FROM outbox") == 1
+
+
+async def test_message_search_gets_a_trigram_index_outside_the_namespace(
+    bare_store: Store,
+) -> None:
+    """The index serves ILIKE '%text%'; pg_trgm lives in public, so dropping a namespace
+    never takes the extension (and every other namespace's index) with it."""
+    await bare_store.migrate()
+    where = await bare_store.pool.fetchval(
+        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
+        " WHERE e.extname = 'pg_trgm'"
+    )
+    if where is None:
+        pytest.skip("pg_trgm is not installed on this PostgreSQL")
+    assert where == "public"
+    index = await bare_store.pool.fetchval(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = $1"
+        " AND indexname = 'dead_letters_error_message_trgm'",
+        bare_store.schema,
+    )
+    assert index is not None and "gin_trgm_ops" in index
+    async with bare_store.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        plan = await conn.fetch(
+            "EXPLAIN SELECT id FROM dead_letters WHERE error_message ILIKE '%timeout talking%'"
+        )
+    assert "dead_letters_error_message_trgm" in "\n".join(r[0] for r in plan)
