@@ -85,7 +85,6 @@ class Worker:
         self.executor = Executor(self.worker_id, max_message_bytes=settings.max_message_bytes)
         self._consumers: Consumers | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._running_ids: set[str] = set()
         self.store = store
         self.tracker = Tracker(store) if store is not None else None
         self.dead_writer = DeadLetterWriter(store) if store is not None else None
@@ -118,8 +117,9 @@ class Worker:
         )
 
     def running_jobs(self) -> list[str]:
-        """Ids of the jobs whose handlers run now, for whoever asks why a worker is busy."""
-        return sorted(self._running_ids)
+        """Ids of the jobs whose handlers run now, for whoever asks why a worker is busy:
+        the control loop's record of them (a worker without a store keeps none)."""
+        return self.control.running_jobs() if self.control is not None else []
 
     @property
     def processed(self) -> int:
@@ -300,7 +300,6 @@ class Worker:
         cancel, or a refused checkpoint, whatever the handler made of it)."""
         if self.control is not None:
             self.control.running(message, task)
-        self._running_ids.add(message.id)
         try:
             outcome = await self.executor.run(
                 handler, message, self._save_checkpoint if tracked else None
@@ -322,7 +321,6 @@ class Worker:
                     return None
             return outcome
         finally:
-            self._running_ids.discard(message.id)
             if self.control is not None:
                 self.control.finished(message.id)
 

@@ -55,6 +55,10 @@ class Control:
         """``task`` now runs ``message``: a person's stop of that generation cancels it."""
         self._running[message.id] = (task, message)
 
+    def running_jobs(self) -> list[str]:
+        """Ids of the jobs running now, sorted."""
+        return sorted(self._running)
+
     def finished(self, job_id: str) -> None:
         self._running.pop(job_id, None)
 
