@@ -11,6 +11,7 @@ LazarusError
 ├── JobNotFound            no job / dead letter with that id
 ├── JobStateConflict       the job is no longer in the state the operation needs
 ├── JobStopped             a person stopped the job while it ran (its checkpoint was refused)
+├── NeedsPostgres          a dashboard-only query asked of a store that is not PostgreSQL
 └── JobFailure             raised by handlers to control retries
     ├── Permanent          never retry: dead-letter at once
     └── Transient          retry in-process, then through the broker
@@ -79,3 +80,8 @@ class JobStopped(LazarusError):
     """The job's row no longer says this run is going on: a person suspended or cancelled
     it (or a later generation replaced it). Raised by ``JobContext.checkpoint``; the run
     ends as stopped, never as a failure to retry."""
+
+
+class NeedsPostgres(LazarusError):
+    """A dashboard-only query (groups, activity, capped counts, sessions, pruning,
+    migrations) asked of a store that is not the PostgreSQL one."""

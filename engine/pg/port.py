@@ -16,6 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from engine.errors import NeedsPostgres
 from engine.filters import DeadFilter
 from engine.pg.rows import Row
 from engine.states import JobState
@@ -267,11 +268,6 @@ class AdminStore(OutboxStore, Protocol):
     async def pause_type(self, job_type: str, actor: str, reason: str) -> bool: ...
 
     async def resume_type(self, job_type: str) -> bool: ...
-
-
-class NeedsPostgres(NotImplementedError):
-    """A dashboard-only query (groups, activity, capped counts, sessions, pruning,
-    migrations) asked of a store that is not the PostgreSQL one."""
 
 
 def needs_postgres(store: object, what: str) -> Store:

@@ -9,6 +9,7 @@ import pytest
 
 from engine.admin.facade import Admin
 from engine.admin.lifecycle import Lifecycle
+from engine.errors import LazarusError
 from engine.filters import DeadFilter
 from engine.memory.store import InMemoryStore
 from engine.pg.port import NeedsPostgres
@@ -61,6 +62,8 @@ async def test_dashboard_queries_say_they_need_postgresql() -> None:
         await admin.groups(DeadFilter())
     with pytest.raises(NeedsPostgres, match="needs PostgreSQL"):
         await admin.jobs.activity()
+    # Refused on purpose, as every Lazarus error: the CLI and the API print its message.
+    assert issubclass(NeedsPostgres, LazarusError)
 
 
 async def test_lifecycle_suspends_a_job_in_memory() -> None:
