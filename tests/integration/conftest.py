@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from engine.amqp.broker import Broker
+from engine.deadletters.recorder import Recorder
 from engine.pg.store import Store
 from engine.settings import QueueType, Settings
 from tests.conftest import delete_namespace, make_settings, unique_namespace
@@ -74,6 +76,28 @@ class TcpProxy:
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._links.difference_update({writer, up_writer})
+
+
+StartRecorder = Callable[[], Awaitable[Recorder]]
+
+
+@pytest.fixture
+async def start_recorder(dead_settings: Settings, store: Store) -> AsyncIterator[StartRecorder]:
+    """Factory: a recorder on a broker of its own; every one started is stopped afterwards."""
+    broker = Broker(dead_settings, name="test-recorder")
+    await broker.connect()
+    started: list[Recorder] = []
+
+    async def start() -> Recorder:
+        recorder = Recorder(broker, store)
+        await recorder.start()
+        started.append(recorder)
+        return recorder
+
+    yield start
+    for recorder in started:
+        await recorder.stop()
+    await broker.close()
 
 
 @pytest.fixture

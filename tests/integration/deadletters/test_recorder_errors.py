@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +10,6 @@ import aio_pika
 import asyncpg
 import pytest
 
-from engine.amqp.broker import Broker
 from engine.amqp.consumer import Delivery
 from engine.amqp.topology import record_exchange
 from engine.deadletters.recorder import Recorder
@@ -20,27 +18,7 @@ from engine.message import H_ATTEMPTS, H_ERROR_MESSAGE, H_REASON
 from engine.pg.store import DeadRecord, Store
 from engine.settings import Settings
 from tests.conftest import AMQP_URL, wait_for
-
-StartRecorder = Callable[[], Awaitable[Recorder]]
-
-
-@pytest.fixture
-async def start_recorder(dead_settings: Settings, store: Store) -> AsyncIterator[StartRecorder]:
-    """Factory: a recorder on a broker of its own; every one started is stopped afterwards."""
-    broker = Broker(dead_settings, name="test-recorder-errors")
-    await broker.connect()
-    started: list[Recorder] = []
-
-    async def start() -> Recorder:
-        recorder = Recorder(broker, store)
-        await recorder.start()
-        started.append(recorder)
-        return recorder
-
-    yield start
-    for recorder in started:
-        await recorder.stop()
-    await broker.close()
+from tests.integration.conftest import StartRecorder
 
 
 async def publish_dead(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aio_pika
@@ -17,14 +16,13 @@ import orjson
 import pytest
 
 from engine import JobContext, RetryPolicy, handler
-from engine.amqp.broker import Broker
 from engine.amqp.topology import record_exchange, retained_queue, work_exchange
-from engine.deadletters.recorder import Recorder
 from engine.message import H_ERROR_TYPE, H_REASON
 from engine.pg.store import Store
 from engine.settings import Settings
 from tests.bodies import MARK, UNFIT
 from tests.conftest import AMQP_URL, queue_depth, wait_for
+from tests.integration.conftest import StartRecorder
 from tests.integration.deadletters.test_recording import running
 
 pytestmark = pytest.mark.timeout(60)
@@ -83,27 +81,6 @@ async def test_a_value_past_its_bound_dies_once_as_malformed_and_the_worker_goes
     assert bytes(row["body"]) == body  # the original id stays in the stored body
     assert not any(job_id.startswith(MARK) for job_id in ran)  # never run
     assert await queue_depth(retained_queue(dead_settings.namespace)) == 1
-
-
-StartRecorder = Callable[[], Awaitable[Recorder]]
-
-
-@pytest.fixture
-async def start_recorder(dead_settings: Settings, store: Store) -> AsyncIterator[StartRecorder]:
-    broker = Broker(dead_settings, name="test-bounds-recorder")
-    await broker.connect()
-    started: list[Recorder] = []
-
-    async def start() -> Recorder:
-        recorder = Recorder(broker, store)
-        await recorder.start()
-        started.append(recorder)
-        return recorder
-
-    yield start
-    for recorder in started:
-        await recorder.stop()
-    await broker.close()
 
 
 async def publish_to_recorder(settings: Settings, body: bytes, headers: dict[str, Any]) -> None:
