@@ -108,7 +108,12 @@ async def wait_until_finished(
             except JobNotFound:
                 state, attempt = JobState.DEAD if job["job_id"] in died else None, None
             jobs.append(job | {"state": state, "attempt": attempt})
-        waiting = [j["job_id"] for j in jobs if j["state"] not in FINAL]
+        # A dead job's row says DEAD before its dead letter is stored: wait for both.
+        waiting = [
+            j["job_id"]
+            for j in jobs
+            if j["state"] not in FINAL or (j["state"] == JobState.DEAD and j["job_id"] not in died)
+        ]
         if not waiting:
             return jobs
         if loop.time() > deadline:
