@@ -64,6 +64,14 @@ class JobStateConflict(LazarusError):
     """The job is no longer in the state an operation requires (someone else got there first)."""
 
 
+class WorkflowNotFound(LazarusError):
+    """No workflow has the given id."""
+
+
+class WorkflowStateConflict(LazarusError):
+    """The workflow is not in a state the operation can act on."""
+
+
 class JobFailure(Exception):
     """Base for exceptions a handler raises to say how its failure should be treated."""
 

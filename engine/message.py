@@ -34,6 +34,14 @@ MAX_ID_BYTES = 255
 _JOB_ID = re.compile(r"^[^\u0000-\u001f\u007f-\u009f]{0,255}$")
 # Counts the worker reads from headers go into 32-bit columns.
 MAX_COUNT = MAX_INT32
+# A workflow's id is part of its steps' job ids (engine.message.StepRef.job_id), which
+# must stay within MAX_ID_BYTES: the id takes at most half.
+MAX_WORKFLOW_ID_BYTES = 128
+_STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+MAX_ITEMS = 100_000  # work items of one fan-out
+# A step's result and a workflow's input are stored as jsonb and travel in messages.
+MAX_RESULT_BYTES = 65_536
+MAX_INPUT_BYTES = 262_144
 
 # Error texts, in headers and in the attempts table. Headers travel in one AMQP frame
 # (frame_max is 128 KiB by default): a huge error text would make every publish of the
@@ -126,6 +134,93 @@ def check_headers(headers: Mapping[str, Any] | None) -> None:
         raise MessageError(f"header {H_REDELIVERIES!r} must be from 0 to {MAX_COUNT}: {count}")
 
 
+# A JSON-escaped NUL: "\u0000" after an even number of backslashes (a backslash written
+# out as "\\" followed by the text "u0000" is no NUL).
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def json_problem(value: Any, limit: int) -> str | None:
+    """Why ``value`` cannot be stored as jsonb within ``limit`` bytes (None if it can):
+    not JSON, too large, or holding a NUL character, which PostgreSQL's jsonb refuses."""
+    try:
+        text = orjson.dumps(value)
+    except TypeError as exc:
+        return f"is not JSON: {exc}"
+    if len(text) > limit:
+        return f"is {len(text)} bytes of JSON, more than the {limit} allowed"
+    if _NUL_ESCAPE.search(text):
+        return "holds a NUL character (\\u0000), which PostgreSQL cannot store"
+    return None
+
+
+def check_step_name(name: str) -> str:
+    """Return ``name`` if it can name a workflow step, else raise ValueError naming it."""
+    if not _STEP_NAME.fullmatch(name):
+        raise ValueError(
+            f"step name {name!r}: use 1-64 letters, digits, '_' or '-', starting with a "
+            "letter or '_'"
+        )
+    return name
+
+
+def workflow_id_problem(workflow_id: str) -> str | None:
+    """Why ``workflow_id`` cannot be a workflow id (None if it can): a job id's rules,
+    within ``MAX_WORKFLOW_ID_BYTES``."""
+    problem = job_id_problem(workflow_id)
+    if problem is not None:
+        return problem
+    if not workflow_id:
+        return "is empty"
+    if len(workflow_id.encode("utf-8")) > MAX_WORKFLOW_ID_BYTES:
+        return f"is longer than {MAX_WORKFLOW_ID_BYTES} bytes of UTF-8"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class StepRef:
+    """The workflow step a job runs: which workflow, in which of its generations, which
+    step, and for a work item of a fan-out, its index."""
+
+    workflow_id: str
+    generation: int
+    step: str
+    item: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The step's name in its workflow: ``load`` or, for an item, ``load[17]``."""
+        return self.step if self.item is None else f"{self.step}[{self.item}]"
+
+    @property
+    def job_id(self) -> str:
+        """The id of the job that runs this step in this generation (one per generation,
+        so each generation's dead letters and attempts stay apart)."""
+        return f"{self.workflow_id}/{self.generation}/{self.name}"
+
+    @classmethod
+    def of_job(cls, workflow_id: str, job_id: str) -> StepRef:
+        """The step a job of ``workflow_id`` runs, read back from its id (see ``job_id``).
+        ValueError if the id is no step job's id of that workflow."""
+        rest = job_id.removeprefix(f"{workflow_id}/")
+        generation, _, name = rest.partition("/")
+        step, bracket, item = name.partition("[")
+        if rest == job_id or not generation.isdigit() or not _STEP_NAME.fullmatch(step):
+            raise ValueError(f"job {job_id!r} runs no step of workflow {workflow_id!r}")
+        if bracket and not (item.endswith("]") and item[:-1].isdigit()):
+            raise ValueError(f"job {job_id!r} runs no step of workflow {workflow_id!r}")
+        return cls(workflow_id, int(generation), step, int(item[:-1]) if bracket else None)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.workflow_id,
+            "generation": self.generation,
+            "step": self.step,
+        }
+        if self.item is not None:
+            out["item"] = self.item
+        return out
+
+
 @dataclass(frozen=True, slots=True)
 class JobMessage:
     """One job as it travels on the wire; every retry is a new copy with ``attempt + 1``."""
@@ -140,6 +235,7 @@ class JobMessage:
     created_at: datetime = field(default_factory=now_utc)
     checkpoint: Any = None  # progress to resume from (recover mode); None: start over
     suspend_on_failure: bool | None = None  # None: the handler's policy decides
+    workflow: StepRef | None = None  # the workflow step this job runs, if any
     v: int = FORMAT_VERSION
 
     @property
@@ -151,7 +247,7 @@ class JobMessage:
         return replace(self, attempt=self.attempt + 1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "v": self.v,
             "id": self.id,
             "type": self.type,
@@ -164,6 +260,9 @@ class JobMessage:
             "checkpoint": self.checkpoint,
             "suspend_on_failure": self.suspend_on_failure,
         }
+        if self.workflow is not None:
+            out["workflow"] = self.workflow.to_dict()
+        return out
 
 
 def encode(message: JobMessage) -> bytes:
@@ -260,7 +359,37 @@ def decode(
         created_at=created_at,
         checkpoint=body.get("checkpoint"),
         suspend_on_failure=_optional(body, "suspend_on_failure", bool, None),
+        workflow=_step_ref(body),
     )
+
+
+def _step_ref(body: dict[str, Any]) -> StepRef | None:
+    """The body's ``workflow`` field, checked: None if absent or null."""
+    raw = _optional(body, "workflow", dict, None)
+    if raw is None:
+        return None
+    for name in ("id", "generation", "step"):
+        if raw.get(name) is None:
+            raise MessageError(f"field 'workflow.{name}' is missing")
+    workflow_id, step = raw["id"], raw["step"]
+    generation, item = raw["generation"], raw.get("item")
+    if not isinstance(workflow_id, str) or not isinstance(step, str):
+        raise MessageError("fields 'workflow.id' and 'workflow.step' must be strings")
+    problem = workflow_id_problem(workflow_id)
+    if problem:
+        raise MessageError(f"field 'workflow.id' {problem}: {_excerpt(workflow_id)}")
+    if not _STEP_NAME.fullmatch(step):
+        raise MessageError(f"field 'workflow.step' is not a step name: {_excerpt(step)}")
+    for name, value in (("generation", generation), ("item", item)):
+        if value is None and name == "item":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise MessageError(f"field 'workflow.{name}' must be an integer")
+    if not 0 <= generation <= MAX_GENERATION:
+        raise MessageError(f"field 'workflow.generation' must be from 0 to {MAX_GENERATION}")
+    if item is not None and not 0 <= item < MAX_ITEMS:
+        raise MessageError(f"field 'workflow.item' must be from 0 to {MAX_ITEMS - 1}")
+    return StepRef(workflow_id, generation, step, item)
 
 
 def _excerpt(text: str, limit: int = 64) -> str:

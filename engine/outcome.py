@@ -59,6 +59,7 @@ class Outcome:
     reason: str | None = None  # for DEAD: a DeadReason
     delay: float = 0.0  # for RETRY: seconds before the next run
     checkpoint: Any = None  # the progress saved last, carried by the retry copy
+    result: Any = None  # for SUCCEEDED: what the handler returned (a workflow step's result)
 
 
 def format_traceback(exc: BaseException) -> str:

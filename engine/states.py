@@ -47,3 +47,18 @@ class Verdict(StrEnum):
     SUCCEEDED = "succeeded"  # ack
     RETRY = "retry"  # publish attempt + 1 to a delay queue, then ack
     DEAD = "dead"  # publish to the dead-letter exchange, then ack
+
+
+class WorkflowState(StrEnum):
+    """A workflow's state: computed from its steps, but for a person's suspend or cancel."""
+
+    PENDING = "pending"  # started; no step has run yet
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"  # every step succeeded
+    FAILED = "failed"  # a step is dead, suspended or cancelled: it waits for a person
+    SUSPENDED = "suspended"  # a person holds it: no new step starts
+    CANCELLED = "cancelled"
+
+
+HOLDS = frozenset({WorkflowState.SUSPENDED, WorkflowState.CANCELLED, WorkflowState.SUCCEEDED})
+"""Workflow states in which no step is released."""

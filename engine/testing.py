@@ -45,6 +45,7 @@ from engine.settings import Settings, load_settings
 from engine.states import DeadStatus, JobState, RequeueMode
 from engine.worker.consume import Worker
 from engine.worker.settler import AfterOutcome
+from engine.workflows import Started, Workflow, start_workflow
 
 __all__ = ["DrainTimeout", "Drained", "Lazarus"]
 
@@ -162,6 +163,24 @@ class Lazarus:
     ) -> Enqueued:
         """:meth:`engine.Client.enqueue_if_absent` on the in-memory store and broker."""
         return await self.client.enqueue_if_absent(job_type, payload, key=key, **options)
+
+    async def start_workflow(
+        self, workflow: Workflow, input: Any = None, **options: Any
+    ) -> Started:
+        """:func:`engine.workflows.start_workflow` on the in-memory store and broker."""
+        return await start_workflow(self.store, self.broker, workflow, input, **options)
+
+    async def workflow(self, workflow_id: str) -> dict[str, Any]:
+        """The workflow's row, with ``steps`` (name -> state) and ``results`` (name ->
+        result of each step that succeeded)."""
+        row = await self.store.get_workflow(workflow_id)
+        if row is None:
+            raise LazarusError(f"no workflow {workflow_id!r}")
+        steps = await self.store.workflow_steps(workflow_id, limit=1_000_000)
+        return dict(row) | {
+            "steps": {s["step"]: s["state"] for s in steps},
+            "results": {s["step"]: s["result"] for s in steps if s["state"] == "succeeded"},
+        }
 
     async def publish_raw(
         self,

@@ -22,6 +22,7 @@ from typing_extensions import TypeVar
 
 from engine.admin.lifecycle import Lifecycle
 from engine.admin.rows import AuditEntry, DeadGroup, DeadLetter, DeadLetterSummary, WorkerRow
+from engine.admin.workflows import Workflows
 from engine.amqp.broker import Broker
 from engine.amqp.port import BrokerPort
 from engine.deadletters.generations import requeued_message
@@ -83,6 +84,12 @@ class Admin(Generic[S]):
         admin._with_broker = True
         admin._owns_ports = False
         return admin
+
+    @property
+    def workflows(self) -> Workflows:
+        """Workflow control (start, retry, suspend, resume, cancel, restart) with this
+        admin's ports and actor."""
+        return Workflows(self)
 
     @property
     def jobs(self) -> Lifecycle:

@@ -139,6 +139,7 @@ class Job:
     updated_at: datetime
     token: str | None
     unique_key: str | None  # held while the job is not over (Client.enqueue_if_absent)
+    workflow_id: str | None  # the workflow whose step it runs
 
     @classmethod
     def from_row(cls, row: Row) -> Job:
@@ -254,3 +255,66 @@ class AuditEntry:
     @classmethod
     def from_row(cls, row: Row) -> AuditEntry:
         return cls(**_columns(cls.__dataclass_fields__, row))
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowSummary:
+    """A workflow as a listing shows it, with its steps and items counted per state."""
+
+    workflow_id: str
+    workflow_type: str
+    unique_name: str | None
+    generation: int
+    state: str
+    cause: str | None  # why it is failed, suspended or cancelled
+    stopped_by: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    progress: dict[str, int]  # steps and items (not fan-outs) per state
+
+    @property
+    def done(self) -> int:
+        return self.progress.get("succeeded", 0)
+
+    @property
+    def total(self) -> int:
+        return sum(self.progress.values())
+
+    @classmethod
+    def from_row(cls, row: Row, progress: dict[str, int]) -> WorkflowSummary:
+        names = [n for n in cls.__dataclass_fields__ if n != "progress"]
+        return cls(**_columns(names, row), progress=progress)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowStep:
+    """A step, a fan-out or a work item of a workflow, in its current generation."""
+
+    step: str
+    kind: str  # step, fan_out or item
+    parent: str | None  # an item's fan-out
+    item: int | None
+    job_type: str | None
+    queue: str | None
+    generation: int
+    state: str  # waiting, pending, running, retrying, succeeded, dead, suspended, cancelled
+    remaining: int  # what it still waits on (a fan-out: its items not yet succeeded)
+    job_id: str | None
+    result: Any
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Row) -> WorkflowStep:
+        return cls(**_columns(cls.__dataclass_fields__, row))
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowDetail:
+    """A workflow with its input, its top-level steps and the steps and items that need a
+    person (dead, suspended, cancelled), those first."""
+
+    summary: WorkflowSummary
+    input: Any
+    steps: list[WorkflowStep]
+    needs_person: list[WorkflowStep]

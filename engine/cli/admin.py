@@ -39,6 +39,14 @@ def admin(
             "--no-auth", help="Serve without a token (loopback only): any local program can act."
         ),
     ] = False,
+    module: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--module",
+            "-m",
+            help="Module that registers workflows, startable by name (repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the admin API and dashboard.
 
@@ -51,6 +59,14 @@ def admin(
     from engine.web.api import create_app
 
     config = settings()
+    from engine.cli.main import importable_from_cwd
+    from engine.registry import load_modules
+
+    importable_from_cwd()
+    try:
+        load_modules(module or [])
+    except ImportError as exc:
+        fail(str(exc), EXIT_USAGE)
     if not config.admin_token and not is_loopback(host):
         fail(
             f"refusing to serve on {host} without LAZARUS_ADMIN_TOKEN: set it, or bind 127.0.0.1",

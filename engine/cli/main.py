@@ -37,6 +37,7 @@ from engine.cli.job_types import types_app
 from engine.cli.jobs import jobs_app, queues_app
 from engine.cli.prune import prune
 from engine.cli.text import plain
+from engine.cli.workflows import workflows_app
 from engine.message import MAX_ATTEMPTS
 from engine.settings import Settings
 
@@ -55,6 +56,7 @@ app.add_typer(dead_app, name="dead")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(queues_app, name="queues")
 app.add_typer(types_app, name="types")
+app.add_typer(workflows_app, name="workflows")
 app.command()(admin)
 app.command()(audit)
 app.command()(prune)

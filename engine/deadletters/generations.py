@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from engine.message import JobMessage, encode, now_utc
+from engine.message import JobMessage, StepRef, encode, now_utc
 from engine.pg.rows import Row
 from engine.states import RequeueMode
 
@@ -37,8 +37,15 @@ def restarted_message(
             created_at=created_at or now_utc(),
             checkpoint=checkpoint,
             suspend_on_failure=suspend_on_failure,
+            workflow=_step_of(row),
         )
     )
+
+
+def _step_of(row: Row) -> StepRef | None:
+    """The workflow step a stored job runs: a step moved back stays that step."""
+    workflow_id = row.get("workflow_id")
+    return None if workflow_id is None else StepRef.of_job(workflow_id, row["job_id"])
 
 
 def requeued_message(row: Row, retries: int | None, mode: RequeueMode) -> bytes:

@@ -106,6 +106,7 @@ def dead_record(
         headers=_plain({k: v for k, v in headers.items() if k != H_TRACEBACK}),
         attempts=attempts if attempts is not None else (message.attempt + 1 if message else 0),
         max_retries=message.max_retries if message else None,
+        workflow_id=message.workflow.workflow_id if message and message.workflow else None,
         reason=reason,
         error_type=error_type or "Unknown",
         error_message=error_message,

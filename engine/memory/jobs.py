@@ -86,7 +86,9 @@ class JobTables(Tables):
                     "updated_at": now
                 }
             elif self._later(new, old):
+                was = old["state"]
                 self._apply(new, old, now)
+                self._job_state_changed(old, was)
             else:
                 continue
             applied.add((new["job_id"], new["seq"]))
@@ -237,6 +239,7 @@ class JobTables(Tables):
         job = self.jobs.get(job_id)
         if job is None or job["state"] not in from_states or job["generation"] != generation:
             return None
+        was = job["state"]
         job.update(
             state=state,
             seq=PERSON_SEQ,
@@ -246,6 +249,7 @@ class JobTables(Tables):
             token=None,
             updated_at=utc_now(),
         )
+        self._job_state_changed(job, was)
         return copied(job)
 
     async def resume_job(
@@ -282,6 +286,7 @@ class JobTables(Tables):
         }
         body = bytes(build(copied(resumed)))
         job.update(resumed)
+        self._job_state_changed(job, JobState.SUSPENDED.value)
         self._stage(Staged(OutboxKind.RESUME, job_id, job["queue"], body))
         return copied(job)
 

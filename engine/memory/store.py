@@ -32,6 +32,7 @@ from engine.memory.tables import (
     pick,
     utc_now,
 )
+from engine.memory.workflows import WorkflowTables
 from engine.pg.port import (
     AdminStore,
     Build,
@@ -40,6 +41,7 @@ from engine.pg.port import (
     Staged,
     UniqueJobStore,
     WorkerStore,
+    WorkflowStore,
 )
 from engine.states import DeadStatus, JobState
 
@@ -47,7 +49,7 @@ if TYPE_CHECKING:
     from engine.pg.store import DeadRecord
 
 
-class InMemoryStore(JobTables):
+class InMemoryStore(WorkflowTables, JobTables):
     """WorkerStore, OutboxStore and AdminStore without PostgreSQL; see the module docstring.
 
     ``outage()`` makes every call fail as the PostgreSQL store does while it is down.
@@ -94,6 +96,7 @@ class InMemoryStore(JobTables):
                     "died_at": r.died_at,
                     "recorded_at": utc_now(),
                     "worker": checked_text(r.worker),
+                    "workflow_id": checked_text(r.workflow_id),
                     "status": DeadStatus.DEAD.value,
                     "status_changed_at": None,
                     "status_changed_by": None,
@@ -326,6 +329,6 @@ if TYPE_CHECKING:
 
     def _implements(
         store: InMemoryStore,
-    ) -> tuple[WorkerStore, OutboxStore, AdminStore, UniqueJobStore]:
+    ) -> tuple[WorkerStore, OutboxStore, AdminStore, UniqueJobStore, WorkflowStore]:
         """mypy checks here that the double answers every port it stands in for."""
-        return store, store, store, store
+        return store, store, store, store, store

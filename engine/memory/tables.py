@@ -28,7 +28,7 @@ JOB_COLUMNS = (
     "job_id", "generation", "seq", "redeliveries", "job_type", "queue", "state", "attempt",
     "max_retries", "payload", "checkpoint", "suspend_on_failure", "error_type", "error_message",
     "traceback", "cause", "stopped_by", "worker", "created_at", "started_at", "updated_at",
-    "token", "unique_key",
+    "token", "unique_key", "workflow_id",
 )  # fmt: skip
 LISTED_DEAD = (
     "id", "job_id", "generation", "job_type", "queue", "attempts", "max_retries", "reason",
@@ -39,7 +39,7 @@ LISTED_JOB = (
     "error_type", "error_message", "updated_at",
 )  # fmt: skip
 STAGED = ("id", "job_id", "generation", "job_type", "queue", "payload", "max_retries",
-          "enqueued_at")  # fmt: skip
+          "enqueued_at", "workflow_id")  # fmt: skip
 OUTBOX_CLAIMED = ("id", "kind", "dead_letter_id", "job_id", "queue", "body", "run_at")
 ATTEMPT_COLUMNS = (
     "job_id", "generation", "attempt", "outcome", "error_type", "error_message", "traceback",
@@ -130,8 +130,13 @@ class Tables:
         if self._down:
             raise ServiceUnavailable("PostgreSQL: connection refused (in-memory outage)")
 
-    def _stage(self, staged: Staged) -> None:
-        """One outbox row (insert_outbox), in the same step as the change it publishes."""
+    def _job_state_changed(self, job: dict[str, Any], was: str | None) -> None:
+        """What follows a change of a job's state (a trigger in PostgreSQL): nothing here;
+        the workflow tables override it."""
+
+    def _stage(self, staged: Staged) -> int:
+        """One outbox row (insert_outbox), in the same step as the change it publishes;
+        its id."""
         outbox_id = self._next("outbox")
         self.outbox[outbox_id] = {
             "id": outbox_id,
@@ -143,3 +148,4 @@ class Tables:
             "run_at": staged.run_at,
             "created_at": utc_now(),
         }
+        return outbox_id

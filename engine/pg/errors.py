@@ -6,6 +6,7 @@ store (``engine.memory``) raises what they already handle:
 - ``DB_UNAVAILABLE``: PostgreSQL is away for now; keep the work and try again later.
 - ``DB_CONFLICT``: the statement lost a deadlock or serialization race; run it again.
 - ``DB_REJECTED``: the server refused the values (a NUL in text, a number out of range).
+- ``DB_DUPLICATE``: a unique index refused the row.
 - ``DB_CANCELLED``: a statement cut short by its statement timeout (a subclass of an
   unavailable error in asyncpg: test it first).
 - ``DB_ERROR``: any PostgreSQL or driver error, for best-effort loops that log and go on.
@@ -38,6 +39,9 @@ DB_CONFLICT = (
 )
 
 DB_REJECTED = (asyncpg.DataError,)
+
+# A unique index refused a row (a workflow's unique name held by another).
+DB_DUPLICATE = (asyncpg.UniqueViolationError,)
 
 DB_CANCELLED = (asyncpg.QueryCanceledError,)
 

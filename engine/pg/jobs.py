@@ -15,12 +15,15 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from engine.message import bounded_error
+from engine.pg.jsonb import json_column
 from engine.pg.port import Enqueued, JobIdTaken, OutboxKind, Staged, UniqueJob
 from engine.pg.queries import Q
 from engine.states import PERSON_SEQ, JobState
 
-# Where a report row (engine.worker.tracker.Transition.row) carries its error's texts.
+# Where a report row (engine.worker.tracker.Transition.row) carries its error's texts, and
+# its JSON values (payload, checkpoint).
 ERRORS = slice(11, 14)
+JSON_COLUMNS = (9, 18)
 
 
 class JobStateQueries(ABC):
@@ -86,7 +89,9 @@ class JobStateQueries(ABC):
         failed attempts among them; return the (job id, seq) pairs that were applied."""
         if not rows:
             return set()
-        columns = [list(c) for c in zip(*rows, strict=True)]
+        columns: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)]
+        for json in JSON_COLUMNS:
+            columns[json] = json_column(columns[json])
         errors = [bounded_error(*row[ERRORS]) for row in rows]
         bounded = [list(c) for c in zip(*errors, strict=True)]
         applied = await self.pool.fetch(Q["report_transitions"], *columns, *bounded)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from engine.errors import NeedsPostgres
 from engine.filters import DeadFilter
 from engine.pg.rows import Row
-from engine.states import JobState
+from engine.states import JobState, WorkflowState
 
 if TYPE_CHECKING:
     from engine.pg.store import DeadRecord, Store
@@ -35,7 +35,7 @@ class OutboxKind(StrEnum):
     REQUEUE = "requeue"  # a dead letter moved back (its row becomes 'requeued' once sent)
     RESUME = "resume"  # a suspended job's next generation
     ENQUEUE = "enqueue"  # a new job inserted under a unique key
-    STEP = "step"  # reserved: a workflow's next step
+    STEP = "step"  # a workflow step released by its dependencies, or an item of a fan-out
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +93,179 @@ class JobIdTaken(ValueError):
     """An enqueue-if-absent asked for a job id that a job outside its key already has."""
 
 
-class WorkerStore(Protocol):
+@dataclass(frozen=True, slots=True)
+class NewWorkflow:
+    """A workflow to insert with its steps (generation 0)."""
+
+    workflow_id: str
+    workflow_type: str
+    unique_name: str | None
+    input: Any
+    queue: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewStep:
+    """A top-level step or fan-out of a new generation, waiting on ``remaining`` others."""
+
+    step: str
+    kind: str  # 'step' or 'fan_out'
+    job_type: str
+    queue: str
+    items_from: str | None
+    remaining: int
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """A step or item made pending: its job row (pending, naming the workflow) and its
+    message in the outbox, in the transaction that released it."""
+
+    step: str
+    job_id: str
+    job_type: str
+    queue: str
+    payload: Any
+    body: bytes
+
+
+class WorkflowTxn(Protocol):
+    """One transaction on workflows (see engine.workflows.progress for the rules).
+
+    Every change to an existing workflow starts with :meth:`lock`: the changes of one
+    workflow are serialized."""
+
+    async def insert_workflow(
+        self, workflow: NewWorkflow, steps: Sequence[NewStep], edges: Sequence[tuple[str, str]]
+    ) -> bool:
+        """Insert the workflow, its steps and edges; False if its unique name is held.
+        WorkflowIdTaken if its id exists."""
+        ...
+
+    async def lock(self, workflow_id: str) -> Row | None:
+        """The workflow's row, locked until the transaction ends; None if there is none."""
+        ...
+
+    async def finish_step(
+        self, workflow_id: str, step: str, job_id: str, result: Any
+    ) -> Row | None:
+        """Compare-and-set: the step run by ``job_id`` (this generation's) is SUCCEEDED
+        with ``result``; None if it is not that job's any more or already succeeded."""
+        ...
+
+    async def finish_fan_out(self, workflow_id: str, step: str) -> None:
+        """A fan-out whose items all succeeded (or that had none) is SUCCEEDED."""
+        ...
+
+    async def fail_step(self, workflow_id: str, step: str, cause: str) -> None:
+        """A step that cannot run (a fan-out without a usable item list) is DEAD and the
+        workflow FAILED with ``cause``."""
+        ...
+
+    async def count_down(self, workflow_id: str, steps: Sequence[str]) -> Sequence[Row]:
+        """One dependency (or item) fewer for each of ``steps``; the rows now at 0."""
+        ...
+
+    async def dependents(self, workflow_id: str, step: str) -> list[str]: ...
+
+    async def ready(self, workflow_id: str) -> Sequence[Row]:
+        """Top-level steps waiting with nothing left to wait on (held while the workflow
+        was suspended)."""
+        ...
+
+    async def result(self, workflow_id: str, step: str) -> Any: ...
+
+    async def add_items(
+        self, workflow_id: str, fan_out: Row, generation: int, items: Sequence[Any]
+    ) -> None:
+        """The work items of a fan-out (waiting on nothing); the fan-out waits on them."""
+        ...
+
+    async def launch(self, workflow_id: str, launches: Sequence[Launch]) -> None: ...
+
+    async def top_level_done(self, workflow_id: str) -> int:
+        """One top-level step fewer left; how many are left."""
+        ...
+
+    async def set_state(
+        self,
+        workflow_id: str,
+        state: WorkflowState,
+        cause: str | None = None,
+        actor: str | None = None,
+    ) -> None:
+        """The workflow's state, with why (``cause``) and who (``actor``, for a person)."""
+        ...
+
+    async def top_steps(self, workflow_id: str) -> Sequence[Row]:
+        """The workflow's top-level steps and fan-outs (not items), in name order."""
+        ...
+
+    async def edges(self, workflow_id: str) -> list[tuple[str, str]]:
+        """(depends_on, step) of every dependency of the workflow."""
+        ...
+
+    async def step_jobs(self, workflow_id: str, states: Sequence[str]) -> Sequence[Row]:
+        """Step, job id, job generation, job state and cause of the steps and items in
+        ``states``."""
+        ...
+
+    async def reset(self, workflow_id: str, steps: Sequence[str], generation: int) -> None:
+        """``steps`` (top-level) wait again in ``generation``, without job or result, their
+        fan-outs' items gone; every step's wait and the steps left counted anew."""
+        ...
+
+
+class WorkflowIdTaken(ValueError):
+    """A workflow was started with the id of one that exists."""
+
+
+class StepStore(Protocol):
+    """What workflow steps use: a transaction on workflows, and their results."""
+
+    def workflow_txn(self) -> AbstractAsyncContextManager[WorkflowTxn]:
+        """A transaction: committed if the block exits normally, rolled back if it raises."""
+        ...
+
+    async def step_result(self, workflow_id: str, step: str) -> tuple[bool, Any]:
+        """(whether ``step`` succeeded, its result)."""
+        ...
+
+    async def item_results(
+        self, workflow_id: str, fan_out: str, after: int, limit: int
+    ) -> list[tuple[int, Any]]:
+        """(index, result) of the fan-out's succeeded items after index ``after``."""
+        ...
+
+
+class OutboxStore(Protocol):
+    """What the relay and automatic reanimation use: stage requeues, claim the outbox."""
+
+    def claim_outbox(self, limit: int) -> AbstractAsyncContextManager[Sequence[Row]]:
+        """Up to ``limit`` outbox rows no other open claim holds; sent if the block exits
+        normally, left in the outbox if it raises."""
+        ...
+
+    async def stage_requeue(self, row_ids: Sequence[int], actor: str, build: Build) -> int:
+        """Compare-and-set ``dead`` -> ``requeue_pending`` plus the outbox rows, in one step."""
+        ...
+
+    async def reanimation_candidates(
+        self,
+        job_type: str,
+        error_types: Sequence[str],
+        died_before: datetime,
+        actor: str,
+        max_times: int,
+        limit: int,
+    ) -> list[int]: ...
+
+    async def audit(
+        self, actor: str, action: str, selector: dict[str, Any], count: int
+    ) -> None: ...
+
+
+class WorkerStore(StepStore, OutboxStore, Protocol):
     """What the worker path uses: tracker, settler, redelivery, control, unknown types,
     the dead-letter writer and records, and the workers' registry."""
 
@@ -136,31 +308,46 @@ class WorkerStore(Protocol):
         ...
 
 
-class OutboxStore(Protocol):
-    """What the relay and automatic reanimation use: stage requeues, claim the outbox."""
+class WorkflowStore(StepStore, OutboxStore, Protocol):
+    """What starting and managing workflows use: their transactions, the outbox, reads."""
 
-    def claim_outbox(self, limit: int) -> AbstractAsyncContextManager[Sequence[Row]]:
-        """Up to ``limit`` outbox rows no other open claim holds; sent if the block exits
-        normally, left in the outbox if it raises."""
+    async def unique_holder(self, unique_name: str) -> Row | None:
+        """The workflow holding ``unique_name`` (its id and state), if any."""
         ...
 
-    async def stage_requeue(self, row_ids: Sequence[int], actor: str, build: Build) -> int:
-        """Compare-and-set ``dead`` -> ``requeue_pending`` plus the outbox rows, in one step."""
-        ...
+    async def get_workflow(self, workflow_id: str) -> Row | None: ...
 
-    async def reanimation_candidates(
+    async def workflow_steps(
         self,
-        job_type: str,
-        error_types: Sequence[str],
-        died_before: datetime,
-        actor: str,
-        max_times: int,
-        limit: int,
-    ) -> list[int]: ...
+        workflow_id: str,
+        *,
+        after: str = "",
+        limit: int = 1000,
+        top_level: bool = False,
+        states: Sequence[str] | None = None,
+    ) -> Sequence[Row]:
+        """Steps and items in name order, from the first after ``after``; only top-level
+        steps and fan-outs with ``top_level``, only those in ``states`` if given."""
+        ...
 
-    async def audit(
-        self, actor: str, action: str, selector: dict[str, Any], count: int
-    ) -> None: ...
+    async def workflow_progress(self, workflow_id: str) -> dict[str, int]:
+        """Steps and items (not fan-outs) per state."""
+        ...
+
+    async def list_workflows(
+        self,
+        *,
+        state: str | None = None,
+        workflow_type: str | None = None,
+        limit: int = 50,
+        before: tuple[datetime, str] | None = None,
+    ) -> Sequence[Row]:
+        """Newest first; ``before``: (created_at, workflow_id) of the last row seen."""
+        ...
+
+    async def progress_of(self, workflow_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """:meth:`workflow_progress` of several workflows at once."""
+        ...
 
 
 class UniqueJobStore(OutboxStore, Protocol):
@@ -174,7 +361,7 @@ class UniqueJobStore(OutboxStore, Protocol):
         ...
 
 
-class AdminStore(OutboxStore, Protocol):
+class AdminStore(WorkflowStore, Protocol):
     """What :class:`engine.admin.facade.Admin` and :class:`engine.admin.lifecycle.Lifecycle`
     use, but the dashboard-only queries (see :func:`needs_postgres`)."""
 

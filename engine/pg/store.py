@@ -17,15 +17,16 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import asyncpg
-import orjson
 
 from engine.errors import SchemaMissing, ServiceUnavailable
 from engine.filters import DeadFilter
+from engine.pg import jsonb
 from engine.pg.errors import DB_UNAVAILABLE as DB_UNAVAILABLE  # re-exported: older import path
 from engine.pg.jobs import JobStateQueries
 from engine.pg.port import OutboxKind, Staged
 from engine.pg.pruning import PRUNE_LOCK, Pruner
 from engine.pg.queries import Q
+from engine.pg.workflows import WorkflowQueries
 from engine.settings import Settings
 
 if TYPE_CHECKING:
@@ -77,19 +78,20 @@ class DeadRecord:
     enqueued_at: datetime | None
     died_at: datetime
     worker: str
+    workflow_id: str | None = None  # a workflow step's workflow
 
 
 async def _init_connection(connection: asyncpg.Connection) -> None:
     for kind in ("jsonb", "json"):
         await connection.set_type_codec(
             kind,
-            encoder=lambda v: orjson.dumps(v, default=str).decode(),
-            decoder=orjson.loads,
+            encoder=jsonb.encode,
+            decoder=jsonb.decode,
             schema="pg_catalog",
         )
 
 
-class Store(JobStateQueries):
+class Store(JobStateQueries, WorkflowQueries):
     """A pool of connections to the namespace schema."""
 
     def __init__(
@@ -243,13 +245,17 @@ class Store(JobStateQueries):
                         r.enqueued_at,
                         r.died_at,
                         r.worker,
+                        r.workflow_id,
                     )
                     for r in records
                 ),
                 strict=True,
             )
         )
-        status = await self.pool.execute(Q["insert_dead_letters"], *[list(c) for c in columns])
+        arrays: list[list[Any]] = [list(c) for c in columns]
+        for json in (4, 6, 13):  # payload, headers, checkpoint
+            arrays[json] = jsonb.json_column(arrays[json])
+        status = await self.pool.execute(Q["insert_dead_letters"], *arrays)
         return int(status.rsplit(" ", 1)[-1])
 
     async def stored_death(self, job_id: str, generation: int) -> asyncpg.Record | None:
@@ -469,8 +475,21 @@ def _where(selector: DeadFilter) -> tuple[list[str], list[Any]]:
 
 
 if TYPE_CHECKING:
-    from engine.pg.port import AdminStore, OutboxStore, UniqueJobStore, WorkerStore
+    from engine.pg.port import (
+        AdminStore,
+        OutboxStore,
+        UniqueJobStore,
+        WorkerStore,
+        WorkflowStore,
+        WorkflowTxn,
+    )
+    from engine.pg.workflows import PgWorkflowTxn
 
-    def _implements(store: Store) -> tuple[WorkerStore, OutboxStore, AdminStore, UniqueJobStore]:
+    def _implements(
+        store: Store,
+    ) -> tuple[WorkerStore, OutboxStore, AdminStore, UniqueJobStore, WorkflowStore]:
         """mypy checks here that the store answers every port."""
-        return store, store, store, store
+        return store, store, store, store, store
+
+    def _transacts(txn: PgWorkflowTxn) -> WorkflowTxn:
+        return txn

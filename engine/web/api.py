@@ -36,6 +36,7 @@ from engine.web import (
     routes_overview,
     routes_pauses,
     routes_service,
+    routes_workflows,
     triage,
 )
 from engine.web.deps import anonymous, api_auth
@@ -49,7 +50,7 @@ STATIC = Path(__file__).parent / "static"
 # (here, in engine.web.routes_service, .dashboard and .triage) and reads what it needs
 # from app.state: create_app only assembles.
 router = APIRouter(prefix="/api")
-for part in (routes_dead, routes_jobs, routes_pauses, routes_overview):
+for part in (routes_dead, routes_jobs, routes_pauses, routes_overview, routes_workflows):
     router.include_router(part.router)
 
 

@@ -14,15 +14,32 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from engine.amqp.errors import AMQP_UNAVAILABLE
-from engine.errors import JobNotFound, JobStateConflict, LazarusError, ServiceUnavailable
+from engine.errors import (
+    JobNotFound,
+    JobStateConflict,
+    LazarusError,
+    ServiceUnavailable,
+    WorkflowNotFound,
+    WorkflowStateConflict,
+)
 from engine.pg.errors import DB_CANCELLED, DB_REJECTED, DB_UNAVAILABLE
+from engine.pg.port import WorkflowIdTaken
 from engine.web import models as m
+from engine.workflows.definition import UnknownWorkflowType
+from engine.workflows.progress import NoSuchStep
+from engine.workflows.start import WorkflowExists
 
 log = logging.getLogger("lazarus.http")
 STATUS: dict[type[Exception], int] = {
     LazarusError: 500,  # one not listed below (the most specific class wins): message says what
     JobNotFound: 404,
     JobStateConflict: 409,
+    WorkflowNotFound: 404,
+    WorkflowStateConflict: 409,
+    WorkflowExists: 409,
+    WorkflowIdTaken: 409,
+    UnknownWorkflowType: 422,
+    NoSuchStep: 422,
     ServiceUnavailable: 503,
     **dict.fromkeys(DB_UNAVAILABLE, 503),  # PostgreSQL away, restarting or read-only
     **dict.fromkeys(AMQP_UNAVAILABLE, 503),  # RabbitMQ away

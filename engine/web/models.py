@@ -391,3 +391,94 @@ class WorkerRow(BaseModel):
 
 class WorkerPage(BaseModel):
     items: list[WorkerRow]
+
+
+# -- workflows ------------------------------------------------------------------------------
+
+MAX_UNIQUE_NAME = 200
+
+
+class StartWorkflowBody(Body):
+    type: str = Field(min_length=1, max_length=MAX_NAME, description="A registered workflow.")
+    input: Any = Field(default=None, description="JSON given to every step (or the items).")
+    id: str | None = Field(
+        default=None, min_length=1, max_length=128, description="Its id (default: a new one)."
+    )
+    unique_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_UNIQUE_NAME,
+        description="Refuse a second workflow under this name while one is not over.",
+    )
+    if_absent: bool = Field(
+        default=False, description="With unique_name: answer with the holder instead of 409."
+    )
+
+
+class Started(BaseModel):
+    workflow_id: str
+    created: bool = Field(description="False: a workflow already held the unique name.")
+    state: str
+
+
+class WorkflowRow(BaseModel):
+    workflow_id: str
+    workflow_type: str
+    unique_name: str | None
+    generation: int
+    state: str
+    cause: str | None
+    stopped_by: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    progress: dict[str, int] = Field(description="Steps and items per state.")
+    done: int = Field(description="Steps and items succeeded.")
+    total: int = Field(description="Steps and items (fan-outs counted by their items).")
+
+
+class WorkflowPage(BaseModel):
+    items: list[WorkflowRow]
+    next_before: str | None = Field(
+        description="Pass as 'before' for the next page; null on the last one."
+    )
+
+
+class StepRow(BaseModel):
+    step: str
+    kind: str
+    parent: str | None
+    item: int | None
+    job_type: str | None
+    state: str
+    remaining: int
+    job_id: str | None
+    result: Any
+    updated_at: datetime
+
+
+class WorkflowDetail(WorkflowRow):
+    input: Any
+    steps: list[StepRow] = Field(description="Its top-level steps and fan-outs.")
+    needs_person: list[StepRow] = Field(description="Dead, suspended or cancelled steps.")
+
+
+class WorkflowIdsBody(Body):
+    workflow_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        min_length=1, max_length=MAX_IDS
+    )
+    retries: int | None = Field(default=None, ge=0, le=MAX_ATTEMPTS)
+
+
+class RetriesBody(Body):
+    retries: int | None = Field(default=None, ge=0, le=MAX_ATTEMPTS)
+
+
+class WorkflowStopBody(Body):
+    reason: str | None = Field(default=None, max_length=MAX_TEXT)
+
+
+class RestartBody(Body):
+    from_step: str | None = Field(
+        default=None, max_length=64, description="Run this step and what follows it again."
+    )

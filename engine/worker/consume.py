@@ -42,6 +42,7 @@ from engine.worker.redelivery import Redelivery, redeliveries
 from engine.worker.settler import AfterOutcome, Settler
 from engine.worker.tracker import Tracker, started
 from engine.worker.unknown_types import UnknownTypes
+from engine.workflows.completion import StepCompletion
 
 log = logging.getLogger("lazarus.worker")
 
@@ -97,6 +98,8 @@ class Worker:
         self._paused: frozenset[str] = frozenset()
         self.parker = Parker(self.broker)
         self.unknown_types = UnknownTypes(self.broker, store, settings.unknown_type_grace)
+        if store is not None:  # a workflow step's success releases what waited on it
+            after = (StepCompletion(store, store, self.broker), *after)
         self.settler = Settler(
             self.broker,
             self.worker_id,
@@ -302,7 +305,7 @@ class Worker:
             self.control.running(message, task)
         try:
             outcome = await self.executor.run(
-                handler, message, self._save_checkpoint if tracked else None
+                handler, message, self._save_checkpoint if tracked else None, self.store
             )
         except asyncio.CancelledError:
             if self.control is None or not self.control.take_interrupt(message.id):

@@ -14,9 +14,17 @@ from typing import Any
 
 from tenacity import RetryCallState
 
-from engine.context import CheckpointSaver, JobContext
+from engine.context import CheckpointSaver, JobContext, StepResults
 from engine.errors import JobStopped, MessageError, UnknownJobType
-from engine.message import JobMessage, check_headers, decode, fallback_job_id, new_job_id
+from engine.message import (
+    MAX_RESULT_BYTES,
+    JobMessage,
+    check_headers,
+    decode,
+    fallback_job_id,
+    json_problem,
+    new_job_id,
+)
 from engine.outcome import DeadReason, ErrorInfo, Outcome
 from engine.registry import Handler, lookup
 from engine.retry import dead_reason, decide
@@ -78,18 +86,25 @@ class Executor:
         return handler, message
 
     async def run(
-        self, handler: Handler, message: JobMessage, saver: CheckpointSaver | None = None
+        self,
+        handler: Handler,
+        message: JobMessage,
+        saver: CheckpointSaver | None = None,
+        results: StepResults | None = None,
     ) -> Outcome:
         """Run the in-process tries of one broker-level attempt and classify how it ended.
 
         Raises JobStopped if the run failed after a checkpoint of it was refused (a person
-        stopped the job): that is no failure to retry or dead-letter.
+        stopped the job): that is no failure to retry or dead-letter. A workflow step's
+        return value is its result: one that cannot be stored (not JSON, over
+        ``MAX_RESULT_BYTES``) is a permanent failure, said so, not a retry loop.
         """
         policy = handler.policy
-        context = JobContext(message, self.worker_id, 1, saver)
+        context = JobContext(message, self.worker_id, 1, saver, results)
+        result: Any = None
         try:
             try:
-                await _call(handler, context, policy.timeout)
+                result = await _call(handler, context, policy.timeout)
             except Exception as first:
                 if policy.attempts < 2 or not policy.is_transient(first) or context.stopped:
                     raise
@@ -107,7 +122,7 @@ class Executor:
                         raise JobStopped(f"job {message.id}: stopped while it ran") from first
                     with attempt:
                         context.try_number = attempt.retry_state.attempt_number + 1
-                        await _call(handler, context, policy.timeout)
+                        result = await _call(handler, context, policy.timeout)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -135,7 +150,12 @@ class Executor:
                 reason,
                 checkpoint=context.checkpoint_state,
             )
-        return Outcome(Verdict.SUCCEEDED, message, message.id)
+        if message.workflow is not None:
+            problem = json_problem(result, MAX_RESULT_BYTES)
+            if problem is not None:
+                error = _error("ResultError", f"the step's result {problem}")
+                return Outcome(Verdict.DEAD, message, message.id, error, DeadReason.PERMANENT)
+        return Outcome(Verdict.SUCCEEDED, message, message.id, result=result)
 
 
 def _log_try(

@@ -18,7 +18,15 @@ from engine.filters import DeadFilter
 from engine.memory.store import InMemoryStore
 from engine.message import MAX_ERROR_MESSAGE, MAX_ERROR_TYPE, MAX_TRACEBACK
 from engine.pg.errors import DB_REJECTED, DB_UNAVAILABLE
-from engine.pg.port import AdminStore, OutboxStore, UniqueJobStore, WorkerStore
+from engine.pg.port import (
+    AdminStore,
+    OutboxStore,
+    StepStore,
+    UniqueJobStore,
+    WorkerStore,
+    WorkflowStore,
+    WorkflowTxn,
+)
 from engine.pg.rows import Row
 from engine.pg.store import DeadRecord
 from engine.pg.workers import WorkerInfo
@@ -100,6 +108,32 @@ async def test_a_second_copy_of_a_death_is_ignored(store: AnyStore) -> None:
     assert stored is not None
     assert (bytes(stored["body"]), stored["traceback"]) == (b'{"id": "j1"}', "Traceback ...")
     assert await store.stored_death("j1", 5) is None
+
+
+async def test_json_arrays_are_stored_whole_in_a_batch(store: AnyStore) -> None:
+    """A payload or checkpoint that is a JSON array is one value, not an extra dimension
+    of the batch's array parameter (which split it, or failed the batch)."""
+    deaths = [
+        replace(death("j1", checkpoint=[1, [2]]), payload=["a", "b"]),
+        replace(death("j2"), payload={"k": [3]}),
+        replace(death("j3"), payload=[]),
+    ]
+    assert await store.insert_dead(deaths) == 3
+    stored = {r["job_id"]: (r["payload"], r["checkpoint"]) for r in await store.history("j1")}
+    assert stored == {"j1": (["a", "b"], [1, [2]])}
+    assert [r["payload"] for r in await store.history("j3")] == [[]]
+    await store.report(
+        [
+            report("r1", payload=[1, 2], checkpoint=["step", 3]),
+            report("r2", payload={"k": 1}),
+            report("r3", payload=[[1, 2], [3]]),
+        ]
+    )
+    for job_id, payload in (("r1", [1, 2]), ("r2", {"k": 1}), ("r3", [[1, 2], [3]])):
+        job = await store.get_job(job_id)
+        assert job is not None and job["payload"] == payload
+    job = await store.get_job("r1")
+    assert job is not None and job["checkpoint"] == ["step", 3]
 
 
 # -- the requeue compare-and-set ----------------------------------------------------------
@@ -522,12 +556,11 @@ async def test_an_outage_fails_every_call_as_postgresql_down_does() -> None:
 def test_every_port_method_has_a_contract_test() -> None:
     """A method added to a port needs a rule pinned here, or the double can drift."""
     here = Path(__file__).parent
-    source = "".join((here / name).read_text() for name in ("test_store.py", "test_unique_keys.py"))
-    methods = {
-        name
-        for port in (WorkerStore, OutboxStore, AdminStore, UniqueJobStore)
-        for name in vars(port)
-        if not name.startswith("_")
-    }
+    files = ("test_store.py", "test_unique_keys.py", "test_workflows.py")
+    source = "".join((here / name).read_text() for name in files)
+    ports = (WorkerStore, OutboxStore, AdminStore, UniqueJobStore, StepStore, WorkflowStore)
+    methods = {name for port in ports for name in vars(port) if not name.startswith("_")}
     untested = sorted(m for m in methods if f"store.{m}(" not in source)
     assert untested == []
+    steps = {name for name in vars(WorkflowTxn) if not name.startswith("_")}
+    assert sorted(m for m in steps if f"txn.{m}(" not in source) == []

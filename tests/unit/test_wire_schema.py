@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from engine import message
 from engine.errors import MessageError
-from engine.message import MAX_ATTEMPTS, MAX_GENERATION, JobMessage, decode, encode
+from engine.message import MAX_ATTEMPTS, MAX_GENERATION, JobMessage, StepRef, decode, encode
 
 SCHEMA: dict[str, Any] = json.loads(
     resources.files("engine.schemas").joinpath("job-message.v1.json").read_text("utf-8")
@@ -49,7 +49,9 @@ def test_schema_is_a_valid_draft_2020_12_schema() -> None:
 
 
 def test_schema_describes_every_field_the_encoder_writes() -> None:
-    fields = JobMessage(type="x", payload=None).to_dict()
+    step = StepRef("w-1", 0, "load", 3)
+    fields = JobMessage(type="x", payload=None, workflow=step).to_dict()
+    assert set(SCHEMA["properties"]["workflow"]["properties"]) == set(step.to_dict())
     assert set(SCHEMA["properties"]) == set(fields)
     assert all(prop.get("description") for prop in SCHEMA["properties"].values())
 
@@ -233,3 +235,43 @@ def test_body_decode_accepts_is_accepted_by_the_schema(instance: Any) -> None:
 def test_known_differences_stay_known(raw: bytes, schema_ok: bool, decode_ok: bool) -> None:
     assert schema_accepts(orjson.loads(raw)) is schema_ok
     assert decode_accepts(orjson.loads(raw)) is decode_ok
+
+
+@pytest.mark.parametrize(
+    ("workflow", "valid"),
+    [
+        (None, True),
+        ({"id": "w", "generation": 0, "step": "load"}, True),
+        ({"id": "w", "generation": 2, "step": "load", "item": 17}, True),
+        ({"id": "w", "generation": 0, "step": "load", "item": None}, True),
+        ({"id": "w", "generation": 0}, False),
+        ({"id": "", "generation": 0, "step": "load"}, False),
+        ({"id": "w" * 129, "generation": 0, "step": "load"}, False),
+        ({"id": "w\u0001", "generation": 0, "step": "load"}, False),
+        ({"id": "w", "generation": -1, "step": "load"}, False),
+        ({"id": "w", "generation": MAX_GENERATION + 1, "step": "load"}, False),
+        ({"id": "w", "generation": 0, "step": "9load"}, False),
+        ({"id": "w", "generation": 0, "step": "load[1]"}, False),
+        ({"id": "w", "generation": 0, "step": "load", "item": -1}, False),
+        ({"id": "w", "generation": 0, "step": "load", "item": 100_000}, False),
+        ({"id": "w", "generation": "0", "step": "load"}, False),
+        ({"id": 7, "generation": 0, "step": "load"}, False),
+        ("w", False),
+    ],
+)
+def test_schema_and_decoder_agree_on_the_workflow_field(workflow: Any, valid: bool) -> None:
+    instance = body(workflow=workflow)
+    assert schema_accepts(instance) is valid
+    assert decode_accepts(instance) is valid
+
+
+def test_a_workflow_step_survives_encode_and_decode() -> None:
+    message = JobMessage(type="x", payload=[1], workflow=StepRef("w/1", 4, "load", 9))
+    decoded = decode(encode(message))
+    assert decoded.workflow == message.workflow
+    assert decoded.workflow is not None and decoded.workflow.job_id == "w/1/4/load[9]"
+    assert StepRef.of_job("w/1", "w/1/4/load[9]") == message.workflow
+    assert StepRef.of_job("w", "w/0/total") == StepRef("w", 0, "total")
+    for bad in ("other/0/total", "w/x/total", "w/0/to tal", "w/0/load[x]", "w/0/load[1"):
+        with pytest.raises(ValueError):
+            StepRef.of_job("w", bad)

@@ -5,12 +5,13 @@
 -- One round trip for a whole batch; a second copy of a death is ignored.
 INSERT INTO dead_letters (
     job_id, generation, job_type, queue, payload, body, headers, attempts, max_retries,
-    reason, error_type, error_message, traceback, checkpoint, enqueued_at, died_at, worker
+    reason, error_type, error_message, traceback, checkpoint, enqueued_at, died_at, worker,
+    workflow_id
 )
 SELECT * FROM unnest(
     $1::text[], $2::integer[], $3::text[], $4::text[], $5::jsonb[], $6::bytea[], $7::jsonb[],
     $8::integer[], $9::integer[], $10::text[], $11::text[], $12::text[], $13::text[],
-    $14::jsonb[], $15::timestamptz[], $16::timestamptz[], $17::text[]
+    $14::jsonb[], $15::timestamptz[], $16::timestamptz[], $17::text[], $18::text[]
 )
 ON CONFLICT (job_id, generation) DO NOTHING;
 
@@ -38,6 +39,7 @@ UPDATE dead_letters
                OR (j.generation = dead_letters.generation
                    AND j.state IN ('suspended', 'cancelled'))))
 RETURNING id, job_id, generation, job_type, queue, payload, max_retries, enqueued_at,
+          workflow_id,
           -- the latest checkpoint the job saved, else the one its message carried
           COALESCE((SELECT j.checkpoint FROM jobs j
                      WHERE j.job_id = dead_letters.job_id

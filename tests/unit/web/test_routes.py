@@ -21,11 +21,13 @@ from engine.web import (
     routes_overview,
     routes_pauses,
     routes_service,
+    routes_workflows,
     triage,
 )
 from engine.web.api import create_app
 
-SUBJECTS = (routes_dead, routes_jobs, routes_pauses, routes_overview)  # the JSON API, in order
+# the JSON API, in order
+SUBJECTS = (routes_dead, routes_jobs, routes_pauses, routes_overview, routes_workflows)
 ROUTERS: dict[str, APIRouter] = {
     module.__name__: module.router for module in (*SUBJECTS, routes_service, dashboard, triage)
 }
