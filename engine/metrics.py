@@ -38,6 +38,24 @@ DEAD_LETTERS_PUBLISHED = Counter(
 DEAD_LETTERS_RECORDED = Counter(
     "lazarus_dead_letters_recorded_total", "Dead letters the recorder stored in PostgreSQL."
 )
+WORKFLOWS_STARTED = Counter(
+    "lazarus_workflows_started_total", "Workflows started.", ["workflow_type"]
+)
+WORKFLOWS_SUCCEEDED = Counter(
+    "lazarus_workflows_succeeded_total",
+    "Workflows whose last step succeeded (counted by the worker that ran it).",
+    ["workflow_type"],
+)
+WORKFLOW_STEPS_SUCCEEDED = Counter(
+    "lazarus_workflow_steps_succeeded_total",
+    "Steps and work items whose success was recorded (a duplicate is not counted).",
+    ["workflow_type"],
+)
+WORKFLOW_STEPS_RELEASED = Counter(
+    "lazarus_workflow_steps_released_total",
+    "Steps and work items released (made pending) because what they waited on succeeded.",
+    ["workflow_type"],
+)
 RECONNECTS = Counter(
     "lazarus_broker_reconnects_total", "Times the connection to RabbitMQ was re-established."
 )

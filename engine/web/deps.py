@@ -118,3 +118,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 Limit = Annotated[int, Query(ge=1, le=10_000, description="Rows per page.")]
 Name = Annotated[str | None, Query(max_length=m.MAX_NAME)]
 JobId = Annotated[str, PathParam(max_length=m.MAX_ID, description="Job id ('/' allowed).")]
+WorkflowId = Annotated[
+    str,
+    PathParam(max_length=m.MAX_WORKFLOW_ID, description="Workflow id ('/' allowed)."),
+]

@@ -396,13 +396,17 @@ class WorkerPage(BaseModel):
 # -- workflows ------------------------------------------------------------------------------
 
 MAX_UNIQUE_NAME = 200
+MAX_WORKFLOW_ID = 128
 
 
 class StartWorkflowBody(Body):
     type: str = Field(min_length=1, max_length=MAX_NAME, description="A registered workflow.")
     input: Any = Field(default=None, description="JSON given to every step (or the items).")
     id: str | None = Field(
-        default=None, min_length=1, max_length=128, description="Its id (default: a new one)."
+        default=None,
+        min_length=1,
+        max_length=MAX_WORKFLOW_ID,
+        description="Its id (default: a new one).",
     )
     unique_name: str | None = Field(
         default=None,
@@ -464,7 +468,7 @@ class WorkflowDetail(WorkflowRow):
 
 
 class WorkflowIdsBody(Body):
-    workflow_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+    workflow_ids: list[Annotated[str, Field(min_length=1, max_length=MAX_WORKFLOW_ID)]] = Field(
         min_length=1, max_length=MAX_IDS
     )
     retries: int | None = Field(default=None, ge=0, le=MAX_ATTEMPTS)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Response
 from engine.admin.rows import WorkflowSummary
 from engine.states import RequeueMode, WorkflowState
 from engine.web import models as m
-from engine.web.deps import AdminDep, Limit, Name
+from engine.web.deps import AdminDep, Limit, Name, WorkflowId
 from engine.web.errors import CONFLICT, NOT_FOUND
 
 router = APIRouter()
@@ -84,10 +84,12 @@ async def retry_many(
     return m.Total(total=total)
 
 
-@router.put("/workflows/{workflow_id}/work-items/retry", tags=["workflows"], responses=CONFLICT)
+@router.put(
+    "/workflows/{workflow_id:path}/work-items/retry", tags=["workflows"], responses=CONFLICT
+)
 async def retry_one(
     admin: AdminDep,
-    workflow_id: str,
+    workflow_id: WorkflowId,
     type: RequeueMode = RequeueMode.RESTART,
     body: m.RetriesBody | None = None,
 ) -> m.Total:
@@ -97,39 +99,39 @@ async def retry_one(
     return m.Total(total=await admin.workflows.retry([workflow_id], mode=type, retries=retries))
 
 
-@router.post("/workflows/{workflow_id}/suspend", tags=["workflows"], responses=CONFLICT)
+@router.post("/workflows/{workflow_id:path}/suspend", tags=["workflows"], responses=CONFLICT)
 async def suspend(
-    admin: AdminDep, workflow_id: str, body: m.WorkflowStopBody | None = None
+    admin: AdminDep, workflow_id: WorkflowId, body: m.WorkflowStopBody | None = None
 ) -> m.WorkflowRow:
     """Hold it: no step starts until it is resumed; running steps finish."""
     return row(await admin.workflows.suspend(workflow_id, body.reason if body else None))
 
 
-@router.post("/workflows/{workflow_id}/resume", tags=["workflows"], responses=CONFLICT)
-async def resume(admin: AdminDep, workflow_id: str) -> m.WorkflowRow:
+@router.post("/workflows/{workflow_id:path}/resume", tags=["workflows"], responses=CONFLICT)
+async def resume(admin: AdminDep, workflow_id: WorkflowId) -> m.WorkflowRow:
     """Go on from where a suspend held it."""
     return row(await admin.workflows.resume(workflow_id))
 
 
-@router.post("/workflows/{workflow_id}/cancel", tags=["workflows"], responses=CONFLICT)
+@router.post("/workflows/{workflow_id:path}/cancel", tags=["workflows"], responses=CONFLICT)
 async def cancel(
-    admin: AdminDep, workflow_id: str, body: m.WorkflowStopBody | None = None
+    admin: AdminDep, workflow_id: WorkflowId, body: m.WorkflowStopBody | None = None
 ) -> m.WorkflowRow:
     """Stop it for good; its running steps are cancelled."""
     return row(await admin.workflows.cancel(workflow_id, body.reason if body else None))
 
 
-@router.post("/workflows/{workflow_id}/restart", tags=["workflows"], responses=CONFLICT)
+@router.post("/workflows/{workflow_id:path}/restart", tags=["workflows"], responses=CONFLICT)
 async def restart(
-    admin: AdminDep, workflow_id: str, body: m.RestartBody | None = None
+    admin: AdminDep, workflow_id: WorkflowId, body: m.RestartBody | None = None
 ) -> m.WorkflowRow:
     """Run it again as a new generation, from the beginning or from ``from_step``."""
     from_step = body.from_step if body else None
     return row(await admin.workflows.restart(workflow_id, from_step=from_step))
 
 
-@router.get("/workflows/{workflow_id}", tags=["workflows"], responses=NOT_FOUND)
-async def show(admin: AdminDep, workflow_id: str) -> m.WorkflowDetail:
+@router.get("/workflows/{workflow_id:path}", tags=["workflows"], responses=NOT_FOUND)
+async def show(admin: AdminDep, workflow_id: WorkflowId) -> m.WorkflowDetail:
     """The workflow, its steps, and the steps and items that need a person."""
     detail = await admin.workflows.show(workflow_id)
     return m.WorkflowDetail.model_validate(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from engine import metrics
 from engine.amqp.port import BrokerPort, Outgoing
 from engine.errors import LazarusError
 from engine.outbox.relay import drain
@@ -44,14 +45,20 @@ class StepCompletion:
         for attempt in range(1, CONFLICT_TRIES + 1):
             try:
                 async with self.store.workflow_txn() as txn:
-                    changed = await complete(txn, message.workflow, outcome.result)
+                    done = await complete(txn, message.workflow, outcome.result)
                 break
             except DB_CONFLICT:
                 if attempt == CONFLICT_TRIES:
                     raise
                 log.info("step %s: its transaction lost a race; running it again", message.id)
-        if changed:
+        if done is None:
+            return ()
+        metrics.labelled(metrics.WORKFLOW_STEPS_SUCCEEDED, done.workflow_type).inc()
+        if done.released:
+            metrics.labelled(metrics.WORKFLOW_STEPS_RELEASED, done.workflow_type).inc(done.released)
             await self._publish(message.id)
+        if done.finished:
+            metrics.labelled(metrics.WORKFLOWS_SUCCEEDED, done.workflow_type).inc()
         return ()
 
     async def _publish(self, job_id: str) -> None:

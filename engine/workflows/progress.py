@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from engine.message import MAX_ITEMS, JobMessage, StepRef, encode
@@ -27,22 +28,31 @@ from engine.states import HOLDS, WorkflowState
 log = logging.getLogger("lazarus.workflows")
 
 
-async def complete(txn: WorkflowTxn, ref: StepRef, result: Any) -> bool:
-    """Record the success of the step ``ref`` names and release what waited on it; False
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """What a step's success did: released ``released`` jobs; ``finished`` the workflow."""
+
+    workflow_type: str
+    released: int
+    finished: bool
+
+
+async def complete(txn: WorkflowTxn, ref: StepRef, result: Any) -> Completed | None:
+    """Record the success of the step ``ref`` names and release what waited on it; None
     if it changed nothing (already done, or a stale generation's run)."""
     workflow = await txn.lock(ref.workflow_id)
     if workflow is None:
-        return False
+        return None
     row = await txn.finish_step(ref.workflow_id, ref.name, ref.job_id, result)
     if row is None:
-        return False
-    if row["parent"] is None:
-        await _advance(txn, workflow, [row["step"]])
-        return True
-    for fan_out in await txn.count_down(ref.workflow_id, [row["parent"]]):
-        await txn.finish_fan_out(ref.workflow_id, fan_out["step"])
-        await _advance(txn, workflow, [fan_out["step"]])
-    return True
+        return None
+    finished = [row["step"]]
+    if row["parent"] is not None:
+        finished = [r["step"] for r in await txn.count_down(ref.workflow_id, [row["parent"]])]
+        for fan_out in finished:
+            await txn.finish_fan_out(ref.workflow_id, fan_out)
+    released, over = await _advance(txn, workflow, finished)
+    return Completed(workflow["workflow_type"], released, over)
 
 
 async def release(txn: WorkflowTxn, workflow: Row) -> int:
@@ -53,18 +63,22 @@ async def release(txn: WorkflowTxn, workflow: Row) -> int:
     return await _launch_ready(txn, workflow, await txn.ready(workflow["workflow_id"]))
 
 
-async def _advance(txn: WorkflowTxn, workflow: Row, finished: list[str]) -> None:
+async def _advance(txn: WorkflowTxn, workflow: Row, finished: list[str]) -> tuple[int, bool]:
     """Top-level steps ``finished`` succeeded: count down what waits on them, launch what
-    is ready, and end the workflow with its last step."""
+    is ready, and end the workflow with its last step. Returns (jobs launched, whether
+    the workflow succeeded)."""
     workflow_id = workflow["workflow_id"]
     held = WorkflowState(workflow["state"]) in HOLDS
+    launched, over = 0, False
     for name in finished:
         if await txn.top_level_done(workflow_id) == 0:
             await txn.set_state(workflow_id, WorkflowState.SUCCEEDED)
             log.info("workflow %s succeeded", workflow_id)
+            over = True
         ready = await txn.count_down(workflow_id, await txn.dependents(workflow_id, name))
         if not held:
-            await _launch_ready(txn, workflow, ready)
+            launched += await _launch_ready(txn, workflow, ready)
+    return launched, over
 
 
 async def _launch_ready(txn: WorkflowTxn, workflow: Row, ready: Sequence[Row]) -> int:
@@ -87,9 +101,10 @@ async def _launch_ready(txn: WorkflowTxn, workflow: Row, ready: Sequence[Row]) -
         await txn.add_items(workflow_id, row, workflow["generation"], items)
         launches.extend(_launch(workflow, row, item, index=i) for i, item in enumerate(items))
     await txn.launch(workflow_id, launches)
+    launched = len(launches)
     if empty:
-        await _advance(txn, workflow, empty)
-    return len(launches)
+        launched += (await _advance(txn, workflow, empty))[0]
+    return launched
 
 
 async def _items(txn: WorkflowTxn, workflow: Row, fan_out: Row) -> list[Any] | None:

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from engine import metrics
 from engine.amqp.port import BrokerPort
 from engine.errors import LazarusError
 from engine.message import MAX_INPUT_BYTES, json_problem, new_job_id, workflow_id_problem
@@ -97,6 +98,7 @@ async def start_workflow(
                 launched = await release(txn, row)
         if created:
             log.info("workflow %s (%s) started: %d jobs", workflow_id, workflow.name, launched)
+            metrics.labelled(metrics.WORKFLOWS_STARTED, workflow.name).inc()
             await _publish(store, broker, workflow_id)
             return Started(workflow_id, True, WorkflowState.PENDING)
         holder = await store.unique_holder(unique_name) if unique_name is not None else None

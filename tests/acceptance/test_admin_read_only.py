@@ -74,7 +74,13 @@ def routes(app: FastAPI) -> Iterator[tuple[str, str]]:
 def fill(path: str, job_id: str) -> str:
     """A route's path with real values in its parameters."""
     verb = "cancel" if path.startswith("/ui/jobs/") else "pause"
-    values = {"job_id": job_id, "queue": "default", "job_type": "http.flaky", "verb": verb}
+    values = {
+        "job_id": job_id,
+        "queue": "default",
+        "job_type": "http.flaky",
+        "verb": verb,
+        "workflow_id": "a-workflow",
+    }
     return re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: values[m.group(1)], path)
 
 
@@ -82,7 +88,7 @@ async def snapshot(admin: httpx.AsyncClient) -> dict[str, Any]:
     """What any action would change: dead letters, jobs, pauses and the audit log."""
     seen = {}
     for path in ("/api/dead-letters?status=all", "/api/jobs", "/api/queues", "/api/types",
-                 "/api/audit"):  # fmt: skip
+                 "/api/audit", "/api/workflows"):  # fmt: skip
         response = await admin.get(path, headers=BEARER)
         assert response.status_code == 200, response.text
         seen[path] = response.json()

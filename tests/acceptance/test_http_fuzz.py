@@ -150,7 +150,7 @@ def test_fuzzed_requests_get_no_5xx_and_documented_answers(
     print(summary)
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "fuzz-summary.txt").write_text(summary)
-    assert len(operations) == 23
+    assert len(operations) == 32
     assert not any(code >= 500 for counts in statuses.values() for code in counts)
     assert not failures, "\n".join(failures[:20])
 

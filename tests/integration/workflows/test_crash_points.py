@@ -46,7 +46,7 @@ async def outbox_jobs(store: Store) -> list[str]:
 
 async def finish(store: Store, ref: StepRef, result: Any = None) -> bool:
     async with store.workflow_txn() as txn:
-        return await complete(txn, ref, result)
+        return await complete(txn, ref, result) is not None
 
 
 async def test_the_last_two_items_finishing_at_once_release_the_fan_in_once(
