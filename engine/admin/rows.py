@@ -318,3 +318,5 @@ class WorkflowDetail:
     input: Any
     steps: list[WorkflowStep]
     needs_person: list[WorkflowStep]
+    causes: dict[str, str]  # why each step that needs a person stopped (its job's error)
+    fan_outs: dict[str, dict[str, int]]  # each fan-out's items per state

@@ -96,11 +96,15 @@ class Workflows:
         progress = await self.store.workflow_progress(workflow_id)
         steps = await self.store.workflow_steps(workflow_id, top_level=True, limit=limit)
         failed = await self.store.workflow_steps(workflow_id, states=NEEDS_PERSON, limit=limit)
+        async with self.store.workflow_txn() as txn:
+            jobs = {j["step"]: j for j in await txn.step_jobs(workflow_id, NEEDS_PERSON)}
         return WorkflowDetail(
             summary=WorkflowSummary.from_row(row, progress),
             input=row["input"],
             steps=[WorkflowStep.from_row(s) for s in steps],
             needs_person=[WorkflowStep.from_row(s) for s in failed],
+            causes={name: _why(job) for name, job in jobs.items()},
+            fan_outs=await self.store.fan_out_progress(workflow_id),
         )
 
     async def retry(
@@ -273,6 +277,15 @@ class Workflows:
     async def _summary(self, workflow_id: str) -> WorkflowSummary:
         row = await self._found(workflow_id)
         return WorkflowSummary.from_row(row, await self.store.workflow_progress(workflow_id))
+
+
+def _why(job: Any) -> str:
+    """Why a step's job stopped: the person's cause, else its last error."""
+    if job["cause"]:
+        return str(job["cause"])
+    if job["error_type"]:
+        return f"{job['error_type']}: {job['error_message'] or ''}"
+    return "no error recorded"
 
 
 def _conflict(workflow_id: str, expected: str, row: Any) -> WorkflowStateConflict:

@@ -40,6 +40,7 @@ async def prune(
     )
     typer.echo(
         f"{verb}: {done.jobs} finished jobs, {done.attempts} of their attempts, "
+        f"{done.workflows} finished workflows, "
         f"{done.audit} audit entries, "
         f"{done.dead_history} requeued or deleted dead letters; retained copies: {copies}"
     )

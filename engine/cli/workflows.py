@@ -67,17 +67,24 @@ def show_summary(summary: WorkflowSummary, as_json: bool) -> None:
         console.print(f"[bold]{key}[/bold]: {inert(text, lines=True)}", highlight=False)
 
 
-def steps_table(steps: list[WorkflowStep], title: str) -> None:
-    table = Table("step", "kind", "job type", "state", "waits on", "result", title=title)
+def steps_table(
+    steps: list[WorkflowStep], title: str, detail: WorkflowDetail, *, causes: bool = False
+) -> None:
+    last = "cause" if causes else "result / items"
+    table = Table("step", "kind", "job type", "state", "waits on", last, title=title)
     for s in steps:
+        if causes:
+            text = inert(detail.causes.get(s.step, ""), limit=80)
+        elif s.kind == "fan_out" and s.step in detail.fan_outs:
+            items = detail.fan_outs[s.step]
+            text = f"{items.get('succeeded', 0)}/{sum(items.values())} items"
+        else:
+            text = inert(json_text(s.result), limit=40) if s.state == "succeeded" else ""
+        waits = s.state == "waiting" or (s.kind == "fan_out" and s.state != "succeeded")
         table.add_row(
-            inert(s.step),
-            s.kind,
-            inert(s.job_type or ""),
-            s.state,
-            str(s.remaining) if s.state == "waiting" or s.kind == "fan_out" else "",
-            inert(json_text(s.result), limit=40) if s.state == "succeeded" else "",
-        )
+            inert(s.step), s.kind, inert(s.job_type or ""), s.state,
+            str(s.remaining) if waits else "", text,
+        )  # fmt: skip
     print_table(table)
 
 
@@ -168,8 +175,8 @@ async def show(workflow_id: WorkflowIdArg, as_json: JsonOpt = False) -> None:
         return
     show_summary(detail.summary, False)
     if detail.needs_person:
-        steps_table(detail.needs_person, "need a person")
-    steps_table(detail.steps, "steps")
+        steps_table(detail.needs_person, "need a person", detail, causes=True)
+    steps_table(detail.steps, "steps", detail)
 
 
 @workflows_app.command()

@@ -33,6 +33,7 @@ log = logging.getLogger("lazarus.retention")
 # What a pass prunes, and the retain_<setting> age that keeps it.
 KEPT_BY = (
     ("jobs", "jobs"),
+    ("workflows", "jobs"),  # workflows that succeeded or were cancelled, with their steps
     ("attempts", "jobs"),  # attempts of the jobs pruned, or gone, as old as they
     ("workers", "jobs"),  # registry rows of workers not seen for as long
     ("audit", "audit"),
@@ -45,6 +46,7 @@ class Pruned:
     """What one pass removed (or, on a dry run, would remove)."""
 
     jobs: int = 0
+    workflows: int = 0
     attempts: int = 0  # job_attempts rows of finished jobs, kept as long as their jobs
     workers: int = 0  # registry rows of workers not seen for LAZARUS_RETAIN_JOBS
     audit: int = 0
@@ -55,6 +57,7 @@ class Pruned:
     def as_dict(self) -> dict[str, Any]:
         return {
             "jobs": self.jobs,
+            "workflows": self.workflows,
             "attempts": self.attempts,
             "workers": self.workers,
             "audit": self.audit,
@@ -138,6 +141,13 @@ async def run_pruner(settings: Settings, store: Store, broker: BrokerPort) -> No
             log.warning("prune pass failed, next in %g s: %r", delay, exc)
             continue
         if not done.busy and any(
-            (done.jobs, done.attempts, done.audit, done.dead_history, done.dead_copies)
+            (
+                done.jobs,
+                done.workflows,
+                done.attempts,
+                done.audit,
+                done.dead_history,
+                done.dead_copies,
+            )
         ):
             log.info("pruned %s", done.as_dict())

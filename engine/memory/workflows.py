@@ -278,6 +278,8 @@ class MemoryWorkflowTxn:
                         "generation": job["generation"],
                         "state": job["state"],
                         "cause": job["cause"],
+                        "error_type": job["error_type"],
+                        "error_message": job["error_message"],
                     }
                 )
         return found
@@ -416,6 +418,15 @@ class WorkflowTables(Tables):
 
     async def workflow_progress(self, workflow_id: str) -> dict[str, int]:
         return (await self.progress_of([workflow_id])).get(workflow_id, {})
+
+    async def fan_out_progress(self, workflow_id: str) -> dict[str, dict[str, int]]:
+        self._up()
+        counts: dict[str, dict[str, int]] = {}
+        for (w, _), r in self.step_rows.items():
+            if w == workflow_id and r["parent"] is not None:
+                per_state = counts.setdefault(r["parent"], {})
+                per_state[r["state"]] = per_state.get(r["state"], 0) + 1
+        return counts
 
     async def progress_of(self, workflow_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         self._up()

@@ -206,8 +206,8 @@ class WorkflowTxn(Protocol):
         ...
 
     async def step_jobs(self, workflow_id: str, states: Sequence[str]) -> Sequence[Row]:
-        """Step, job id, job generation, job state and cause of the steps and items in
-        ``states``."""
+        """Step, job id, job generation, job state, cause and last error of the steps and
+        items in ``states``."""
         ...
 
     async def reset(self, workflow_id: str, steps: Sequence[str], generation: int) -> None:
@@ -347,6 +347,10 @@ class WorkflowStore(StepStore, OutboxStore, Protocol):
 
     async def progress_of(self, workflow_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         """:meth:`workflow_progress` of several workflows at once."""
+        ...
+
+    async def fan_out_progress(self, workflow_id: str) -> dict[str, dict[str, int]]:
+        """Each fan-out's items per state."""
         ...
 
 

@@ -20,6 +20,7 @@ BATCH = 5000  # rows per delete: no lock is held long
 # What a pass can prune: the kind, its count query and its delete query.
 QUERIES = {
     "jobs": ("count_finished_jobs", "prune_finished_jobs"),
+    "workflows": ("count_finished_workflows", "prune_finished_workflows"),
     "attempts": ("count_attempts", "prune_attempts"),
     "workers": ("count_workers", "prune_workers"),
     "audit": ("count_audit", "prune_audit"),

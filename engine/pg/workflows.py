@@ -213,6 +213,12 @@ class WorkflowQueries(ABC):
             await self.pool.fetch(Q["list_workflows"], state, workflow_type, limit, at, last)
         )
 
+    async def fan_out_progress(self, workflow_id: str) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for r in await self.pool.fetch(Q["fan_out_progress"], workflow_id):
+            counts.setdefault(r["parent"], {})[r["state"]] = int(r["n"])
+        return counts
+
     async def progress_of(self, workflow_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
         for r in await self.pool.fetch(Q["progress_of"], list(workflow_ids)):

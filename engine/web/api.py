@@ -38,6 +38,7 @@ from engine.web import (
     routes_service,
     routes_workflows,
     triage,
+    workflow_pages,
 )
 from engine.web.deps import anonymous, api_auth
 from engine.web.errors import ERRORS, HANDLERS
@@ -101,6 +102,7 @@ def create_app(settings: Settings, *, open_access: bool = False) -> FastAPI:
     app.include_router(routes_service.router)
     app.include_router(dashboard.router)
     app.include_router(triage.router)
+    app.include_router(workflow_pages.router)
     app.add_middleware(
         AdminGuard, hosts=settings.admin_host_names, max_body=settings.admin_max_body_bytes
     )

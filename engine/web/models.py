@@ -465,6 +465,8 @@ class WorkflowDetail(WorkflowRow):
     input: Any
     steps: list[StepRow] = Field(description="Its top-level steps and fan-outs.")
     needs_person: list[StepRow] = Field(description="Dead, suspended or cancelled steps.")
+    causes: dict[str, str] = Field(description="Why each step that needs a person stopped.")
+    fan_outs: dict[str, dict[str, int]] = Field(description="Each fan-out's items per state.")
 
 
 class WorkflowIdsBody(Body):

@@ -142,5 +142,7 @@ async def show(admin: AdminDep, workflow_id: WorkflowId) -> m.WorkflowDetail:
             "needs_person": [
                 m.StepRow.model_validate(s, from_attributes=True) for s in detail.needs_person
             ],
+            "causes": detail.causes,
+            "fan_outs": detail.fan_outs,
         }
     )

@@ -32,7 +32,7 @@ async def test_prune_counts_then_removes_old_finished_jobs(cli: Cli) -> None:
     dry = cli.run("prune", "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     assert orjson.loads(dry.stdout) | {} == {
-        "jobs": 3, "attempts": 0, "workers": 0, "audit": 0, "dead_history": 0,
+        "jobs": 3, "workflows": 0, "attempts": 0, "workers": 0, "audit": 0, "dead_history": 0,
         "dead_copies": None, "busy": False, "dry_run": True,
     }  # fmt: skip
     done = cli.run("prune")

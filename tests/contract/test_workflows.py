@@ -115,6 +115,7 @@ async def test_launch_finish_count_down_and_release(store: AnyStore) -> None:
     page = await store.workflow_steps("w1", after="fan", limit=1)
     assert [s["step"] for s in page] == ["fan[0]"]
     assert await store.workflow_progress("w1") == {"succeeded": 1, "pending": 1, "waiting": 2}
+    assert await store.fan_out_progress("w1") == {"fan": {"pending": 1, "waiting": 1}}
 
 
 async def test_item_results_page_in_index_order(store: AnyStore) -> None:

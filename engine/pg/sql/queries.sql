@@ -316,6 +316,16 @@ DELETE FROM job_attempts WHERE (job_id, generation, attempt, outcome) IN (
               AND NOT (j.state IN ('succeeded', 'cancelled', 'dead') AND j.updated_at < $1))
      LIMIT $2);
 
+-- name: count_finished_workflows
+SELECT count(*) FROM workflows WHERE state IN ('succeeded', 'cancelled') AND finished_at < $1;
+
+-- name: prune_finished_workflows
+-- Their steps and edges go with them (ON DELETE CASCADE); failed and suspended ones wait
+-- for a person, as dead letters do.
+DELETE FROM workflows WHERE workflow_id IN (
+    SELECT workflow_id FROM workflows
+     WHERE state IN ('succeeded', 'cancelled') AND finished_at < $1 LIMIT $2);
+
 -- name: count_audit
 SELECT count(*) FROM audit_log WHERE at < $1 AND state <> 'running';
 

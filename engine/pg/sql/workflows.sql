@@ -136,7 +136,7 @@ SELECT depends_on, step FROM workflow_edges WHERE workflow_id = $1;
 
 -- name: step_jobs
 -- The jobs of a workflow's steps and items in one of the states $2.
-SELECT s.step, s.job_id, j.generation, j.state, j.cause
+SELECT s.step, s.job_id, j.generation, j.state, j.cause, j.error_type, j.error_message
   FROM workflow_steps s JOIN jobs j ON j.job_id = s.job_id
  WHERE s.workflow_id = $1 AND s.state = ANY($2::text[]);
 
@@ -180,3 +180,8 @@ SELECT workflow_id, workflow_type, unique_name, generation, state, cause, stoppe
 -- name: progress_of
 SELECT workflow_id, state, count(*) AS n FROM workflow_steps
  WHERE workflow_id = ANY($1::text[]) AND kind <> 'fan_out' GROUP BY workflow_id, state;
+
+-- name: fan_out_progress
+-- Each fan-out's items per state.
+SELECT parent, state, count(*) AS n FROM workflow_steps
+ WHERE workflow_id = $1 AND parent IS NOT NULL GROUP BY parent, state;

@@ -18,6 +18,7 @@ from engine.message import H_DIED_AT, now_utc
 from engine.pg.pruning import PRUNE_LOCK
 from engine.pg.store import Store
 from engine.settings import Settings, load_settings
+from engine.workflows import Step, Workflow, start_workflow
 from tests.conftest import DATABASE_URL
 
 OLD, NEW = timedelta(days=100), timedelta(hours=1)
@@ -152,3 +153,28 @@ def test_a_bad_retention_age_names_its_variable(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("LAZARUS_RETAIN_JOBS", "a week")
     with pytest.raises(ConfigError, match="LAZARUS_RETAIN_JOBS"):
         load_settings()
+
+
+async def test_finished_workflows_go_with_their_steps_and_failed_ones_stay(
+    dead_settings: Settings, store: Store
+) -> None:
+    flow = Workflow("ret.flow", [Step("only", "ret.step")])
+    for name in ("old-done", "old-cancelled", "old-failed", "new-done"):
+        await start_workflow(store, None, flow, None, workflow_id=name)
+    ended = {"old-done": "succeeded", "old-cancelled": "cancelled", "old-failed": "failed",
+             "new-done": "succeeded"}  # fmt: skip
+    for name, state in ended.items():
+        age = NEW if name.startswith("new") else OLD
+        await store.pool.execute(
+            "UPDATE workflows SET state = $2, finished_at = $3 WHERE workflow_id = $1",
+            name, state, now_utc() - age,
+        )  # fmt: skip
+    dry = await prune(dead_settings, store, None, dry_run=True)
+    assert dry.workflows == 2
+    done = await prune(dead_settings, store, None)
+    assert done.workflows == 2
+    assert await ids(store, "SELECT workflow_id FROM workflows") == {"old-failed", "new-done"}
+    assert await ids(store, "SELECT DISTINCT workflow_id FROM workflow_steps") == {
+        "old-failed",
+        "new-done",
+    }

@@ -23,13 +23,15 @@ from engine.web import (
     routes_service,
     routes_workflows,
     triage,
+    workflow_pages,
 )
 from engine.web.api import create_app
 
 # the JSON API, in order
 SUBJECTS = (routes_dead, routes_jobs, routes_pauses, routes_overview, routes_workflows)
 ROUTERS: dict[str, APIRouter] = {
-    module.__name__: module.router for module in (*SUBJECTS, routes_service, dashboard, triage)
+    module.__name__: module.router
+    for module in (*SUBJECTS, routes_service, dashboard, triage, workflow_pages)
 }
 
 
