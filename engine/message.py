@@ -40,7 +40,7 @@ MAX_WORKFLOW_ID_BYTES = 128
 _STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 MAX_ITEMS = 100_000  # work items of one fan-out
 # A step's result and a workflow's input are stored as jsonb and travel in messages.
-MAX_RESULT_BYTES = 65_536
+MAX_RESULT_BYTES = 1_048_576
 MAX_INPUT_BYTES = 262_144
 
 # Error texts, in headers and in the attempts table. Headers travel in one AMQP frame

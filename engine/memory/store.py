@@ -105,6 +105,7 @@ class InMemoryStore(WorkflowTables, JobTables):
         for row in rows:  # every value checked first: a refused batch adds nothing
             row_id = self._next("dead")
             self.dead_letters[row_id] = {"id": row_id, **row}
+            self._dead_letter_stored(self.dead_letters[row_id])
         return len(rows)
 
     async def stored_death(self, job_id: str, generation: int) -> dict[str, Any] | None:

@@ -134,6 +134,10 @@ class Tables:
         """What follows a change of a job's state (a trigger in PostgreSQL): nothing here;
         the workflow tables override it."""
 
+    def _dead_letter_stored(self, row: dict[str, Any]) -> None:
+        """What follows a new dead-letter row (a trigger in PostgreSQL): nothing here; the
+        workflow tables override it."""
+
     def _stage(self, staged: Staged) -> int:
         """One outbox row (insert_outbox), in the same step as the change it publishes;
         its id."""

@@ -468,6 +468,23 @@ class WorkflowTables(Tables):
                 return row
         return None
 
+    def _dead_letter_stored(self, row: dict[str, Any]) -> None:
+        """The trigger ``workflow_step_died``: a step's dead letter makes it dead and its
+        workflow failed, even when no job state says so (an unknown type, say)."""
+        if row.get("workflow_id") is None:
+            return
+        key = self.step_of_job.get(row["job_id"])
+        step = None if key is None else self.step_rows.get(key)
+        if step is None or step["job_id"] != row["job_id"]:
+            return
+        if step["state"] in ("succeeded", "cancelled", "dead"):
+            return
+        step.update(state="dead", updated_at=utc_now())
+        workflow = self.workflows[step["workflow_id"]]
+        if workflow["state"] in ("pending", "running", "failed"):
+            cause = f"step {step['step']} dead: {row['error_type']}: {row['error_message']}"
+            workflow.update(state="failed", cause=cause[:2000], updated_at=utc_now())
+
     def _job_state_changed(self, job: dict[str, Any], was: str | None) -> None:
         """The trigger ``workflow_step_follows_job``: a step follows its job's state but for
         success; a step that needs a person fails its workflow, and once none does, the

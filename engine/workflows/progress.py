@@ -71,7 +71,7 @@ async def _advance(txn: WorkflowTxn, workflow: Row, finished: list[str]) -> tupl
     held = WorkflowState(workflow["state"]) in HOLDS
     launched, over = 0, False
     for name in finished:
-        if await txn.top_level_done(workflow_id) == 0:
+        if await txn.top_level_done(workflow_id) == 0 and not _cancelled(workflow):
             await txn.set_state(workflow_id, WorkflowState.SUCCEEDED)
             log.info("workflow %s succeeded", workflow_id)
             over = True
@@ -79,6 +79,11 @@ async def _advance(txn: WorkflowTxn, workflow: Row, finished: list[str]) -> tupl
         if not held:
             launched += await _launch_ready(txn, workflow, ready)
     return launched, over
+
+
+def _cancelled(workflow: Row) -> bool:
+    """A cancelled workflow stays cancelled, even if the steps still running succeed."""
+    return bool(workflow["state"] == WorkflowState.CANCELLED)
 
 
 async def _launch_ready(txn: WorkflowTxn, workflow: Row, ready: Sequence[Row]) -> int:

@@ -4,6 +4,7 @@ step-follows-job rule (a trigger in PostgreSQL)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +14,7 @@ from engine.pg.errors import DB_DUPLICATE
 from engine.pg.port import Launch, NewStep, NewWorkflow, WorkflowIdTaken
 from engine.states import JobState, WorkflowState
 from tests.contract.conftest import AnyStore
-from tests.contract.test_store import report
+from tests.contract.test_store import death, report
 
 STEPS = [
     NewStep("a", "step", "t.a", "default", None, 0),
@@ -209,3 +210,21 @@ async def test_listing_pages_newest_first_with_progress(store: AnyStore) -> None
     assert shown is not None and shown["workflow_type"] == "flow"
     assert await store.get_workflow("nope") is None
     assert datetime.now(UTC) - shown["created_at"] < timedelta(minutes=5)
+
+
+async def test_a_steps_dead_letter_fails_its_workflow_without_a_job_state(
+    store: AnyStore,
+) -> None:
+    """A step whose job no worker knew dies without a job state: its dead letter (which
+    names the workflow) makes it dead, and the workflow FAILED."""
+    await started(store)
+    record = replace(death("w1/0/a", error_type="UnknownJobType", error_message="no handler"),
+                     workflow_id="w1")  # fmt: skip
+    await store.insert_dead([replace(death("other"), workflow_id=None), record])
+    row = await store.get_workflow("w1")
+    assert row is not None and row["state"] == "failed"
+    assert row["cause"] == "step a dead: UnknownJobType: no handler"
+    assert [s["state"] for s in await store.workflow_steps("w1", limit=1)] == ["dead"]
+    await store.report([report("w1/0/a", generation=1, seq=1, state=JobState.RUNNING)])
+    row = await store.get_workflow("w1")
+    assert row is not None and row["state"] == "running"

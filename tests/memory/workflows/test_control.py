@@ -9,10 +9,11 @@ import pytest
 
 from engine.context import JobContext
 from engine.errors import Permanent, WorkflowNotFound, WorkflowStateConflict
+from engine.message import StepRef
 from engine.states import RequeueMode
 from engine.testing import Lazarus
-from engine.workflows import INPUT, FanOut, Step, Workflow
-from engine.workflows.progress import NoSuchStep
+from engine.workflows import INPUT, FanOut, Step, Workflow, start_workflow
+from engine.workflows.progress import NoSuchStep, complete
 
 runs: list[str] = []
 broken: set[str] = set()
@@ -122,3 +123,17 @@ async def test_unknown_workflows_are_named(lz: Lazarus) -> None:
         await lz.admin.workflows.show("nope")
     with pytest.raises(WorkflowNotFound):
         await lz.admin.workflows.cancel("nope")
+
+
+async def test_a_cancelled_workflow_stays_cancelled_when_its_last_step_finishes(
+    lz: Lazarus,
+) -> None:
+    """A step that was running when the workflow was cancelled may still succeed: the
+    workflow stays cancelled."""
+    only = Workflow("wfc_one", [Step("only", "wfc_never")])
+    started = await start_workflow(lz.store, None, only, None)  # staged, not published
+    await lz.admin.workflows.cancel(started.workflow_id)
+    async with lz.store.workflow_txn() as txn:
+        done = await complete(txn, StepRef(started.workflow_id, 0, "only"), "late")
+    assert done is not None and not done.finished
+    assert (await lz.workflow(started.workflow_id))["state"] == "cancelled"

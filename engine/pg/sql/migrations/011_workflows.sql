@@ -115,3 +115,28 @@ CREATE TRIGGER jobs_workflow_step AFTER UPDATE OF state ON jobs
    FOR EACH ROW WHEN (NEW.workflow_id IS NOT NULL AND NEW.state <> 'succeeded'
                       AND OLD.state IS DISTINCT FROM NEW.state)
    EXECUTE FUNCTION workflow_step_follows_job();
+
+-- A step's dead letter makes it dead even when no job state says so (a job of a type no
+-- worker knows, or one the broker dead-lettered by itself): its workflow fails and waits.
+CREATE FUNCTION workflow_step_died() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+    wf   text;
+    name text;
+BEGIN
+    UPDATE workflow_steps SET state = 'dead', updated_at = now()
+     WHERE job_id = NEW.job_id AND state NOT IN ('succeeded', 'cancelled', 'dead')
+    RETURNING workflow_id, step INTO wf, name;
+    IF wf IS NOT NULL THEN
+        UPDATE workflows
+           SET state = 'failed', updated_at = now(),
+               cause = left(format('step %s dead: %s: %s', name, NEW.error_type,
+                                   NEW.error_message), 2000)
+         WHERE workflow_id = wf AND state IN ('pending', 'running', 'failed');
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER dead_letters_workflow_step AFTER INSERT ON dead_letters
+   FOR EACH ROW WHEN (NEW.workflow_id IS NOT NULL)
+   EXECUTE FUNCTION workflow_step_died();
