@@ -12,12 +12,19 @@ while, every
 started, and every ``--pg-every`` seconds PostgreSQL terminates the workers'
 connections. Each handler run appends a line to a file with one unbuffered write.
 
-When every job has its final state (or nothing changed for ``--settle`` seconds with the
-work queue empty, or ``--timeout`` passes) the run stops and checks:
+Beside them, ``--workflows`` workflows (default 40) each fan out over ``--items`` work
+items (default 100; one in ten fails its first attempt), then a fan-in reads every
+item's result and a last step reads the fan-in's; both record what they saw.
+
+When every job has its final state and every workflow is over (or nothing changed for
+``--settle`` seconds with the work queue empty, or ``--timeout`` passes) the run stops
+and checks:
 - every job's row holds its expected final state (ok and flaky: succeeded, die: dead);
 - every dying job has its dead-letter row, and no other job has one;
 - every job ran at least once (nothing lost), and how many runs were repeats;
-- the work queue, the delay queues and the recorder's queue are empty.
+- the work queue, the delay queues and the recorder's queue are empty;
+- every workflow succeeded, every work item ran, every fan-in and last step ran and saw
+  everything it waits on succeeded; how many fan-ins ran more than once.
 For every job found missing (its row says DEAD, or it was meant to die, and it has no
 dead-letter row) it prints the job's history: its jobs row, its runs as the handlers
 recorded them, and its copies on ``<ns>.dead.retained`` and on the recorder's queue
@@ -48,10 +55,12 @@ import aio_pika
 import asyncpg
 
 from bench.common import AMQP_URL, ROOT, Child, child_env, python, queue_depth
+from bench.jobs import CHAOS_FLOW
 from bench.lazarus import QUEUE, fresh_namespace
 from engine.amqp.topology import recorder_queue, retained_queue, work_queue
 from engine.client import Client
 from engine.settings import Settings
+from engine.workflows import start_workflow
 
 MIX = {"chaos_ok": 0.70, "chaos_flaky": 0.15, "chaos_die": 0.15}
 FINAL_STATE = {"chaos_ok": "succeeded", "chaos_flaky": "succeeded", "chaos_die": "dead"}
@@ -115,18 +124,22 @@ async def terminate_worker_connections(settings: Settings) -> int:
         await conn.close()
 
 
-async def progress(settings: Settings) -> tuple[int, int]:
-    """(jobs in a final state, dead-letter rows); (-1, -1) while PostgreSQL refuses."""
+async def progress(settings: Settings) -> tuple[int, int, int]:
+    """(jobs of their own in a final state, dead-letter rows, workflows over); (-1, -1, -1)
+    while PostgreSQL refuses."""
     try:
         conn = await connect(settings)
     except (OSError, asyncpg.PostgresError):
-        return -1, -1
+        return -1, -1, -1
     try:
         final = await conn.fetchval(
-            "SELECT count(*) FROM jobs WHERE state IN ('succeeded', 'dead')"
+            "SELECT count(*) FROM jobs WHERE state IN ('succeeded', 'dead') AND workflow_id IS NULL"
         )
         dead = await conn.fetchval("SELECT count(*) FROM dead_letters")
-        return int(final), int(dead)
+        over = await conn.fetchval(
+            "SELECT count(*) FROM workflows WHERE state IN ('succeeded', 'failed', 'cancelled')"
+        )
+        return int(final), int(dead), int(over)
     finally:
         await conn.close()
 
@@ -387,9 +400,60 @@ async def verify(
     }
 
 
+async def verify_workflows(
+    settings: Settings, flows: list[str], items: int, runs_file: Path
+) -> dict[str, Any]:
+    """The workflow mix's invariants: every workflow succeeded; every fan-in run saw all
+    its items succeeded (no step before what it waits on), and so did every last step;
+    every item ran; how often a fan-in ran (more than once only if its own run was cut
+    short by a kill)."""
+    conn = await connect(settings)
+    try:
+        states = dict(
+            await conn.fetch(
+                "SELECT workflow_id, state FROM workflows WHERE workflow_id = ANY($1)", flows
+            )
+        )
+    finally:
+        await conn.close()
+    joins: collections.Counter[str] = collections.Counter()
+    ends: collections.Counter[str] = collections.Counter()
+    early: list[str] = []
+    runs: collections.Counter[str] = collections.Counter()
+    for line in (await asyncio.to_thread(runs_file.read_text)).splitlines():
+        word = line.split()
+        if word[0] == "JOIN":
+            joins[word[1]] += 1
+            if int(word[2]) != items or int(word[3]) != sum(range(items)):
+                early.append(line)
+        elif word[0] == "END":
+            ends[word[1]] += 1
+            if int(word[2]) != items:
+                early.append(line)
+        else:
+            runs[word[0]] += 1
+    item_jobs = {f"{w}/0/items[{i}]" for w in flows for i in range(items)}
+    return {
+        "checks": {
+            "every workflow succeeded": all(states.get(w) == "succeeded" for w in flows),
+            "every fan-in saw all its items succeeded": not early,
+            "every fan-in and last step ran": all(joins[w] and ends[w] for w in flows),
+            "every work item ran": all(runs[j] for j in item_jobs),
+        },
+        "workflows": len(flows),
+        "items_each": items,
+        "states": dict(collections.Counter(states.get(w, "missing") for w in flows)),
+        "fan_in_runs": sum(joins.values()),
+        "fan_ins_run_more_than_once": sum(1 for w in flows if joins[w] > 1),
+        "item_runs": sum(runs[j] for j in item_jobs),
+        "early_runs": early[:10],
+    }
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     random.seed(args.seed)
-    async with fresh_namespace(args.queue_type) as (settings, _store):
+    async with fresh_namespace(args.queue_type) as (settings, store):
+        assert store is not None
         ns = settings.namespace
         runs_file = Path(tempfile.gettempdir()) / f"chaos-runs-{ns}.txt"
         runs_file.unlink(missing_ok=True)
@@ -397,6 +461,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         kinds = random.choices(list(MIX), weights=list(MIX.values()), k=args.n)
         async with Client(settings) as client:
             ids = await client.enqueue_many((kind, None) for kind in kinds)
+            flows = [
+                (
+                    await start_workflow(store, client.broker, CHAOS_FLOW, list(range(args.items)))
+                ).workflow_id
+                for _ in range(args.workflows)
+            ]
         expected = dict(zip(ids, kinds, strict=True))
         dying = sum(1 for kind in kinds if kind == "chaos_die")
 
@@ -417,14 +487,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             for _ in range(args.workers):
                 await workers.start()
-            seen, changed = (-1, -1), began
+            seen, changed = (-1, -1, -1), began
             while True:
-                final, dead = await progress(settings)
-                if final >= args.n and dead >= dying:
+                final, dead, over = await progress(settings)
+                if final >= args.n and dead >= dying and over >= args.workflows:
                     break
                 now = time.monotonic()
-                if (final, dead) != seen:
-                    seen, changed = (final, dead), now
+                if (final, dead, over) != seen:
+                    seen, changed = (final, dead, over), now
                 if now - changed > args.settle and not await queue_depth(work_queue(ns, QUEUE)):
                     print(f"stalled: {final} of {args.n} final, {dead} of {dying} dead rows")
                     break
@@ -453,6 +523,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             await workers.stop()
         report = await verify(settings, expected, runs_file, workers)
+        flow_report = await verify_workflows(settings, flows, args.items, runs_file)
+        report["checks"] |= flow_report.pop("checks")
+        report["workflows"] = flow_report
         if all(report["checks"].values()):
             runs_file.unlink(missing_ok=True)
         else:
@@ -465,6 +538,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "kill_every_s": args.kill_every,
         "pg_every_s": args.pg_every,
         "seed": args.seed,
+        "workflow_mix": f"{args.workflows} x {args.items} items",
         "seconds": round(elapsed, 1),
         "workers_killed": kills,
         "pg_connections_terminated": terminations,
@@ -488,6 +562,8 @@ def main() -> None:
         help="stop once nothing changed for this long with the work queue empty",
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workflows", type=int, default=40, help="workflows in the mix")
+    parser.add_argument("--items", type=int, default=100, help="work items of each")
     args = parser.parse_args()
     report = asyncio.run(run(args))
     text = json.dumps(report, indent=2, default=str)

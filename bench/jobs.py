@@ -14,6 +14,7 @@ import random
 from bench import probe
 from engine import JobContext, Permanent, RetryPolicy, handler
 from engine.message import now_utc
+from engine.workflows import INPUT, FanOut, Step, Workflow, register_workflow
 
 
 @handler("noop")
@@ -56,10 +57,15 @@ async def die_once(ctx: JobContext) -> None:
 _runs_fd: int | None = None
 
 
-def _record_run(ctx: JobContext) -> None:
+def _record_run_fd() -> None:
     global _runs_fd
     if _runs_fd is None:
         _runs_fd = os.open(os.environ["BENCH_CHAOS_RUNS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+
+
+def _record_run(ctx: JobContext) -> None:
+    _record_run_fd()
+    assert _runs_fd is not None
     os.write(_runs_fd, f"{ctx.job_id} {ctx.attempt} {ctx.message.generation}\n".encode())
 
 
@@ -81,3 +87,49 @@ async def chaos_flaky(ctx: JobContext) -> None:
 async def chaos_die(ctx: JobContext) -> None:
     _record_run(ctx)
     raise Permanent("chaos_die dies on purpose")
+
+
+# The chaos run's workflow mix: a fan-out over the input's items (one in ten fails its
+# first attempt and goes through a broker retry), a fan-in that reads every item's
+# result, and a step after it. The fan-in and the last step record what they saw.
+@handler("chaos_wf_item", policy=RetryPolicy(attempts=1, max_retries=3, retry_delay=0.2))
+async def chaos_wf_item(ctx: JobContext) -> int:
+    _record_run(ctx)
+    await asyncio.sleep(random.uniform(0, 0.02))
+    if int(ctx.payload) % 10 == 0 and ctx.attempt == 0:
+        raise RuntimeError("chaos_wf_item fails its first attempt")
+    return int(ctx.payload)
+
+
+@handler("chaos_wf_join")
+async def chaos_wf_join(ctx: JobContext) -> int:
+    _record_run(ctx)
+    values = [v async for _, v in ctx.item_results("items")]
+    assert ctx.workflow is not None
+    _record_line(f"JOIN {ctx.workflow.workflow_id} {len(values)} {sum(values)}")
+    return len(values)
+
+
+@handler("chaos_wf_end")
+async def chaos_wf_end(ctx: JobContext) -> None:
+    _record_run(ctx)
+    assert ctx.workflow is not None
+    _record_line(f"END {ctx.workflow.workflow_id} {await ctx.result_of('join')}")
+
+
+def _record_line(line: str) -> None:
+    _record_run_fd()
+    assert _runs_fd is not None
+    os.write(_runs_fd, f"{line}\n".encode())
+
+
+CHAOS_FLOW = register_workflow(
+    Workflow(
+        "chaos_flow",
+        [
+            FanOut("items", "chaos_wf_item", items_from=INPUT),
+            Step("join", "chaos_wf_join", after=("items",)),
+            Step("end", "chaos_wf_end", after=("join",)),
+        ],
+    )
+)
