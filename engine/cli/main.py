@@ -62,6 +62,7 @@ app.command()(audit)
 app.command()(prune)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+MAX_PROCESSES = 64  # worker processes one command supervises
 
 
 def version_callback(value: bool) -> None:
@@ -271,11 +272,26 @@ def worker(
     metrics_host: Annotated[
         str, typer.Option(help="Address of /metrics; anything but loopback exposes it.")
     ] = "127.0.0.1",
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=MAX_PROCESSES,
+            envvar="LAZARUS_WORKER_PROCESSES",
+            help="Worker processes to run and keep running (default: one per core).",
+        ),
+    ] = None,
 ) -> None:
-    """Run a worker until SIGTERM or SIGINT; in-flight jobs get a grace period."""
+    """Run a worker until SIGTERM or SIGINT; in-flight jobs get a grace period.
+
+    With several processes (the default: one per core) this process supervises them:
+    it restarts one that dies and passes SIGTERM or SIGINT on to all of them. Process i
+    serves its metrics on --metrics-port + i.
+    """
     from engine.message import check_queue_name
     from engine.registry import load_modules, registered
     from engine.worker.runner import run_worker
+    from engine.worker.supervisor import INDEX_VARIABLE, Supervisor, child_argv
 
     config = settings()
     importable_from_cwd()
@@ -286,8 +302,19 @@ def worker(
     except (ImportError, ValueError) as exc:
         fail(str(exc), EXIT_USAGE)
     configure_logging()
+    count = processes or os.cpu_count() or 1
+    if count > 1:
+        if metrics_port is not None and metrics_port + count - 1 > 65535:
+            fail(f"--metrics-port {metrics_port} + {count} processes passes 65535", EXIT_USAGE)
+        supervisor = Supervisor(
+            child_argv(sys.argv[1:]), count, config.shutdown_grace, dict(os.environ)
+        )
+        from engine import loop
+
+        raise typer.Exit(loop.run(supervisor.run(), config.event_loop))
     if metrics_port is not None:
-        serve_metrics(metrics_host, metrics_port)
+        index = int(os.environ.get(INDEX_VARIABLE, "0"))
+        serve_metrics(metrics_host, metrics_port + index)
 
     async def serve() -> None:
         await run_worker(config, queues, concurrency, stop_on_signal(), record=record)
@@ -404,3 +431,7 @@ def main() -> None:
         code = EXIT_FAILED
         report_error("aborted", code)
     sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+if __name__ == "__main__":  # how a supervised worker process is started
+    main()

@@ -54,6 +54,9 @@ async def cli() -> AsyncIterator[Cli]:
         "LAZARUS_NAMESPACE": namespace,
         "LAZARUS_QUEUE_TYPE": "classic",
         "LAZARUS_UNKNOWN_TYPE_GRACE": "0",  # tests that mean a rolling deploy set their own
+        # One worker process per `lazarus worker` (the one a supervisor runs N of), so a
+        # test's worker is one process it can signal; test_cli_processes.py runs several.
+        "LAZARUS_WORKER_PROCESSES": "1",
     }
     yield Cli(env)
     store = Store(make_settings(namespace))
