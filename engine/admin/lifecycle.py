@@ -65,6 +65,31 @@ def usable(names: Iterable[str], check: Callable[[str], str]) -> list[str]:
     return sorted(kept)
 
 
+async def stage_resume(
+    store: AdminStore,
+    job_id: str,
+    generation: int,
+    mode: RequeueMode,
+    retries: int | None,
+    actor: str,
+    *,
+    payload: Any = None,
+    replace_payload: bool = False,
+) -> Row | None:
+    """The compare-and-set of a resume (suspended in ``generation`` -> pending in the next)
+    with its message staged in the outbox; None if the job moved on meanwhile."""
+    return await store.resume_job(
+        job_id,
+        retries=retries,
+        payload=payload,
+        replace_payload=replace_payload,
+        keep_checkpoint=mode is RequeueMode.RECOVER,
+        actor=actor,
+        build=resumed_message,
+        generation=generation,
+    )
+
+
 class Lifecycle:
     """Job and queue control over an open :class:`Admin` (its store, broker and actor)."""
 
@@ -172,15 +197,15 @@ class Lifecycle:
         if retries is not None and retries < 0:
             raise ValueError(f"retries must not be negative, got {retries}")
         found = await self._found(job_id, (JobState.SUSPENDED,), generation)
-        row = await self.store.resume_job(
+        row = await stage_resume(
+            self.store,
             job_id,
-            retries=retries,
+            found["generation"],
+            mode,
+            retries,
+            self.admin.actor,
             payload=payload,
             replace_payload=replace_payload,
-            keep_checkpoint=mode is RequeueMode.RECOVER,
-            actor=self.admin.actor,
-            build=resumed_message,
-            generation=found["generation"],
         )
         if row is None:
             raise await self._conflict(job_id, f"suspended in generation {found['generation']}")

@@ -15,9 +15,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from engine.admin.lifecycle import person_cause
+from engine.admin.lifecycle import person_cause, stage_resume
 from engine.admin.rows import WorkflowDetail, WorkflowStep, WorkflowSummary
-from engine.deadletters.generations import resumed_message
 from engine.errors import WorkflowNotFound, WorkflowStateConflict
 from engine.filters import DeadFilter
 from engine.outbox.relay import drain
@@ -157,15 +156,9 @@ class Workflows:
                 raise _conflict(workflow_id, "pending, running or failed", row)
             await txn.set_state(workflow_id, WorkflowState.SUSPENDED, cause, self.admin.actor)
             waiting = await txn.step_jobs(workflow_id, (JobState.PENDING,))
-        for job in waiting:
-            await self.store.stop_job(
-                job["job_id"],
-                JobState.SUSPENDED.value,
-                f"{SUSPENDED_WITH}: {cause}",
-                self.admin.actor,
-                [JobState.PENDING.value],
-                job["generation"],
-            )
+        await self._stop_jobs(
+            waiting, JobState.SUSPENDED, f"{SUSPENDED_WITH}: {cause}", (JobState.PENDING,)
+        )
         await self.store.audit(
             self.admin.actor, "suspend workflow", {"workflow_id": workflow_id}, 1
         )
@@ -204,15 +197,7 @@ class Workflows:
                 raise _conflict(workflow_id, "not over", row)
             await txn.set_state(workflow_id, WorkflowState.CANCELLED, cause, self.admin.actor)
             going = await txn.step_jobs(workflow_id, (*RELEASED, JobState.SUSPENDED.value))
-        for job in going:
-            await self.store.stop_job(
-                job["job_id"],
-                JobState.CANCELLED.value,
-                f"Workflow cancelled: {cause}",
-                self.admin.actor,
-                [*RELEASED, JobState.SUSPENDED.value],
-                job["generation"],
-            )
+        await self._stop_jobs(going, JobState.CANCELLED, f"Workflow cancelled: {cause}")
         await self.store.audit(self.admin.actor, "cancel workflow", {"workflow_id": workflow_id}, 1)
         return await self._summary(workflow_id)
 
@@ -230,33 +215,35 @@ class Workflows:
                     f"workflow {workflow_id!r}: another workflow holds its unique name"
                 ) from None
         await drain(self.store, self.admin.broker)
-        for job in before:
-            if job["step"].partition("[")[0] in reset:
-                await self.store.stop_job(
-                    job["job_id"],
-                    JobState.CANCELLED.value,
-                    "Workflow restarted",
-                    self.admin.actor,
-                    [*RELEASED, JobState.SUSPENDED.value],
-                    job["generation"],
-                )
+        old_runs = [j for j in before if j["step"].partition("[")[0] in reset]
+        await self._stop_jobs(old_runs, JobState.CANCELLED, "Workflow restarted")
         what = {"workflow_id": workflow_id, "from_step": from_step}
         await self.store.audit(self.admin.actor, "restart workflow", what, 1)
         return await self._summary(workflow_id)
 
+    async def _stop_jobs(
+        self,
+        jobs: Sequence[Any],
+        state: JobState,
+        cause: str,
+        found_in: Sequence[str] = (*RELEASED, JobState.SUSPENDED.value),
+    ) -> None:
+        """Stop step jobs as a person's stop of a job does (a compare-and-set on the
+        generation and states found); one that moved on meanwhile is left as it is."""
+        for job in jobs:
+            await self.store.stop_job(
+                job["job_id"],
+                state.value,
+                cause,
+                self.admin.actor,
+                list(found_in),
+                job["generation"],
+            )
+
     async def _resume_job(
         self, job_id: str, generation: int, mode: RequeueMode, retries: int | None
     ) -> int:
-        row = await self.store.resume_job(
-            job_id,
-            retries=retries,
-            payload=None,
-            replace_payload=False,
-            keep_checkpoint=mode is RequeueMode.RECOVER,
-            actor=self.admin.actor,
-            build=resumed_message,
-            generation=generation,
-        )
+        row = await stage_resume(self.store, job_id, generation, mode, retries, self.admin.actor)
         if row is None:
             return 0
         await drain(self.store, self.admin.broker)
