@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 from asyncpg.pool import PoolConnectionProxy
 
 from engine.message import bounded_error
@@ -19,8 +20,24 @@ from engine.pg.port import Enqueued, JobIdTaken, OutboxKind, Staged, UniqueJob
 from engine.pg.queries import Q
 from engine.states import PERSON_SEQ, JobState
 
-# Where a report row (engine.worker.tracker.Transition.row) carries its error's texts.
+# Where a report row (engine.worker.tracker.Transition.row) carries its error's texts,
+# and its JSON values.
 ERRORS = slice(11, 14)
+PAYLOAD, CHECKPOINT = 9, 18
+
+
+def json_texts(values: Sequence[Any]) -> list[str | None]:
+    """JSON values as the text of a ``$n::text[]::jsonb[]`` parameter (None stays NULL).
+
+    Given as ``jsonb[]``, asyncpg reads a value that is a list as one more dimension of
+    the array: a payload ``["a"]`` was stored as ``"a"``, and ``[1, 2]`` failed the batch.
+    Encoded as the pool's jsonb codec does, and refused as asyncpg refuses what that
+    codec cannot encode (DataError), so callers' fallbacks for rejected rows still run.
+    """
+    try:
+        return [None if v is None else orjson.dumps(v, default=str).decode() for v in values]
+    except orjson.JSONEncodeError as exc:
+        raise asyncpg.DataError(f"invalid input for a JSON column: {exc}") from None
 
 
 class JobStateQueries(ABC):
@@ -87,6 +104,8 @@ class JobStateQueries(ABC):
         if not rows:
             return set()
         columns = [list(c) for c in zip(*rows, strict=True)]
+        for json_column in (PAYLOAD, CHECKPOINT):
+            columns[json_column] = json_texts(columns[json_column])
         errors = [bounded_error(*row[ERRORS]) for row in rows]
         bounded = [list(c) for c in zip(*errors, strict=True)]
         applied = await self.pool.fetch(Q["report_transitions"], *columns, *bounded)

@@ -22,7 +22,7 @@ import orjson
 from engine.errors import SchemaMissing, ServiceUnavailable
 from engine.filters import DeadFilter
 from engine.pg.errors import DB_UNAVAILABLE as DB_UNAVAILABLE  # re-exported: older import path
-from engine.pg.jobs import JobStateQueries
+from engine.pg.jobs import JobStateQueries, json_texts
 from engine.pg.port import OutboxKind, Staged
 from engine.pg.pruning import PRUNE_LOCK, Pruner
 from engine.pg.queries import Q
@@ -249,7 +249,9 @@ class Store(JobStateQueries):
                 strict=True,
             )
         )
-        status = await self.pool.execute(Q["insert_dead_letters"], *[list(c) for c in columns])
+        lists = [list(c) for c in columns]
+        lists[4], lists[13] = json_texts(lists[4]), json_texts(lists[13])  # payload, checkpoint
+        status = await self.pool.execute(Q["insert_dead_letters"], *lists)
         return int(status.rsplit(" ", 1)[-1])
 
     async def stored_death(self, job_id: str, generation: int) -> asyncpg.Record | None:

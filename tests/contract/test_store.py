@@ -38,13 +38,14 @@ def death(
     error_message: str = "boom",
     died_at: datetime = NOW,
     checkpoint: Any = None,
+    payload: Any = None,
 ) -> DeadRecord:
     return DeadRecord(
         job_id=job_id,
         generation=generation,
         job_type=job_type,
         queue=queue,
-        payload={"to": "a@b.c"},
+        payload={"to": "a@b.c"} if payload is None else payload,
         body=b'{"id": "%s"}' % job_id.encode(),
         headers={"x-lazarus-reason": "retries exhausted"},
         attempts=3,
@@ -103,6 +104,21 @@ async def test_a_second_copy_of_a_death_is_ignored(store: AnyStore) -> None:
 
 
 # -- the requeue compare-and-set ----------------------------------------------------------
+
+
+async def test_json_arrays_and_scalars_are_stored_as_they_are(store: AnyStore) -> None:
+    """A payload or checkpoint that is an array stays one (a batch is not read as one more
+    dimension of an array parameter)."""
+    values: list[Any] = [["a"], [1, "two"], [[1, 2]], [], "text", 7, {"a": [1]}]
+    deaths = [death(f"d{i}", payload=v, checkpoint=v) for i, v in enumerate(values)]
+    assert await store.insert_dead(deaths) == len(values)
+    for i, value in enumerate(values):
+        [full] = await store.history(f"d{i}")
+        assert (full["payload"], full["checkpoint"]) == (value, value)
+    await store.report([report(f"j{i}", payload=v, checkpoint=v) for i, v in enumerate(values)])
+    for i, value in enumerate(values):
+        job = await store.get_job(f"j{i}")
+        assert job is not None and (job["payload"], job["checkpoint"]) == (value, value)
 
 
 async def test_two_hundred_concurrent_requeues_give_one_winner_and_one_outbox_row(

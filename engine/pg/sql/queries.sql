@@ -2,15 +2,16 @@
 -- the connection's search_path, which is the namespace schema.
 
 -- name: insert_dead_letters
--- One round trip for a whole batch; a second copy of a death is ignored.
+-- One round trip for a whole batch; a second copy of a death is ignored. Payloads and
+-- checkpoints come as JSON text (engine.pg.jobs.json_texts says why).
 INSERT INTO dead_letters (
     job_id, generation, job_type, queue, payload, body, headers, attempts, max_retries,
     reason, error_type, error_message, traceback, checkpoint, enqueued_at, died_at, worker
 )
 SELECT * FROM unnest(
-    $1::text[], $2::integer[], $3::text[], $4::text[], $5::jsonb[], $6::bytea[], $7::jsonb[],
-    $8::integer[], $9::integer[], $10::text[], $11::text[], $12::text[], $13::text[],
-    $14::jsonb[], $15::timestamptz[], $16::timestamptz[], $17::text[]
+    $1::text[], $2::integer[], $3::text[], $4::text[], $5::text[]::jsonb[], $6::bytea[],
+    $7::jsonb[], $8::integer[], $9::integer[], $10::text[], $11::text[], $12::text[],
+    $13::text[], $14::text[]::jsonb[], $15::timestamptz[], $16::timestamptz[], $17::text[]
 )
 ON CONFLICT (job_id, generation) DO NOTHING;
 
@@ -95,7 +96,8 @@ SELECT coalesce(max(id), 0) FROM dead_letters;
 -- report (same token: sent again after a lost reply); RETURNING says which were applied.
 -- An applied report that carries an error (retrying, dead, suspended) adds its attempt to
 -- job_attempts in the same statement, its texts bounded ($21-$23); one sent again finds
--- its row there and adds none.
+-- its row there and adds none. Payloads and checkpoints come as JSON text
+-- (engine.pg.jobs.json_texts says why).
 WITH applied AS (
 INSERT INTO jobs AS j (
     job_id, generation, seq, redeliveries, job_type, queue, state, attempt, max_retries,
@@ -104,9 +106,9 @@ INSERT INTO jobs AS j (
 )
 SELECT *, now() FROM unnest(
     $1::text[], $2::integer[], $3::integer[], $4::integer[], $5::text[], $6::text[],
-    $7::text[], $8::integer[], $9::integer[], $10::jsonb[], $11::boolean[], $12::text[],
-    $13::text[], $14::text[], $15::text[], $16::text[], $17::timestamptz[], $18::timestamptz[],
-    $19::jsonb[], $20::text[]
+    $7::text[], $8::integer[], $9::integer[], $10::text[]::jsonb[], $11::boolean[],
+    $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::timestamptz[],
+    $18::timestamptz[], $19::text[]::jsonb[], $20::text[]
 )
 ON CONFLICT (job_id) DO UPDATE SET
     generation = EXCLUDED.generation, seq = EXCLUDED.seq, redeliveries = EXCLUDED.redeliveries,
