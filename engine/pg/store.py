@@ -467,6 +467,10 @@ def _where(selector: DeadFilter) -> tuple[list[str], list[Any]]:
         add("died_at >= {}", selector.died_after)
     if selector.died_before:
         add("died_at < {}", selector.died_before)
+    if selector.payload is not None:
+        # Text cast in SQL: the pool's jsonb codec would send JSON null as SQL NULL.
+        # Served by the GIN index of migration 012.
+        add("payload @> {}::text::jsonb", selector.payload)
     return where, args
 
 

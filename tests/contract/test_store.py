@@ -381,6 +381,61 @@ async def test_filters_match_as_the_sql_does(store: AnyStore) -> None:
     assert await store.count_dead(DeadFilter(status=None), cap=2) == 3
 
 
+async def test_the_payload_filter_is_jsonb_containment(store: AnyStore) -> None:
+    order = {
+        "customer": 42,
+        "items": [{"sku": "A", "n": 1}, {"sku": "B", "n": 2}],
+        "tags": ["vip", "eu"],
+        "address": {"country": "FR", "zip": "75001"},
+        "total": 12.5,
+    }
+    await store.insert_dead(
+        [
+            death("order", payload=order),
+            death("other", payload={"customer": 420, "items": [], "tags": ["eu"], "total": 13}),
+            death("flag", payload={"customer": "42", "active": True, "note": None}),
+            death("list", payload=[1, "two", [3, 4], {"five": 5}]),
+            death("scalar", payload=42),
+            death("text", payload="vip"),
+        ]
+    )
+
+    async def jobs(payload: str) -> list[str]:
+        rows = await store.list_dead(DeadFilter(payload=payload))
+        return sorted(r["job_id"] for r in rows)
+
+    cases = {
+        '{"customer": 42}': ["order"],  # not the string "42", not 420
+        '{"customer": 42.0}': ["order"],  # numbers by value
+        '{"address": {"country": "FR"}}': ["order"],  # a sub-object, recursively
+        '{"address": "FR"}': [],
+        '{"tags": ["eu"]}': ["order", "other"],
+        '{"tags": ["eu", "vip", "eu"]}': ["order"],  # any order, any count
+        '{"tags": "eu"}': [],  # below the top, an array holds no bare scalar
+        '{"items": [{"sku": "B"}]}': ["order"],  # an element contained in an element
+        '{"items": []}': ["order", "other"],
+        '{"active": 1}': [],  # true is not 1
+        '{"active": true, "note": null}': ["flag"],
+        '{"customer": 42, "tags": ["eu"], "total": 12.5}': ["order"],
+        "{}": ["flag", "order", "other"],  # every object
+        "[]": ["list"],
+        '[[4], {"five": 5}, "two"]': ["list"],
+        "[3]": [],  # 3 is in an element, not an element
+        "42": ["scalar"],
+        '"two"': ["list"],  # at the top, an array holds a bare scalar
+        '"vip"': ["text"],
+        "null": [],
+    }
+    for text, expected in cases.items():
+        assert await jobs(text) == expected, text
+    selector = DeadFilter(payload='{"tags": ["eu"]}', job_type="mail.send")
+    assert await store.count_dead(selector) == 2
+    assert await store.count_dead(selector, cap=1) == 2
+    assert len(await ids_of(store, selector)) == 2
+    assert await jobs('{"tags": ["eu"]}') == ["order", "other"]
+    assert await store.list_dead(replace(selector, job_type="other.type")) == []
+
+
 async def test_listing_pages_newest_first_and_bulk_walks_oldest_first(store: AnyStore) -> None:
     await store.insert_dead([death(f"j{i}") for i in range(5)])
     ids = await ids_of(store, DeadFilter())
