@@ -56,7 +56,7 @@ CAP = 10_000
 NEWEST = 20_000
 T = TypeVar("T")
 # A dead-letter filter's fields, as the page's form and its URL name them.
-FILTERS = ("type", "queue", "error_type", "error", "since", "after", "before")
+FILTERS = ("type", "queue", "error_type", "error", "since", "after", "before", "payload")
 TIMES = {"after": "died after", "before": "died before"}  # read as UTC without an offset
 TEMPLATES = Path(__file__).parent / "templates"
 

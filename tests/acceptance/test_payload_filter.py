@@ -1,11 +1,13 @@
-"""The dead-letter filter on payload content from outside: the HTTP API and the CLI list,
-count and act on exactly the dead letters whose payload contains the JSON given
-(PostgreSQL's jsonb ``@>``), and a bad value is refused where it was given, acting on
-nothing."""
+"""The dead-letter filter on payload content from outside: the HTTP API, the dashboard and
+the CLI list, count and act on exactly the dead letters whose payload contains the JSON
+given (PostgreSQL's jsonb ``@>``), and a bad value is refused where it was given, acting
+on nothing."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
+from html import unescape
 from typing import Any
 
 import httpx
@@ -15,8 +17,9 @@ import pytest
 from engine import Client
 from engine.pg.store import Store
 from engine.settings import QueueType, Settings
+from engine.web import dashboard
 from tests.acceptance.conftest import Cli
-from tests.acceptance.test_http import api_client, migrated
+from tests.acceptance.test_http import api_client, csrf, migrated
 from tests.conftest import make_settings
 from tests.contract.test_store import death
 
@@ -28,6 +31,7 @@ PAYLOADS: dict[str, Any] = {
     "batch": [1, 2, 3],
 }
 CUSTOMER_42 = '{"customer": 42}'
+ROW = re.compile(r'<tr class="dead-letter" data-job-id="([^"]+)">')
 BAD = [  # (value, what the refusal says)
     ('{"customer": 42', "payload is not valid JSON"),
     ('{"note": "' + "x" * 4100 + '"}', "at most 4"),  # 4096 characters, 4,096 bytes
@@ -111,6 +115,53 @@ async def test_a_bad_payload_is_422_naming_it_and_moves_nothing(api: httpx.Async
     assert refused.status_code == 422 and "body.filter.payload" in refused.json()["error"]
     assert await listed(api) == set(PAYLOADS)
     assert (await api.get("/api/audit")).json()["items"] == []
+
+
+async def test_the_dashboard_shows_pages_and_acts_on_exactly_the_payloads_containing_it(
+    api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = await api.get("/", params={"payload": CUSTOMER_42})
+    assert page.status_code == 200
+    assert set(ROW.findall(page.text)) == {"order-42", "order-42b"}
+    assert "2 match the filter" in page.text
+    # The field holds the filter, so the refresh, paging and bulk actions keep it.
+    assert f'name="payload" value="{CUSTOMER_42}"' in unescape(page.text)
+    panel = await api.get("/ui/panel", params={"payload": CUSTOMER_42})
+    assert set(ROW.findall(panel.text)) == {"order-42", "order-42b"}
+    monkeypatch.setattr(dashboard, "PAGE", 1)
+    first = await api.get("/", params={"payload": CUSTOMER_42})
+    link = re.search(r'<a class="more" href="/\?([^"]+)">', first.text)
+    assert link, first.text
+    second = await api.get("/?" + unescape(link.group(1)))
+    assert ROW.findall(first.text) + ROW.findall(second.text) == ["order-42b", "order-42"]
+
+    headers = await csrf(api)
+    form = {"action": "requeue", "matching": "true", "payload": CUSTOMER_42}
+    preview = await api.post("/ui/bulk/preview", data=form, headers=headers)
+    assert "<strong>2</strong> dead letters would be" in preview.text, preview.text
+    assert "The filter is empty" not in preview.text
+    carried = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', preview.text))
+    assert unescape(carried["payload"]) == CUSTOMER_42
+    carried = {k: unescape(v) for k, v in carried.items()}
+    done = await api.post("/ui/bulk/apply", data=carried | {"retries": "1"}, headers=headers)
+    assert "requeued 2 dead jobs" in done.text, done.text
+    assert await listed(api) == set(PAYLOADS) - {"order-42", "order-42b"}
+
+
+async def test_a_bad_payload_on_the_dashboard_is_said_where_it_was_given(
+    api: httpx.AsyncClient,
+) -> None:
+    headers = await csrf(api)
+    for value, says in BAD:
+        page = await api.get("/", params={"payload": value})
+        assert page.status_code == 200 and 'class="flash bad"' in page.text
+        assert says in unescape(page.text), (value, page.text[-3000:])
+        form = {"action": "delete", "matching": "true", "payload": value}
+        preview = await api.post("/ui/bulk/preview", data=form, headers=headers)
+        assert says in unescape(preview.text) and "would be" not in preview.text
+        done = await api.post("/ui/bulk/apply", data=form, headers=headers)
+        assert says in unescape(done.text) and 'class="flash bad"' in done.text
+    assert await listed(api) == set(PAYLOADS)
 
 
 async def test_the_cli_lists_counts_and_deletes_by_payload(cli: Cli) -> None:
