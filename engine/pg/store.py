@@ -23,6 +23,7 @@ from engine.errors import SchemaMissing, ServiceUnavailable
 from engine.filters import DeadFilter
 from engine.pg.errors import DB_UNAVAILABLE as DB_UNAVAILABLE  # re-exported: older import path
 from engine.pg.jobs import JobStateQueries, json_texts
+from engine.pg.newest import WALK, needs_choice, newest_order
 from engine.pg.port import OutboxKind, Staged
 from engine.pg.pruning import PRUNE_LOCK, Pruner
 from engine.pg.queries import Q
@@ -280,11 +281,12 @@ class Store(JobStateQueries):
         if before_id is not None:
             args.append(before_id)
             where.append(f"id < ${len(args)}")
+        order = await self._newest_order(selector, where, args, limit)
         args.append(limit)
         sql = (
             "SELECT id, job_id, generation, job_type, queue, attempts, max_retries, reason,"
             " error_type, error_message, died_at, status, worker FROM dead_letters"
-            f" WHERE {' AND '.join(where) or 'true'} ORDER BY id DESC LIMIT ${len(args)}"
+            f" WHERE {' AND '.join(where) or 'true'} ORDER BY {order} LIMIT ${len(args)}"
         )
         return list(await self.pool.fetch(sql, *args))
 
@@ -295,15 +297,30 @@ class Store(JobStateQueries):
         group first, with the first and last death of each: what is failing now, at a cost
         that does not grow with the table."""
         where, args = _where(selector)
+        order = await self._newest_order(selector, where, args, newest)
         args += [newest, limit]
         sql = (
             "SELECT job_type, error_type, count(*) AS n, min(died_at) AS first_died,"
             " max(died_at) AS last_died FROM (SELECT job_type, error_type, died_at"
             f" FROM dead_letters WHERE {' AND '.join(where) or 'true'}"
-            f" ORDER BY id DESC LIMIT ${len(args) - 1}) AS newest"
+            f" ORDER BY {order} LIMIT ${len(args) - 1}) AS newest"
             f" GROUP BY job_type, error_type ORDER BY n DESC, last_died DESC LIMIT ${len(args)}"
         )
         return list(await self.pool.fetch(sql, *args))
+
+    async def _newest_order(
+        self, selector: DeadFilter, where: list[str], args: list[Any], wanted: int
+    ) -> str:
+        """How to find the newest ``wanted`` rows matching ``where``: see engine.pg.newest."""
+        if not needs_choice(selector):
+            return WALK
+        plan = await self.pool.fetchval(
+            f"EXPLAIN (FORMAT JSON) SELECT 1 FROM dead_letters WHERE {' AND '.join(where)}", *args
+        )
+        total = await self.pool.fetchval(Q["dead_letters_estimate"])
+        return newest_order(
+            selector, matches=plan[0]["Plan"]["Plan Rows"], total=total, wanted=wanted
+        )
 
     async def suspended_groups(self, limit: int = 20) -> list[asyncpg.Record]:
         """Suspended jobs counted by (job type, error type or a person's stop)."""

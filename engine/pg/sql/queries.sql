@@ -90,6 +90,10 @@ SELECT id, at, actor, action, selector, count, state, finished_at FROM audit_log
 -- name: last_dead_id
 SELECT coalesce(max(id), 0) FROM dead_letters;
 
+-- name: dead_letters_estimate
+-- PostgreSQL's estimate of the rows in dead_letters (0 before its first ANALYZE).
+SELECT greatest(reltuples, 0)::float8 FROM pg_class WHERE oid = 'dead_letters'::regclass;
+
 -- name: report_transitions
 -- Worker-reported states, one statement per batch. A row changes only if the new
 -- (generation, seq, redeliveries) is later than what it holds, or if it holds this very
