@@ -8,10 +8,16 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from engine.states import DeadStatus
 
 _AGE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+# Bytes of JSON text a payload filter may hold: enough for any sub-object a person types,
+# small enough that no request makes PostgreSQL compare megabytes against every row.
+MAX_PAYLOAD_FILTER = 4096
+MAX_PAYLOAD_DEPTH = 32  # nested objects and arrays in it: deeper is a mistake, not a search
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +32,9 @@ class DeadFilter:
     died_after: datetime | None = None
     died_before: datetime | None = None
     status: DeadStatus | None = DeadStatus.DEAD
+    # JSON text, not a value: ``null`` is a filter too. Rows whose payload contains it as
+    # PostgreSQL's jsonb ``@>`` reads containment (read :func:`payload_filter`).
+    payload: str | None = None
 
     def is_empty(self) -> bool:
         """True when nothing narrows the selection (only the status)."""
@@ -37,11 +46,14 @@ class DeadFilter:
             or self.error_text
             or self.died_after
             or self.died_before
+            or self.payload is not None
         )
 
     def describe(self) -> dict[str, Any]:
-        """The filter as JSON-friendly values, for the audit log."""
+        """The filter as JSON-friendly values, for the audit log (the payload as JSON)."""
         out = {k: v for k, v in asdict(self).items() if v not in (None, ())}
+        if self.payload is not None:
+            out["payload"] = orjson.loads(self.payload)
         return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in out.items()}
 
 
@@ -94,11 +106,14 @@ def dead_filter(
     after: datetime | None = None,
     before: datetime | None = None,
     status: DeadStatus | None = DeadStatus.DEAD,
+    payload: str | None = None,
     since_name: str = "since",
+    payload_name: str = "payload",
 ) -> DeadFilter:
     """The filter a person gives, from the CLI or HTTP, as the engine reads it: ``since``
     (an age, which wins over ``after``) becomes a time, an error type is read as workers
-    store it, empty texts mean no condition. ValueError names a bad ``since``."""
+    store it, the payload is checked JSON, empty texts mean no condition. ValueError names
+    a bad ``since`` or ``payload`` by the name it came in."""
     if since is not None:
         after = datetime.now(UTC) - age_ago(since_name, since)
     return DeadFilter(
@@ -110,7 +125,48 @@ def dead_filter(
         died_after=after,
         died_before=before,
         status=status,
+        payload=payload_filter(payload_name, payload),
     )
+
+
+def payload_filter(name: str, text: str | None) -> str | None:
+    """JSON text a payload must contain, checked as PostgreSQL will read it; blank is None.
+
+    Any JSON value: ``{"customer": 42}`` matches payloads with that key and value (among
+    others), ``{"tags": ["vip"]}`` those whose ``tags`` array holds ``"vip"``. The
+    ValueError names ``name`` and says what is wrong: longer than MAX_PAYLOAD_FILTER
+    bytes or nested deeper than MAX_PAYLOAD_DEPTH, not JSON, or holding ``\\u0000``,
+    which no stored payload can.
+    """
+    if text is None or not text.strip():
+        return None
+    size = len(text.encode(errors="surrogatepass"))
+    if size > MAX_PAYLOAD_FILTER:
+        raise ValueError(f"{name}: at most {MAX_PAYLOAD_FILTER:,} bytes of JSON, got {size:,}")
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"{name} is not valid JSON: {exc}") from None
+    if _depth(value) > MAX_PAYLOAD_DEPTH:
+        raise ValueError(f"{name}: JSON nested more than {MAX_PAYLOAD_DEPTH} levels deep")
+    if b"\\u0000" in orjson.dumps(value):
+        raise ValueError(f"{name}: \\u0000 cannot match (PostgreSQL stores no NUL in JSON)")
+    return text.strip()
+
+
+def _depth(value: Any) -> int:
+    """How deeply objects and arrays nest in a JSON value (a scalar is 0), without
+    recursion: the text may nest a thousand levels before it is refused."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, level = todo.pop()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        )
+        if children is not None:
+            deepest = max(deepest, level)
+            todo.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def stored_error_type(name: str | None) -> str | None:

@@ -67,7 +67,7 @@ class Admin(Generic[S]):
         while RabbitMQ is unreachable. ``statement_timeout`` bounds every query (seconds)."""
         self.settings = settings or load_settings()
         self.actor = actor or default_actor()
-        self.store = Store(self.settings, statement_timeout=statement_timeout)
+        self.store = Store(self.settings, statement_timeout=statement_timeout, plan_each_time=True)
         self.broker: BrokerPort = Broker(self.settings, name="lazarus-admin")
         self._with_broker = broker
         self._owns_ports = True

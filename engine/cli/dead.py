@@ -53,6 +53,15 @@ BeforeOpt = Annotated[
 AfterOpt = Annotated[
     datetime | None, typer.Option("--after", help="Only deaths after this time (ISO 8601).")
 ]
+PayloadOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--payload",
+        metavar="<json>",
+        help="Only dead letters whose payload contains this JSON: keys with these values, "
+        """arrays with these elements (PostgreSQL's @>), e.g. '{"customer": 42}'.""",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
@@ -73,6 +82,7 @@ def build_filter(
     since: str | None,
     after: datetime | None,
     before: datetime | None,
+    payload: str | None = None,
     status: DeadStatus | None = DeadStatus.DEAD,
 ) -> DeadFilter:
     try:
@@ -86,7 +96,9 @@ def build_filter(
             after=after,
             before=before,
             status=status,
+            payload=payload,
             since_name="--since",
+            payload_name="--payload",
         )
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
@@ -123,6 +135,7 @@ async def list_(
     since: SinceOpt = None,
     after: AfterOpt = None,
     before: BeforeOpt = None,
+    payload: PayloadOpt = None,
     status: Annotated[
         str, typer.Option(help="dead, requeue_pending, requeued, deleted, or all.")
     ] = "dead",
@@ -142,7 +155,9 @@ async def list_(
         fail(
             f"--status {status!r}: use dead, requeue_pending, requeued, deleted or all", EXIT_USAGE
         )
-    selector = build_filter(None, job_type, queue, error_type, error, since, after, before, wanted)
+    selector = build_filter(
+        None, job_type, queue, error_type, error, since, after, before, payload, wanted
+    )
     async with reader() as admin:
         rows = await admin.list_dead(selector, limit=limit, before_id=before_id)
     if as_json:
@@ -226,6 +241,7 @@ async def requeue(
     since: SinceOpt = None,
     after: AfterOpt = None,
     before: BeforeOpt = None,
+    payload: PayloadOpt = None,
     retries: Annotated[
         int | None,
         typer.Option(min=0, max=MAX_ATTEMPTS, help="New retry budget (default: the job's own)."),
@@ -239,7 +255,9 @@ async def requeue(
 ) -> None:
     """Move dead jobs back to their queues as a new generation with a fresh attempt count."""
     selector = selection(
-        ids, all_, build_filter(ids, job_type, queue, error_type, error, since, after, before)
+        ids,
+        all_,
+        build_filter(ids, job_type, queue, error_type, error, since, after, before, payload),
     )
     async with Admin(settings()) as admin:
         if dry_run:
@@ -268,12 +286,15 @@ async def delete(
     since: SinceOpt = None,
     after: AfterOpt = None,
     before: BeforeOpt = None,
+    payload: PayloadOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would go.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Mark dead letters deleted (kept as history until purged)."""
     selector = selection(
-        ids, all_, build_filter(ids, job_type, queue, error_type, error, since, after, before)
+        ids,
+        all_,
+        build_filter(ids, job_type, queue, error_type, error, since, after, before, payload),
     )
     async with Admin(settings()) as admin:
         if dry_run:

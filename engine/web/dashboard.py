@@ -9,6 +9,7 @@ ids travel in form fields, not in paths, so any id (``/``, ``..``) is reachable.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -56,7 +57,7 @@ CAP = 10_000
 NEWEST = 20_000
 T = TypeVar("T")
 # A dead-letter filter's fields, as the page's form and its URL name them.
-FILTERS = ("type", "queue", "error_type", "error", "since", "after", "before")
+FILTERS = ("type", "queue", "error_type", "error", "since", "after", "before", "payload")
 TIMES = {"after": "died after", "before": "died before"}  # read as UTC without an offset
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -231,7 +232,11 @@ def page(request: Request, name: str, context: dict[str, Any], status: int = 200
 
 async def render(request: Request, admin: Admin, form: Form, flash: str = "",
                  ok: bool = True, name: str = "_panel.html") -> Response:  # fmt: skip
-    """The panel; a card whose data cannot be read shows why, and the others render."""
+    """The panel; a card whose data cannot be read shows why, and the others render.
+
+    The cards are read concurrently (over the admin's pool of connections), so the panel
+    takes about as long as its slowest card, not the sum of them all.
+    """
     problems: dict[str, str] = {}
 
     async def card(key: str, read: Awaitable[T], empty: T) -> T:
@@ -248,29 +253,35 @@ async def render(request: Request, admin: Admin, form: Form, flash: str = "",
     except ValueError as exc:
         selector, before_id, flash, ok = DeadFilter(), None, f"filter: {message(exc)}", False
     lifecycle = admin.jobs
-    counts = await card("counts", lifecycle.counts(cap=CAP), {})
-    chart = await card("chart", lifecycle.activity(), [])
-    dead = await card("dead", admin.list_dead(selector, limit=PAGE, before_id=before_id), [])
-    more = dead[-1].id if len(dead) == PAGE else None
+    async with asyncio.TaskGroup() as cards:
+        read = cards.create_task
+        counts = read(card("counts", lifecycle.counts(cap=CAP), {}))
+        chart = read(card("chart", lifecycle.activity(), []))
+        dead = read(card("dead", admin.list_dead(selector, limit=PAGE, before_id=before_id), []))
+        groups = read(card("groups", admin.groups(selector, newest=NEWEST), []))
+        suspended_groups = read(card("groups", admin.suspended_groups(), []))
+        queues = read(card("queues", lifecycle.list_queues(), []))
+        types = read(card("types", lifecycle.list_types(every_parked_queue=False), []))
+        matching = read(card("dead", admin.count(selector, cap=CAP), 0))
+        suspended = read(
+            card("suspended", lifecycle.list_jobs(state=JobState.SUSPENDED, limit=20), [])
+        )
+        audit = read(card("audit", admin.audit_log(10), []))
+        workers = read(card("workers", admin.list_workers(20), []))
+    rows = dead.result()
+    more = rows[-1].id if len(rows) == PAGE else None
     shown = shown_filters(form)
+    bars = chart.result()
     return page(request, name, {
         "flash": flash, "ok": ok, "filters": shown, "problems": problems,
-        "groups": await card("groups", admin.groups(selector), []),
-        "suspended_groups": await card("groups", admin.suspended_groups(), []),
+        "groups": groups.result(), "suspended_groups": suspended_groups.result(),
         "next_before_id": more,
         "page_query": urlencode(shown | {"before_id": more}),
-        "queues": await card("queues", lifecycle.list_queues(), []),
-        "types": await card("types", lifecycle.list_types(every_parked_queue=False), []),
-        "counts": {s.value: counts.get(s.value, 0) for s in JobState},
-        "dead": dead,
-        "matching": await card("dead", admin.count(selector, cap=CAP), 0),
-        "cap": CAP, "newest": NEWEST,
-        "suspended": await card(
-            "suspended", lifecycle.list_jobs(state=JobState.SUSPENDED, limit=20), []
-        ),
-        "audit": await card("audit", admin.audit_log(10), []),
-        "workers": await card("workers", admin.list_workers(20), []),
-        "chart": chart, "top": max([1, *(n for b in chart for n in b.values())]),
+        "queues": queues.result(), "types": types.result(),
+        "counts": {s.value: counts.result().get(s.value, 0) for s in JobState},
+        "dead": rows, "matching": matching.result(), "cap": CAP, "newest": NEWEST,
+        "suspended": suspended.result(), "audit": audit.result(), "workers": workers.result(),
+        "chart": bars, "top": max([1, *(n for b in bars for n in b.values())]),
     })  # fmt: skip
 
 

@@ -19,7 +19,14 @@ from pydantic import (
     field_validator,
 )
 
-from engine.filters import DeadFilter, age_ago, bulk_selection, dead_filter
+from engine.filters import (
+    MAX_PAYLOAD_FILTER,
+    DeadFilter,
+    age_ago,
+    bulk_selection,
+    dead_filter,
+    payload_filter,
+)
 from engine.message import MAX_ATTEMPTS, MAX_GENERATION
 from engine.states import DeadStatus, JobState, RequeueMode
 
@@ -32,6 +39,10 @@ MAX_NAME = 200  # a job type, queue or error type
 MAX_TEXT = 500  # a "message contains" substring
 MAX_AGE = 32
 MAX_TIME = 64  # an ISO 8601 time
+PAYLOAD = (  # the payload filter's description, in the query string and in bodies
+    "JSON text: dead letters whose payload contains it, as PostgreSQL's jsonb @> reads "
+    'it (e.g. {"customer": 42}: that key with that value, among others).'
+)
 
 
 def _iso(value: Any) -> Any:
@@ -94,12 +105,19 @@ class DeadFilterBody(Body):
     )
     after: IsoTime | None = None
     before: IsoTime | None = None
+    payload: str | None = Field(default=None, max_length=MAX_PAYLOAD_FILTER, description=PAYLOAD)
 
     @field_validator("since")
     @classmethod
     def _age(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
             age_ago(str(info.field_name), value)
+        return value
+
+    @field_validator("payload")
+    @classmethod
+    def _payload(cls, value: str | None, info: ValidationInfo) -> str | None:
+        payload_filter(str(info.field_name), value)
         return value
 
     def to_filter(self, status: DeadStatus | None = DeadStatus.DEAD) -> DeadFilter:
@@ -113,6 +131,7 @@ class DeadFilterBody(Body):
             after=self.after,
             before=self.before,
             status=status,
+            payload=self.payload,
         )
 
 

@@ -36,6 +36,9 @@ async def list_dead(
     ] = None,
     after: m.IsoTime | None = None,
     before: m.IsoTime | None = None,
+    payload: Annotated[
+        str | None, Query(max_length=m.MAX_PAYLOAD_FILTER, description=m.PAYLOAD)
+    ] = None,
     status: Annotated[str, Query(pattern="^(dead|requeue_pending|requeued|deleted|all)$")] = (
         "dead"
     ),
@@ -46,7 +49,7 @@ async def list_dead(
     wanted = None if status == "all" else DeadStatus(status)
     query = m.DeadFilterBody(
         type=type, queue=queue, error_type=error_type, error=error, since=since,
-        after=after, before=before,
+        after=after, before=before, payload=payload,
     )  # fmt: skip
     selector = query.to_filter(wanted)
     rows = await admin.list_dead(selector, limit=limit, before_id=before_id)

@@ -46,13 +46,14 @@ def death(
     error_message: str = "boom",
     died_at: datetime = NOW,
     checkpoint: Any = None,
+    payload: Any = None,
 ) -> DeadRecord:
     return DeadRecord(
         job_id=job_id,
         generation=generation,
         job_type=job_type,
         queue=queue,
-        payload={"to": "a@b.c"},
+        payload={"to": "a@b.c"} if payload is None else payload,
         body=b'{"id": "%s"}' % job_id.encode(),
         headers={"x-lazarus-reason": "retries exhausted"},
         attempts=3,
@@ -110,33 +111,19 @@ async def test_a_second_copy_of_a_death_is_ignored(store: AnyStore) -> None:
     assert await store.stored_death("j1", 5) is None
 
 
-async def test_json_arrays_are_stored_whole_in_a_batch(store: AnyStore) -> None:
-    """A payload or checkpoint that is a JSON array is one value, not an extra dimension
-    of the batch's array parameter (which split it, or failed the batch)."""
-    deaths = [
-        replace(death("j1", checkpoint=[1, [2]]), payload=["a", "b"]),
-        replace(death("j2"), payload={"k": [3]}),
-        replace(death("j3"), payload=[]),
-    ]
-    assert await store.insert_dead(deaths) == 3
-    stored = {r["job_id"]: (r["payload"], r["checkpoint"]) for r in await store.history("j1")}
-    assert stored == {"j1": (["a", "b"], [1, [2]])}
-    assert [r["payload"] for r in await store.history("j3")] == [[]]
-    await store.report(
-        [
-            report("r1", payload=[1, 2], checkpoint=["step", 3]),
-            report("r2", payload={"k": 1}),
-            report("r3", payload=[[1, 2], [3]]),
-        ]
-    )
-    for job_id, payload in (("r1", [1, 2]), ("r2", {"k": 1}), ("r3", [[1, 2], [3]])):
-        job = await store.get_job(job_id)
-        assert job is not None and job["payload"] == payload
-    job = await store.get_job("r1")
-    assert job is not None and job["checkpoint"] == ["step", 3]
-
-
-# -- the requeue compare-and-set ----------------------------------------------------------
+async def test_json_arrays_and_scalars_are_stored_as_they_are(store: AnyStore) -> None:
+    """A payload or checkpoint that is an array stays one (a batch is not read as one more
+    dimension of an array parameter)."""
+    values: list[Any] = [["a"], [1, "two"], [[1, 2]], [], "text", 7, {"a": [1]}]
+    deaths = [death(f"d{i}", payload=v, checkpoint=v) for i, v in enumerate(values)]
+    assert await store.insert_dead(deaths) == len(values)
+    for i, value in enumerate(values):
+        [full] = await store.history(f"d{i}")
+        assert (full["payload"], full["checkpoint"]) == (value, value)
+    await store.report([report(f"j{i}", payload=v, checkpoint=v) for i, v in enumerate(values)])
+    for i, value in enumerate(values):
+        job = await store.get_job(f"j{i}")
+        assert job is not None and (job["payload"], job["checkpoint"]) == (value, value)
 
 
 async def test_two_hundred_concurrent_requeues_give_one_winner_and_one_outbox_row(
@@ -397,6 +384,61 @@ async def test_filters_match_as_the_sql_does(store: AnyStore) -> None:
     assert await jobs(status=None) == ["a", "b", "c", "d"]
     assert await store.count_dead(DeadFilter(status=None)) == 4
     assert await store.count_dead(DeadFilter(status=None), cap=2) == 3
+
+
+async def test_the_payload_filter_is_jsonb_containment(store: AnyStore) -> None:
+    order = {
+        "customer": 42,
+        "items": [{"sku": "A", "n": 1}, {"sku": "B", "n": 2}],
+        "tags": ["vip", "eu"],
+        "address": {"country": "FR", "zip": "75001"},
+        "total": 12.5,
+    }
+    await store.insert_dead(
+        [
+            death("order", payload=order),
+            death("other", payload={"customer": 420, "items": [], "tags": ["eu"], "total": 13}),
+            death("flag", payload={"customer": "42", "active": True, "note": None}),
+            death("list", payload=[1, "two", [3, 4], {"five": 5}]),
+            death("scalar", payload=42),
+            death("text", payload="vip"),
+        ]
+    )
+
+    async def jobs(payload: str) -> list[str]:
+        rows = await store.list_dead(DeadFilter(payload=payload))
+        return sorted(r["job_id"] for r in rows)
+
+    cases = {
+        '{"customer": 42}': ["order"],  # not the string "42", not 420
+        '{"customer": 42.0}': ["order"],  # numbers by value
+        '{"address": {"country": "FR"}}': ["order"],  # a sub-object, recursively
+        '{"address": "FR"}': [],
+        '{"tags": ["eu"]}': ["order", "other"],
+        '{"tags": ["eu", "vip", "eu"]}': ["order"],  # any order, any count
+        '{"tags": "eu"}': [],  # below the top, an array holds no bare scalar
+        '{"items": [{"sku": "B"}]}': ["order"],  # an element contained in an element
+        '{"items": []}': ["order", "other"],
+        '{"active": 1}': [],  # true is not 1
+        '{"active": true, "note": null}': ["flag"],
+        '{"customer": 42, "tags": ["eu"], "total": 12.5}': ["order"],
+        "{}": ["flag", "order", "other"],  # every object
+        "[]": ["list"],
+        '[[4], {"five": 5}, "two"]': ["list"],
+        "[3]": [],  # 3 is in an element, not an element
+        "42": ["scalar"],
+        '"two"': ["list"],  # at the top, an array holds a bare scalar
+        '"vip"': ["text"],
+        "null": [],
+    }
+    for text, expected in cases.items():
+        assert await jobs(text) == expected, text
+    selector = DeadFilter(payload='{"tags": ["eu"]}', job_type="mail.send")
+    assert await store.count_dead(selector) == 2
+    assert await store.count_dead(selector, cap=1) == 2
+    assert len(await ids_of(store, selector)) == 2
+    assert await jobs('{"tags": ["eu"]}') == ["order", "other"]
+    assert await store.list_dead(replace(selector, job_type="other.type")) == []
 
 
 async def test_listing_pages_newest_first_and_bulk_walks_oldest_first(store: AnyStore) -> None:

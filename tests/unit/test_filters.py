@@ -41,3 +41,29 @@ def test_a_bad_age_names_where_it_came_from(text: str, message: str) -> None:
         age_ago("--since", text)
     with pytest.raises(ValueError, match=message):
         dead_filter(since=text, since_name="--since")
+
+
+def test_a_payload_filter_is_json_text_kept_as_given() -> None:
+    selector = dead_filter(payload=' {"customer": 42, "tags": ["vip"]} ')
+    assert selector.payload == '{"customer": 42, "tags": ["vip"]}'
+    assert not selector.is_empty()
+    assert selector.describe()["payload"] == {"customer": 42, "tags": ["vip"]}
+    assert dead_filter(payload="null").payload == "null"  # JSON null is a filter too
+    assert not dead_filter(payload="null").is_empty()
+    assert dead_filter(payload="  ").payload is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"customer": 42', "--payload is not valid JSON: unexpected end of data"),
+        ("customer=42", "--payload is not valid JSON"),
+        ("NaN", "--payload is not valid JSON"),
+        ('{"a": "' + "x" * 5000 + '"}', "--payload: at most 4,096 bytes of JSON, got 5,009"),
+        ("[" * 33 + "]" * 33, "--payload: JSON nested more than 32 levels deep"),
+        ('{"a": "\\u0000"}', "--payload: \\\\u0000 cannot match"),
+    ],
+)
+def test_a_bad_payload_filter_names_where_it_came_from(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        dead_filter(payload=text, payload_name="--payload")

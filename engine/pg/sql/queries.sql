@@ -2,7 +2,8 @@
 -- the connection's search_path, which is the namespace schema.
 
 -- name: insert_dead_letters
--- One round trip for a whole batch; a second copy of a death is ignored.
+-- One round trip for a whole batch; a second copy of a death is ignored. JSON values come
+-- wrapped (engine.pg.jsonb says why).
 INSERT INTO dead_letters (
     job_id, generation, job_type, queue, payload, body, headers, attempts, max_retries,
     reason, error_type, error_message, traceback, checkpoint, enqueued_at, died_at, worker,
@@ -91,13 +92,17 @@ SELECT id, at, actor, action, selector, count, state, finished_at FROM audit_log
 -- name: last_dead_id
 SELECT coalesce(max(id), 0) FROM dead_letters;
 
+-- name: dead_letters_estimate
+-- PostgreSQL's estimate of the rows in dead_letters (0 before its first ANALYZE).
+SELECT greatest(reltuples, 0)::float8 FROM pg_class WHERE oid = 'dead_letters'::regclass;
+
 -- name: report_transitions
 -- Worker-reported states, one statement per batch. A row changes only if the new
 -- (generation, seq, redeliveries) is later than what it holds, or if it holds this very
 -- report (same token: sent again after a lost reply); RETURNING says which were applied.
 -- An applied report that carries an error (retrying, dead, suspended) adds its attempt to
 -- job_attempts in the same statement, its texts bounded ($21-$23); one sent again finds
--- its row there and adds none.
+-- its row there and adds none. JSON values come wrapped (engine.pg.jsonb says why).
 WITH applied AS (
 INSERT INTO jobs AS j (
     job_id, generation, seq, redeliveries, job_type, queue, state, attempt, max_retries,

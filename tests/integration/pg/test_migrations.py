@@ -138,3 +138,30 @@ async def test_message_search_gets_a_trigram_index_outside_the_namespace(
             "EXPLAIN SELECT id FROM dead_letters WHERE error_message ILIKE '%timeout talking%'"
         )
     assert "dead_letters_error_message_trgm" in "\n".join(r[0] for r in plan)
+
+
+async def test_payload_search_gets_a_gin_index_over_the_rows_already_there(
+    bare_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 012 indexes the payloads of dead letters stored before it, and the
+    store's containment condition (the text cast included) is served by that index."""
+    await migrate_up_to(bare_store, 10, monkeypatch)
+    await bare_store.pool.execute(
+        "INSERT INTO dead_letters (job_id, generation, job_type, queue, payload, body,"
+        " attempts, reason, error_type, error_message, died_at)"
+        " VALUES ('j1', 0, 'mail.send', 'default', '{\"customer\": 42}', 'x', 1, 'r', 'E',"
+        " 'm', now())"
+    )
+    assert "012_payload_search.sql" in await bare_store.migrate()
+    index = await bare_store.pool.fetchval(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = $1"
+        " AND indexname = 'dead_letters_payload_path'",
+        bare_store.schema,
+    )
+    assert index is not None and "gin (payload jsonb_path_ops)" in index
+    query = "SELECT id FROM dead_letters WHERE payload @> {}::text::jsonb"
+    async with bare_store.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        assert await conn.fetchval(query.format("$1"), '{"customer": 42}') is not None
+        plan = await conn.fetch("EXPLAIN " + query.format("'{\"customer\": 42}'"))
+    assert "dead_letters_payload_path" in "\n".join(r[0] for r in plan)
