@@ -407,3 +407,63 @@ async def test_a_read_only_login_sees_the_dashboard_without_action_controls(
         assert death["status"] == "dead"
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+async def test_a_failed_workflow_is_found_retried_and_goes_on_from_its_page(
+    ns: Settings, tmp_path: Path, size: str
+) -> None:
+    """Open the workflows by state, a failed one at its own URL with its failed item
+    first and the cause, retry it with a mode and a budget (confirming first), and watch
+    it succeed; the page fits a phone."""
+    from engine.web.api import create_app
+    from engine.workflows import start_workflow
+    from tests.acceptance.workflow_app import IMPORT
+
+    store = Store(ns)
+    await store.connect()
+    try:
+        async with tracking_worker(ns) as worker:
+            started = await start_workflow(store, worker.broker, IMPORT, ["a", "bad-x", "cc"])
+            workflow_id = started.workflow_id
+
+            async def state_is(state: str) -> bool:
+                row = await store.get_workflow(workflow_id)
+                return row is not None and row["state"] == state
+
+            await wait_for(lambda: state_is("failed"), what="the workflow to fail")
+            with serving(create_app(ns, open_access=True)) as base_url:
+
+                def retry(driver: webdriver.Chrome) -> dict[str, object]:
+                    width, height = SIZES[size]
+                    driver.set_window_size(width, height)
+                    driver.get(base_url + "/")  # the session
+                    click(driver, "header nav a[href='/workflows']")
+                    click(driver, "a[href='/workflows?state=failed']")
+                    click(driver, "main.page td.id a")
+                    wait(driver).until(lambda d: "/workflows/" in d.current_url)
+                    page = text_of(driver, "main.page")
+                    shoot(driver, f"workflow-{size}.png")
+                    overflow = driver.execute_script(
+                        "return document.documentElement.scrollWidth - window.innerWidth"
+                    )
+                    driver.find_element(By.CSS_SELECTOR, 'select[name="mode"]').send_keys("recover")
+                    driver.find_element(By.CSS_SELECTOR, 'input[name="retries"]').send_keys("1")
+                    click(driver, "form[hx-post='/ui/workflows/retry'] button")
+                    wait(driver).until(lambda d: d.switch_to.alert).accept()
+                    result = text_of(driver, "#dialog .result .flash")
+                    return {"page": page, "overflow": overflow, "result": result}
+
+                seen = await asyncio.to_thread(lambda: _in_browser(tmp_path, retry))
+            assert "Need a person (1)" in str(seen["page"])
+            assert "cannot read bad-x" in str(seen["page"])
+            assert int(str(seen["overflow"])) <= 0, "the page is wider than the window"
+            assert seen["result"] == "moved back 1 failed steps and items"
+            await wait_for(lambda: state_is("succeeded"), what="the workflow to go on")
+    finally:
+        await store.close()
+
+
+def _in_browser(tmp_path: Path, look: object) -> dict[str, object]:
+    with chromium(tmp_path / "profile") as driver:
+        return look(driver)  # type: ignore[operator,no-any-return]
