@@ -104,6 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only", default=",".join(SECTIONS), help=f"comma list of {','.join(SECTIONS)}"
     )
+    parser.add_argument("--show", metavar="JSON", help="print the tables of a saved result")
     args = parser.parse_args(argv)
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.sections) - set(SECTIONS)
@@ -300,7 +301,8 @@ def summarize(
 
 CELERY_CONFIG = (
     f"pool={peers.CELERY_POOL} -c {peers.CELERY_CONCURRENCY}, prefetch {peers.PREFETCH}, "
-    "acks_late, confirm_publish, persistent, classic queue, Redis result backend"
+    "acks_late, confirm_publish, persistent, classic queue, Redis result backend "
+    f"({REDIS_URL})"
 )
 
 
@@ -455,10 +457,20 @@ def ratio(a: Any, b: Any) -> str:
     return f"{a / b:.2f}x"
 
 
-def table_rows(run: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, ...]]:
+LAZARUS_SETUP = (
+    "Lazarus: 1 worker proc, concurrency = prefetch {concurrency}, quorum, states tracked, "
+    "confirmed publishes, ack after the success is written in PostgreSQL"
+)
+CELERY_SETUP = (
+    f"Celery: 1 worker proc, {peers.CELERY_POOL} -c {peers.CELERY_CONCURRENCY}, prefetch "
+    f"{peers.PREFETCH}, acks_late, confirm_publish, classic, Redis results"
+)
+
+
+def table_rows(run: dict[str, Any], concurrency: int) -> list[tuple[str, ...]]:
     """(row, setup, figure, result) per measurement of one run."""
     rows: list[tuple[str, ...]] = []
-    worker = f"1 worker proc (states tracked), concurrency {args.concurrency}, {QUEUE_TYPE}"
+    lazarus_setup = LAZARUS_SETUP.format(concurrency=concurrency)
 
     def failed(key: str, name: str, setup: str) -> bool:
         row = run.get(key)
@@ -470,36 +482,39 @@ def table_rows(run: dict[str, Any], args: argparse.Namespace) -> list[tuple[str,
         return False
 
     c, j = run.get("chains", {}), run.get("independent", {})
-    if not failed("chains", "overhead: chains", worker):
+    if not failed("chains", "overhead: chains a->b->c", lazarus_setup):
         rows.append(
             (
                 "overhead: chains a->b->c",
-                f"{c['chains']:,} workflows started first, then {worker}",
+                lazarus_setup,
                 f"{num(c['steps_per_s'])} steps/s",
+                f"{c['chains']:,} chains started first ({num(c['starts_per_s'])}/s), all "
                 f"{c['workflows_succeeded']:,} succeeded; chain/independent "
                 f"{ratio(c['steps_per_s'], j.get('steps_per_s'))} (target 0.80x)",
             )
         )
-    if not failed("independent", "overhead: independent jobs", worker):
+    if not failed("independent", "overhead: independent jobs", lazarus_setup):
         rows.append(
             (
                 "overhead: independent jobs",
-                f"{j['n']:,} tracked no-op jobs (enqueue_many), then {worker}",
+                lazarus_setup,
                 f"{num(j['steps_per_s'])} jobs/s",
-                f"{j['succeeded_rows']:,} rows succeeded, left {j['left_in_queue']}",
+                f"{j['n']:,} no-op jobs (enqueue_many) first; {j['succeeded_rows']:,} rows "
+                f"succeeded, left {j['left_in_queue']}",
             )
         )
     for key, name in (("fan_in", "fan-out/fan-in"), ("fan_in_flaky", "fan-in, 1 % fail once")):
         f = run.get(key, {})
-        if failed(key, name, worker):
+        if failed(key, f"{name}: Lazarus", lazarus_setup):
             continue
         rows.append(
             (
                 f"{name}: Lazarus",
-                f"{len(f['rounds'])} x FanOut of {f['items']:,} + 1 step, into {worker}",
+                lazarus_setup,
                 f"{num(f['items_per_s'])} items/s",
-                f"delay to fan-in: median {num(f['delay_median_s'] * 1000)} ms, max "
-                f"{num(f['delay_max_s'] * 1000)} ms (from last handler "
+                f"{len(f['rounds'])} x {f['items']:,} items, start call {f['start_s']:.1f} s; "
+                f"to fan-in: median {num(f['delay_median_s'] * 1000)} ms, max "
+                f"{num(f['delay_max_s'] * 1000)} ms (from last item handler "
                 f"{num(f['delay_handler_median_s'] * 1000)} ms); fan-in ran "
                 f"{'/'.join(map(str, f['fan_in_runs']))}; retried "
                 f"{'/'.join(map(str, f['retried_items']))}",
@@ -510,17 +525,17 @@ def table_rows(run: dict[str, Any], args: argparse.Namespace) -> list[tuple[str,
         ("celery_chord_flaky", "fan-in, 1 % fail once"),
     ):
         f = run.get(key, {})
-        if failed(key, name, CELERY_CONFIG):
+        if failed(key, f"{name}: Celery chord", CELERY_SETUP):
             continue
         lazarus_rate = run.get(key.replace("celery_chord", "fan_in"), {}).get("items_per_s")
         rows.append(
             (
                 f"{name}: Celery chord",
-                f"1 worker proc, {CELERY_CONFIG}",
+                CELERY_SETUP,
                 f"{num(f['items_per_s'])} items/s",
-                f"delay to body (from last handler) {num(f['delay_handler_s'] * 1000)} ms; "
-                f"body ran {f['fan_in_runs']}; "
-                f"Lazarus/Celery {ratio(lazarus_rate, f['items_per_s'])}",
+                f"1 x {f['items']:,} items, apply_async {f['publish_s']:.1f} s; to body (from "
+                f"last item handler) {num(f['delay_handler_s'] * 1000)} ms; body ran "
+                f"{f['fan_in_runs']}; Lazarus/Celery {ratio(lazarus_rate, f['items_per_s'])}",
             )
         )
     return rows
@@ -538,8 +553,26 @@ def render(rows: list[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
+def print_tables(runs: list[dict[str, Any]], args: dict[str, Any], loop: str) -> list[Any]:
+    tables = []
+    for index, run in enumerate(runs, 1):
+        rows = table_rows(run, args["concurrency"])
+        tables.append(rows)
+        print(
+            f"\nLazarus workflows bench, run {index} of {len(runs)}: items={args['items']}, "
+            f"chains={args['chains']}, {os.cpu_count()} CPUs, event loop {loop}"
+        )
+        print(render(rows))
+    return tables
+
+
 async def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.show:  # the tables of a saved run, without measuring
+        saved = json.loads(await asyncio.to_thread(Path(args.show).read_text))
+        loop = saved["machine"]["event_loop"].split(".")[0]
+        print_tables(saved["runs"], saved["args"], loop)
+        return 0
     collector = await Collector.open()
     started = datetime.now(UTC)
     runs = []
@@ -549,16 +582,8 @@ async def main(argv: list[str] | None = None) -> int:
             runs.append(await one_run(args, collector))
     finally:
         collector.close()
-    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
-    tables = []
-    for index, run in enumerate(runs, 1):
-        rows = table_rows(run, args)
-        tables.append(rows)
-        print(
-            f"\nLazarus workflows bench, run {index} of {len(runs)}: items={args.items}, "
-            f"chains={args.chains}, {os.cpu_count()} CPUs, event loop {loop}"
-        )
-        print(render(rows))
+    loop = type(asyncio.get_running_loop()).__module__
+    tables = print_tables(runs, vars(args), loop.split(".")[0])
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"workflows-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     document = {
@@ -566,11 +591,15 @@ async def main(argv: list[str] | None = None) -> int:
         "finished": datetime.now(UTC).isoformat(),
         "args": dict(vars(args)),
         "machine": {
-            "event_loop": type(asyncio.get_running_loop()).__module__,
+            "event_loop": loop,
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
             "rabbitmq": await rabbitmq_version(),
+        },
+        "setup": {
+            "lazarus": LAZARUS_SETUP.format(concurrency=args.concurrency),
+            "celery": CELERY_CONFIG,
         },
         "versions": versions() | {"redis": _version("redis")},
         "git": git_state(),
