@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import time
 
 from bench import probe
-from engine import JobContext, Permanent, RetryPolicy, handler
+from engine import JobContext, Permanent, RetryPolicy, Transient, handler
 from engine.message import now_utc
 from engine.workflows import INPUT, FanOut, Step, Workflow, register_workflow
 
@@ -133,3 +134,43 @@ CHAOS_FLOW = register_workflow(
         ],
     )
 )
+
+
+# Workflows (bench.workflows). Steps and items are no-ops that call the probe; an item of
+# ``wf_item_flaky`` whose index is a multiple of 100 fails its first run (a broker retry
+# after WF_RETRY_DELAY s, as Celery's countdown in bench.peers.celery_chord_app). The
+# fan-in appends "workflow_id wall-clock-start attempt" to BENCH_WF_RUNS, one unbuffered
+# write per run, so every run of it is counted and timed from inside the worker.
+WF_RETRY_DELAY = 0.1
+FLAKY_EVERY = 100
+_wf_runs_fd: int | None = None
+
+
+@handler("wf_step")
+async def wf_step(ctx: JobContext) -> None:
+    probe.finished()
+
+
+@handler("wf_item")
+async def wf_item(ctx: JobContext) -> None:
+    probe.finished()
+
+
+@handler(
+    "wf_item_flaky",
+    policy=RetryPolicy(attempts=1, max_retries=1, retry_delay=WF_RETRY_DELAY, retry_jitter=0.0),
+)
+async def wf_item_flaky(ctx: JobContext) -> None:
+    if ctx.attempt == 0 and int(ctx.payload) % FLAKY_EVERY == 0:
+        raise Transient(f"item {ctx.payload} fails its first run")
+    probe.finished()
+
+
+@handler("wf_join")
+async def wf_join(ctx: JobContext) -> None:
+    started = time.time()
+    global _wf_runs_fd
+    if _wf_runs_fd is None:
+        _wf_runs_fd = os.open(os.environ["BENCH_WF_RUNS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    workflow = ctx.workflow.workflow_id if ctx.workflow else ctx.job_id
+    os.write(_wf_runs_fd, f"{workflow} {started!r} {ctx.attempt}\n".encode())

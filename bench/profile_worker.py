@@ -4,6 +4,10 @@ Enqueues N ``noop`` jobs in a fresh namespace, runs :mod:`bench.lazarus_worker` 
 ``py-spy record`` (raw collapsed stacks, idle samples included) until the queue is
 empty, then prints where the samples fall: by leaf function (self time) and by any
 frame (inclusive), for the engine alone and overall.
+
+``--workflow chain`` starts N chains of three steps instead (``--workflow fan_in``: one
+fan-out of N items and its fan-in step; both with ``--record``, which steps need) and
+profiles until every workflow succeeded.
 """
 
 from __future__ import annotations
@@ -16,15 +20,19 @@ import re
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import ROOT, child_env, queue_depth
 from bench.lazarus import QUEUE, fresh_namespace
+from engine.amqp.port import BrokerPort
 from engine.amqp.topology import work_queue
 from engine.client import Client
 from engine.filters import DeadFilter
+from engine.pg.store import Store
+from engine.workflows import start_workflow
 
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*)\)$")
 
@@ -89,13 +97,25 @@ async def run(
     top: int,
     job_type: str,
     record: bool,
+    workflow: str | None = None,
 ) -> None:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    record = record or workflow is not None
     async with fresh_namespace(queue_type, database=record) as (settings, store):
         ns = settings.namespace
+        fd, name = tempfile.mkstemp(prefix="bench-profile-runs-")  # fan-ins write their runs
+        os.close(fd)
+        runs = Path(name)
         async with Client(settings) as client:
-            await client.enqueue_many((job_type, None) for _ in range(n))
-        env = child_env("", LAZARUS_NAMESPACE=ns, LAZARUS_QUEUE_TYPE=queue_type)
+            if workflow is None:
+                await client.enqueue_many((job_type, None) for _ in range(n))
+            else:
+                assert store is not None
+                job_type = f"{workflow} workflow"
+                await start_workflows(store, client.broker, workflow, n)
+        env = child_env(
+            "", LAZARUS_NAMESPACE=ns, LAZARUS_QUEUE_TYPE=queue_type, BENCH_WF_RUNS=str(runs)
+        )
         env.pop("BENCH_REPORT_ADDR")
         spy = await asyncio.create_subprocess_exec(
             py_spy,
@@ -128,6 +148,9 @@ async def run(
         dying = job_type == "bench_die"
         while dying and store is not None and await store.count_dead(DeadFilter()) < n:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+        while workflow is not None and store is not None and await unfinished(store):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(runs.unlink)
         await asyncio.sleep(0.3)  # the last prefetched deliveries
         elapsed = time.perf_counter() - started
         pgrep = await asyncio.create_subprocess_exec(
@@ -141,6 +164,28 @@ async def run(
         f"{rate} Hz), {queue_type} queue, concurrency {concurrency}; raw stacks: {out}"
     )
     print(analyse(out, top))
+
+
+async def start_workflows(store: Store, broker: BrokerPort, workflow: str, n: int) -> None:
+    """N chains (8 starts at once), or one fan-out of N items; their first jobs queued."""
+    from bench.workflows import CHAIN, FAN_IN, STARTS_IN_FLIGHT
+
+    if workflow == "fan_in":
+        await start_workflow(store, broker, FAN_IN, list(range(n)))
+        return
+    window = asyncio.Semaphore(STARTS_IN_FLIGHT)
+
+    async def one() -> None:
+        async with window:
+            await start_workflow(store, broker, CHAIN)
+
+    await asyncio.gather(*(one() for _ in range(n)))
+
+
+async def unfinished(store: Store) -> int:
+    return int(
+        await store.pool.fetchval("SELECT count(*) FROM workflows WHERE state <> 'succeeded'")
+    )
 
 
 def main() -> None:
@@ -157,6 +202,11 @@ def main() -> None:
         help="track states and run the recorder in the worker (throw-away schema); "
         "with bench_die, waits until every dead letter is stored",
     )
+    parser.add_argument(
+        "--workflow",
+        choices=["chain", "fan_in"],
+        help="N chains of 3 steps, or one fan-out of N items, instead of N jobs",
+    )
     args = parser.parse_args()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(__file__).resolve().parent / "results" / f"profile-{stamp}.txt"
@@ -171,6 +221,7 @@ def main() -> None:
             args.top,
             args.job_type,
             args.record,
+            args.workflow,
         )
     )
 
