@@ -431,6 +431,14 @@ async def test_openapi_documents_every_endpoint(api: httpx.AsyncClient) -> None:
         "/api/stats",
         "/api/audit",
         "/api/workers",
+        "/api/workflows",
+        "/api/workflows/{workflow_id}",
+        "/api/workflows/{workflow_id}/suspend",
+        "/api/workflows/{workflow_id}/resume",
+        "/api/workflows/{workflow_id}/cancel",
+        "/api/workflows/{workflow_id}/restart",
+        "/api/workflows/{workflow_id}/work-items/retry",
+        "/api/workflows/work-items/retry",
     }
     conflict = paths["/api/jobs/{job_id}/suspend"]["post"]["responses"]["409"]
     assert conflict["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
