@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import signal
 import sys
@@ -26,6 +28,7 @@ INDEX_VARIABLE = "LAZARUS_WORKER_INDEX"  # which child a process is (0 to N-1), 
 YOUNG = 10.0  # a child that dies sooner than this after its start died young
 MAX_PAUSE = 30.0  # the longest pause before a restart
 KILL_AFTER = 10.0  # seconds past the grace before a child that will not stop is killed
+PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent dies
 
 
 @dataclass
@@ -90,7 +93,9 @@ class Supervisor:
 
     async def _start(self, child: Child) -> None:
         env = self.env | {INDEX_VARIABLE: str(child.index)}
-        child.process = await asyncio.create_subprocess_exec(*self.argv, env=env)
+        child.process = await asyncio.create_subprocess_exec(
+            *self.argv, env=env, preexec_fn=die_with_parent
+        )
         child.started = time.monotonic()
 
     async def _wait(self, child: Child) -> int:
@@ -116,6 +121,16 @@ class Supervisor:
         if child.process is not None and child.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):  # it died meanwhile
                 child.process.send_signal(signum)
+
+
+def die_with_parent() -> None:
+    """In a child, before it runs: be killed when the supervisor dies, even by SIGKILL, as
+    a single worker killed that way dies with its jobs (they go back to their queues).
+    Linux only (prctl PR_SET_PDEATHSIG); elsewhere an orphan runs until it is stopped."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def child_argv(args: Sequence[str]) -> list[str]:

@@ -70,3 +70,23 @@ def test_bad_process_counts_are_usage_errors(cli: Cli) -> None:
         assert result.returncode == USAGE, (value, result.stderr)
     high = cli.run("worker", "handlers.examples", "--processes", "4", "--metrics-port", "65534")
     assert high.returncode == USAGE and "65535" in high.stderr
+
+
+def test_killing_the_supervisor_kills_its_workers(cli: Cli, tmp_path: Path) -> None:
+    """kill -9 of the command a person started leaves no worker behind holding jobs: each
+    dies with it, as a single worker killed that way does, and its jobs go back."""
+    assert cli.run("migrate").returncode == OK
+    log = tmp_path / "worker.log"
+    supervisor = cli.spawn(log, "worker", "handlers.examples", "--processes", "2")
+    try:
+        wait_for_output(supervisor, log, "supervising 2 worker processes")
+        wait_until(lambda: len(psutil.Process(supervisor.pid).children()) == 2, "two workers")
+        children = psutil.Process(supervisor.pid).children()
+        supervisor.kill()
+        supervisor.wait(timeout=30)
+        gone, alive = psutil.wait_procs(children, timeout=20)
+        assert alive == [] and len(gone) == 2
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait(timeout=30)
