@@ -473,17 +473,25 @@ class WorkflowTables(Tables):
         workflow failed, even when no job state says so (an unknown type, say)."""
         if row.get("workflow_id") is None:
             return
-        key = self.step_of_job.get(row["job_id"])
-        step = None if key is None else self.step_rows.get(key)
-        if step is None or step["job_id"] != row["job_id"]:
-            return
-        if step["state"] in ("succeeded", "cancelled", "dead"):
+        step = self._step_run_by(row["job_id"])
+        if step is None or step["state"] in ("succeeded", "cancelled", "dead"):
             return
         step.update(state="dead", updated_at=utc_now())
+        self._fail(step, "dead", f"{row['error_type']}: {row['error_message']}")
+
+    def _step_run_by(self, job_id: str) -> dict[str, Any] | None:
+        """The step whose current job is ``job_id`` (the index workflow_steps_job)."""
+        key = self.step_of_job.get(job_id)
+        step = None if key is None else self.step_rows.get(key)
+        return step if step is not None and step["job_id"] == job_id else None
+
+    def _fail(self, step: dict[str, Any], state: str, error: str) -> None:
+        """The workflow of a step that needs a person is FAILED, saying which and why,
+        unless a person's suspend or cancel, or its success, holds it."""
         workflow = self.workflows[step["workflow_id"]]
         if workflow["state"] in ("pending", "running", "failed"):
-            cause = f"step {step['step']} dead: {row['error_type']}: {row['error_message']}"
-            workflow.update(state="failed", cause=cause[:2000], updated_at=utc_now())
+            cause = f"step {step['step']} {state}: {error}"[:2000]
+            workflow.update(state="failed", cause=cause, updated_at=utc_now())
 
     def _job_state_changed(self, job: dict[str, Any], was: str | None) -> None:
         """The trigger ``workflow_step_follows_job``: a step follows its job's state but for
@@ -492,29 +500,19 @@ class WorkflowTables(Tables):
         state = job["state"]
         if job.get("workflow_id") is None or state == JobState.SUCCEEDED or was == state:
             return
-        key = self.step_of_job.get(job["job_id"])
-        step = None if key is None else self.step_rows.get(key)
-        if (
-            step is None
-            or step["job_id"] != job["job_id"]
-            or step["state"] in ("succeeded", "waiting", state)
-        ):
+        step = self._step_run_by(job["job_id"])
+        if step is None or step["state"] in ("succeeded", "waiting", state):
             return
         previous = step["state"]
         step.update(state=state, updated_at=utc_now())
         workflow = self.workflows[step["workflow_id"]]
         if state in _NEEDS_PERSON:
-            if workflow["state"] in ("pending", "running", "failed"):
-                error = job["cause"] or (
-                    f"{job['error_type']}: {job['error_message']}"
-                    if job["error_type"] and job["error_message"] is not None
-                    else job["error_type"] or "no error recorded"
-                )
-                workflow.update(
-                    state="failed",
-                    cause=f"step {step['step']} {state}: {error}"[:2000],
-                    updated_at=utc_now(),
-                )
+            error = job["cause"] or (
+                f"{job['error_type']}: {job['error_message']}"
+                if job["error_type"] and job["error_message"] is not None
+                else job["error_type"] or "no error recorded"
+            )
+            self._fail(step, state, error)
         elif previous in _NEEDS_PERSON:
             if workflow["state"] == "failed" and not any(
                 r["state"] in _NEEDS_PERSON
